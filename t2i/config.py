@@ -1,0 +1,240 @@
+"""Typed configs: dataclasses <-> YAML, `key=value` overrides, and errors that name the key.
+
+A run is described by one YAML file with three sections::
+
+    model:   {type: vae, latent_dim: 32, ...}   # `type` picks the class, the rest are its arguments
+    data:    {...}                              # DataConfig
+    train:   {...}                              # TrainConfig
+
+`python -m t2i.train CONFIG train.max_steps=100 model.beta=4` overrides single keys; values
+are parsed as YAML (`4` is an int, `1e-3` a float, `null` None, `[1, 2]` a list).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config value or key is wrong; the message names the file, the key and the fix."""
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the images and captions come from.
+
+    Args:
+        dataset: "shapes" (the procedural shapes world; the only data set so far).
+        image_size: side of the square images, in pixels.
+        num_train: number of training samples.
+        num_val: number of held-back samples used for sample grids and evaluation.
+        seed: data seed; the validation split uses seed + 1.
+        num_objects: 1, 2, or None for a mix.
+        holdout: attribute combinations kept out of training, e.g. [{color: purple, shape: triangle}].
+        context_length: caption length in BPE tokens (open_clip's tokenizer).
+        num_workers: DataLoader worker processes.
+    """
+
+    dataset: str = "shapes"
+    image_size: int = 32
+    num_train: int = 50_000
+    num_val: int = 512
+    seed: int = 0
+    num_objects: int | None = None
+    holdout: list = dataclasses.field(default_factory=list)
+    context_length: int = 32
+    num_workers: int = 0
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Optimisation, logging and checkpointing for the one training loop.
+
+    Args:
+        output_dir: run directory: checkpoints/, samples/, logs/, model/ (the final weights).
+        seed: seeds model init, data order and sampling noise.
+        max_steps: number of optimizer updates.
+        batch_size: per-device micro-batch size.
+        gradient_accumulation_steps: micro-batches per optimizer update.
+        learning_rate: peak learning rate, reached after `warmup_steps`.
+        lr_schedule: a diffusers scheduler name: "cosine", "linear", "constant_with_warmup", ...
+        warmup_steps: linear warmup length, in optimizer updates.
+        weight_decay: AdamW weight decay.
+        adam_betas: AdamW betas.
+        max_grad_norm: gradient clipping norm; null turns clipping off.
+        mixed_precision: "auto" (bf16 on CUDA, fp32 on CPU), "no" or "bf16".
+        ema_decay: keep an exponential moving average of the weights with this decay; null = off.
+        log_every: log metrics every this many updates.
+        sample_every: write sample grids every this many updates (and at the end).
+        num_samples: images per sample grid.
+        checkpoint_every: write a resumable checkpoint every this many updates (and at the end).
+        checkpoints_total_limit: keep only the newest this many checkpoints.
+        max_nonfinite_steps: stop with an error after this many non-finite losses in a row.
+        resume: "latest", a checkpoint directory, or null to start fresh.
+    """
+
+    output_dir: str = "runs/default"
+    seed: int = 0
+    max_steps: int = 1000
+    batch_size: int = 64
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-3
+    lr_schedule: str = "cosine"
+    warmup_steps: int = 100
+    weight_decay: float = 0.0
+    adam_betas: list = dataclasses.field(default_factory=lambda: [0.9, 0.999])
+    max_grad_norm: float | None = 1.0
+    mixed_precision: str = "auto"
+    ema_decay: float | None = None
+    log_every: int = 10
+    sample_every: int = 500
+    num_samples: int = 16
+    checkpoint_every: int = 500
+    checkpoints_total_limit: int = 3
+    max_nonfinite_steps: int = 10
+    resume: str | None = None
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    """One training run: which model, on which data, trained how.
+
+    Args:
+        model: `type` (a key of `t2i.models.MODELS`) and that class's constructor arguments.
+        data: the data set.
+        train: the training loop.
+    """
+
+    model: dict = dataclasses.field(default_factory=dict)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+
+def _unknown_key(key: str, valid: list[str], where: str) -> ConfigError:
+    """The error for a key that the section does not have, with the closest valid keys."""
+    close = difflib.get_close_matches(key.split(".")[-1], valid, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return ConfigError(f"{where}: unknown key '{key}'.{hint} Valid keys: {', '.join(valid)}.")
+
+
+def _check_type(value: Any, hint: Any, key: str, where: str) -> Any:
+    """Return `value` coerced to `hint` where that is lossless (int -> float), else raise."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(hint):
+            return None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        origin = typing.get_origin(hint)
+    base = origin or hint
+    if base is float and isinstance(value, (int, str)) and not isinstance(value, bool):
+        try:
+            return float(value)  # YAML 1.1 reads "1e-3" (no dot) as a string
+        except ValueError:
+            pass
+    elif isinstance(value, base) and not (base is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(
+        f"{where}: '{key}' must be {getattr(base, '__name__', base)}, got {value!r} "
+        f"({type(value).__name__})."
+    )
+
+
+def from_dict(cls: type, data: dict, where: str, prefix: str = "") -> Any:
+    """Build dataclass `cls` from a plain dict, checking every key and type.
+
+    Args:
+        cls: a dataclass type.
+        data: its fields as a dict (nested dataclasses as nested dicts).
+        where: the source named in errors (a file path).
+        prefix: dotted path of this section, for error messages.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: section '{prefix or 'top level'}' must be a mapping.")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise _unknown_key(prefix + key, names, where)
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = from_dict(hint, value or {}, where, prefix + key + ".")
+        else:
+            kwargs[key] = _check_type(value, hint, prefix + key, where)
+    return cls(**kwargs)
+
+
+def to_dict(config: Any) -> dict:
+    """The plain-dict (YAML-ready) form of a config dataclass."""
+    return dataclasses.asdict(config)
+
+
+def apply_overrides(data: dict, overrides: list[str], where: str = "command line") -> dict:
+    """Set `section.key=value` overrides into a nested dict; values are parsed as YAML.
+
+    Args:
+        data: the nested config dict (changed in place and returned).
+        overrides: strings like "train.max_steps=100".
+        where: the source named in errors.
+    """
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"{where}: override '{item}' is not of the form key=value.")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{where}: '{key}' goes through a value that is not a section.")
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read an experiment YAML, apply overrides, and validate it.
+
+    Args:
+        path: the YAML file.
+        overrides: "section.key=value" strings applied after reading.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    apply_overrides(data, overrides or [])
+    config = from_dict(ExperimentConfig, data, str(path))
+    if "type" not in config.model:
+        raise ConfigError(f"{path}: 'model.type' is required (the model family, e.g. vae).")
+    return config
+
+
+def save_config(config: ExperimentConfig, path: str | Path) -> None:
+    """Write an experiment config as YAML (what a run was started with)."""
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+def check_kwargs(fn: Any, kwargs: dict, where: str) -> None:
+    """Raise a ConfigError naming any key of `kwargs` that `fn` does not accept.
+
+    Args:
+        fn: a callable or class whose signature lists the valid keys.
+        kwargs: the keys to check.
+        where: the source and section named in errors, e.g. "configs/vae.yaml: model".
+    """
+    params = inspect.signature(fn).parameters
+    valid = [n for n, p in params.items() if n != "self" and p.kind is p.POSITIONAL_OR_KEYWORD]
+    for key in kwargs:
+        if key not in valid:
+            raise _unknown_key(key, valid, where)

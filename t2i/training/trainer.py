@@ -1,0 +1,338 @@
+"""The one training loop: every t2i model trains through `Trainer`, from one CPU to many GPUs.
+
+The trainer knows no model family. It calls `model.training_losses(batch) -> dict` (a "loss"
+key plus logged terms) and, when the model has it, `model.log_images(batch, generator)` for
+sample grids. Around that: Accelerate for devices, mixed precision (bf16 on CUDA, fp32 on
+CPU), gradient accumulation and checkpoints; AdamW with warmup + cosine; optional EMA
+weights (diffusers' EMAModel); a tqdm bar; CSV (and TensorBoard) logs; `resume="latest"`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import shutil
+from pathlib import Path
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from torch.utils.data import DataLoader, Dataset
+from torchvision.utils import save_image
+from tqdm.auto import tqdm
+
+from t2i.config import TrainConfig
+from t2i.training.checkpoints import load_checkpoint, resolve_resume, save_checkpoint
+from t2i.training.tracking import default_trackers
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised after `max_nonfinite_steps` optimizer updates in a row had a non-finite loss."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a finished run leaves behind.
+
+    Args:
+        step: optimizer updates done.
+        metrics: the last logged metrics.
+        skipped_steps: updates skipped because the loss was not finite.
+        model_dir: the saved final model (`from_pretrained` loads it), or None if not main.
+    """
+
+    step: int
+    metrics: dict[str, float]
+    skipped_steps: int
+    model_dir: Path | None
+
+
+class _LossModule(torch.nn.Module):
+    """Routes `training_losses` through `forward`, so DDP's hooks see it on many GPUs."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return self.model.training_losses(batch)
+
+
+def resolve_mixed_precision(setting: str) -> str:
+    """"auto" -> "bf16" on CUDA, "no" (fp32) on CPU; other values pass through checked."""
+    if setting == "auto":
+        return "bf16" if torch.cuda.is_available() else "no"
+    if setting not in ("no", "bf16", "fp16"):
+        raise ValueError(f"train.mixed_precision={setting!r}: use 'auto', 'no', 'bf16' or 'fp16'")
+    return setting
+
+
+class Trainer:
+    """Trains `model` on `train_dataset` as `config` says.
+
+    Args:
+        model: a t2i model (`training_losses(batch)`; optionally `log_images`, `save_pretrained`).
+        config: the training settings.
+        train_dataset: yields samples that `collate_fn` turns into a batch dict.
+        collate_fn: builds a batch dict from a list of samples.
+        sample_dataset: samples for the periodic image grids (the first `num_samples`).
+        num_workers: DataLoader worker processes.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        config: TrainConfig,
+        train_dataset: Dataset,
+        collate_fn: Callable[[list], dict] | None = None,
+        sample_dataset: Dataset | None = None,
+        num_workers: int = 0,
+    ) -> None:
+        self.config = config
+        self.out = Path(config.output_dir)
+        self.accelerator = Accelerator(
+            mixed_precision=resolve_mixed_precision(config.mixed_precision),
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+            log_with=default_trackers(self.out / "logs"),
+            project_config=ProjectConfiguration(project_dir=str(self.out),
+                                                logging_dir=str(self.out / "logs")),
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True,
+                                                      data_seed=config.seed),
+        )
+        self.model = model
+        self.sample_batch = self._sample_batch(sample_dataset or train_dataset, collate_fn)
+        loader = DataLoader(train_dataset, batch_size=config.batch_size, shuffle=True,
+                            drop_last=True, collate_fn=collate_fn, num_workers=num_workers,
+                            # its own generator: starting an epoch must not draw from the
+                            # global RNG, or a resumed run's noise would drift from the original
+                            generator=torch.Generator().manual_seed(config.seed))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
+                                      betas=tuple(config.adam_betas),
+                                      weight_decay=config.weight_decay)
+        n = self.accelerator.num_processes
+        scheduler = get_scheduler(config.lr_schedule, optimizer,
+                                  num_warmup_steps=config.warmup_steps * n,
+                                  num_training_steps=config.max_steps * n)
+        self.wrapped, self.optimizer, self.loader, self.scheduler = self.accelerator.prepare(
+            _LossModule(model), optimizer, loader, scheduler)
+        if len(self.loader) == 0:
+            raise ValueError(f"the data set has {len(train_dataset)} samples, fewer than one "
+                             f"batch (train.batch_size={config.batch_size})")
+        self.ema = EMAModel(model.parameters(), decay=config.ema_decay) if config.ema_decay else None
+        if self.ema is not None:
+            self.ema.to(self.accelerator.device)
+        self.step = 0  # optimizer updates done
+        self.skipped = 0  # updates skipped for a non-finite loss
+        self.nonfinite_in_a_row = 0
+        self.bad_window = False  # a micro-batch of the current update had a non-finite loss
+        self.grad_norm: torch.Tensor | None = None
+        self.last_metrics: dict[str, float] = {}
+
+    def _sample_batch(self, dataset: Dataset, collate_fn: Callable | None) -> dict | None:
+        """A fixed batch for sample grids, so grids over training are comparable."""
+        if not hasattr(self.model, "log_images"):
+            return None
+        n = min(self.config.num_samples, len(dataset))
+        items = [dataset[i] for i in range(n)]
+        return collate_fn(items) if collate_fn else torch.utils.data.default_collate(items)
+
+    # ---- the loop ------------------------------------------------------------------------
+
+    def train(self) -> TrainResult:
+        """Run until `max_steps` optimizer updates; resume first if `config.resume` says so."""
+        cfg, acc = self.config, self.accelerator
+        acc.init_trackers("t2i")
+        self._maybe_resume()
+        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not acc.is_main_process,
+                   desc="train", dynamic_ncols=True)
+        window: dict[str, float] = {}
+        while self.step < cfg.max_steps:
+            for batch in self._batches():
+                losses = self._update(batch)
+                if not acc.sync_gradients:
+                    continue
+                self.step += 1
+                bar.update(1)
+                self._accumulate(window, losses)
+                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                    metrics = self._log(window)
+                    bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}")
+                    window = {}
+                if self.step % cfg.sample_every == 0:
+                    self.write_samples()
+                if self.step % cfg.checkpoint_every == 0:
+                    self.save_checkpoint()
+                if self.step >= cfg.max_steps:
+                    break
+        bar.close()
+        return self._finish()
+
+    def _batches(self):
+        """This epoch's batches, skipping those a resumed run already consumed."""
+        micro = self.step * self.config.gradient_accumulation_steps
+        epoch, skip = divmod(micro, len(self.loader))
+        self.loader.set_epoch(epoch)
+        return self.accelerator.skip_first_batches(self.loader, skip) if skip else self.loader
+
+    def _update(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """One micro-batch: forward, backward, and on the last micro-batch an optimizer step."""
+        acc = self.accelerator
+        with acc.accumulate(self.wrapped):
+            with acc.autocast():
+                losses = self.wrapped(batch)
+            loss = losses["loss"]
+            finite = bool(acc.gather(loss.detach().float().reshape(1)).isfinite().all())
+            if finite:
+                acc.backward(loss)
+            else:
+                self.bad_window = True
+            if acc.sync_gradients:
+                self._optimizer_step()
+        return {k: v.detach().float() for k, v in losses.items() if v.numel() == 1}
+
+    def _optimizer_step(self) -> None:
+        """Clip, step and schedule, or skip the update when its window had a non-finite loss."""
+        if self.bad_window:
+            self.bad_window = False
+            self.optimizer.zero_grad(set_to_none=True)
+            self.skipped += 1
+            self.nonfinite_in_a_row += 1
+            logger.warning("non-finite loss at step %d: update skipped (%d so far)",
+                           self.step + 1, self.skipped)
+            if self.nonfinite_in_a_row >= self.config.max_nonfinite_steps:
+                raise NonFiniteLossError(
+                    f"the loss was not finite in {self.nonfinite_in_a_row} updates in a row "
+                    f"(step {self.step + 1}, train.max_nonfinite_steps="
+                    f"{self.config.max_nonfinite_steps}); lower train.learning_rate or check "
+                    f"the data")
+            return
+        self.nonfinite_in_a_row = 0
+        if self.config.max_grad_norm is not None:
+            self.grad_norm = self.accelerator.clip_grad_norm_(self.wrapped.parameters(),
+                                                               self.config.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.step(self.model.parameters())
+
+    def _accumulate(self, window: dict[str, float], losses: dict[str, torch.Tensor]) -> None:
+        """Add this update's loss terms to the running sums of the log window."""
+        for k, v in losses.items():
+            if torch.isfinite(v):
+                window[k] = window.get(k, 0.0) + v.item()
+        window["_n"] = window.get("_n", 0) + 1
+
+    def _log(self, window: dict[str, float]) -> dict[str, float]:
+        """Log the window's mean loss terms, the learning rate and the skipped-step count."""
+        n = max(window.pop("_n", 1), 1)
+        metrics = {k: v / n for k, v in window.items()}
+        metrics["lr"] = self.scheduler.get_last_lr()[0]
+        metrics["skipped_steps"] = self.skipped
+        if self.grad_norm is not None:
+            metrics["grad_norm"] = float(self.grad_norm)
+        self.accelerator.log(metrics, step=self.step)
+        self.last_metrics = metrics
+        return metrics
+
+    # ---- samples, checkpoints, the end ----------------------------------------------------
+
+    @torch.no_grad()
+    def write_samples(self) -> list[Path]:
+        """Save the model's `log_images` for the fixed sample batch as PNG grids."""
+        if self.sample_batch is None or not self.accelerator.is_main_process:
+            return []
+        acc, model = self.accelerator, self.model
+        batch = _to_device(self.sample_batch, acc.device)
+        generator = torch.Generator(device=acc.device).manual_seed(self.config.seed)
+        was_training = model.training
+        model.eval()
+        with self._ema_weights(), acc.autocast():
+            images = model.log_images(batch, generator=generator)
+        model.train(was_training)
+        paths = []
+        for name, x in images.items():
+            path = self.out / "samples" / f"{name}_{self.step:07d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            x = (x.float().clamp(-1, 1) + 1) / 2
+            nrow = max(1, int(math.sqrt(x.shape[0]))) if x.dim() == 4 else 1
+            save_image(x, path, nrow=nrow, padding=1)
+            paths.append(path)
+        return paths
+
+    @contextlib.contextmanager
+    def _ema_weights(self) -> Iterator[None]:
+        """Swap the EMA weights in for the block (and back out) when EMA is on."""
+        if self.ema is None:
+            yield
+            return
+        self.ema.store(self.model.parameters())
+        self.ema.copy_to(self.model.parameters())
+        try:
+            yield
+        finally:
+            self.ema.restore(self.model.parameters())
+
+    def save_checkpoint(self) -> Path:
+        """Write a resumable checkpoint of the whole run state (atomically)."""
+        state = {"step": self.step, "skipped_steps": self.skipped,
+                 "nonfinite_in_a_row": self.nonfinite_in_a_row}
+        ema = None
+        if self.ema is not None:
+            state["ema"] = {k: v for k, v in self.ema.state_dict().items() if k != "shadow_params"}
+            names = [n for n, _ in self.model.named_parameters()]
+            ema = dict(zip(names, self.ema.shadow_params))
+        return save_checkpoint(self.accelerator, self.out, self.step, state, ema,
+                               self.config.checkpoints_total_limit)
+
+    def _maybe_resume(self) -> None:
+        """Restore model, optimizer, scheduler, RNG and loop state from a checkpoint."""
+        path = resolve_resume(self.out, self.config.resume)
+        if path is None:
+            return
+        state, ema = load_checkpoint(self.accelerator, path)
+        self.step = state["step"]
+        self.skipped = state["skipped_steps"]
+        self.nonfinite_in_a_row = state["nonfinite_in_a_row"]
+        if self.ema is not None and ema is not None:
+            shadow = [ema[name] for name, _ in self.model.named_parameters()]
+            self.ema.load_state_dict({**state["ema"], "shadow_params": shadow})
+            self.ema.to(self.accelerator.device)
+        logger.info("resumed from %s at step %d", path, self.step)
+
+    def _finish(self) -> TrainResult:
+        """Final samples, checkpoint and model (EMA weights if on); close the trackers."""
+        self.write_samples()
+        self.save_checkpoint()
+        model_dir = None
+        acc = self.accelerator
+        if acc.is_main_process and hasattr(self.model, "save_pretrained"):
+            model_dir = self.out / "model"
+            tmp = self.out / ".tmp-model"
+            shutil.rmtree(tmp, ignore_errors=True)
+            with self._ema_weights():
+                acc.unwrap_model(self.model).save_pretrained(str(tmp))
+            shutil.rmtree(model_dir, ignore_errors=True)
+            os.replace(tmp, model_dir)
+        acc.wait_for_everyone()
+        acc.end_training()
+        return TrainResult(self.step, self.last_metrics, self.skipped, model_dir)
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Move the tensors of a batch dict to `device`; leave captions and specs as they are."""
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices) before a model is built."""
+    set_seed(seed)

@@ -1,0 +1,137 @@
+"""The one training loop, on a toy model defined here: it must know no model family."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
+from torch.utils.data import Dataset
+
+from t2i.config import TrainConfig
+from t2i.training import NonFiniteLossError, Trainer, list_checkpoints, read_metrics
+
+
+class Toy(ModelMixin, ConfigMixin):
+    """A noisy linear regression; `bad` samples make the loss NaN."""
+
+    @register_to_config
+    def __init__(self, dim: int = 4, noise: float = 0.1) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(dim, dim)
+
+    def training_losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        x = batch["x"]
+        pred = self.lin(x) + self.config.noise * torch.randn_like(x)  # uses the torch RNG
+        loss = ((pred - batch["y"]) ** 2).mean()
+        if batch["bad"].any():
+            loss = loss * float("nan")
+        return {"loss": loss, "mse": loss.detach()}
+
+    @torch.no_grad()
+    def log_images(self, batch: dict, generator: torch.Generator | None = None) -> dict:
+        img = torch.tanh(self.lin(batch["x"]))[:, :3, None, None].expand(-1, 3, 4, 4)
+        return {"pred": img}
+
+
+class Pairs(Dataset):
+    """y = A x for a fixed A; samples listed in `bad` carry a NaN flag."""
+
+    def __init__(self, n: int = 64, bad: set[int] | frozenset = frozenset()) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 4, generator=g)
+        self.y = self.x @ torch.randn(4, 4, generator=g)
+        self.bad = bad
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"x": self.x[i], "y": self.y[i], "bad": torch.tensor(i in self.bad)}
+
+
+def make(tmp_path, *, bad=frozenset(), trainer_cls=Trainer, **kw) -> Trainer:
+    torch.manual_seed(0)
+    defaults = dict(output_dir=str(tmp_path / "run"), max_steps=20, batch_size=8,
+                    learning_rate=0.05, warmup_steps=2, log_every=5, sample_every=10,
+                    checkpoint_every=10, num_samples=4)
+    return trainer_cls(Toy(), TrainConfig(**{**defaults, **kw}), Pairs(bad=bad))
+
+
+def test_loss_goes_down_and_run_writes_its_outputs(tmp_path):
+    result = make(tmp_path, max_steps=60).train()
+    rows = read_metrics(tmp_path / "run" / "logs" / "metrics.csv")
+    assert result.step == 60
+    assert [r["step"] for r in rows] == list(range(5, 61, 5))
+    assert rows[-1]["loss"] < 0.2 * rows[0]["loss"]
+    assert {"mse", "lr", "skipped_steps", "grad_norm"} <= rows[0].keys()
+    assert rows[-1]["lr"] < rows[5]["lr"]  # cosine decay
+    assert (tmp_path / "run" / "samples" / "pred_0000010.png").is_file()
+    assert (result.model_dir / "config.json").is_file()
+    assert any(result.model_dir.glob("*.safetensors"))
+    reloaded = Toy.from_pretrained(result.model_dir)
+    assert torch.equal(reloaded.lin.weight, make(tmp_path).model.lin.weight) is False
+    ckpts = list_checkpoints(tmp_path / "run")
+    assert [c.name for c in ckpts] == ["checkpoint-0000040", "checkpoint-0000050",
+                                       "checkpoint-0000060"]  # total_limit = 3
+    assert not list((tmp_path / "run" / "checkpoints").glob(".tmp-*"))
+
+
+class Killed(Trainer):
+    """Dies right after its checkpoint at step 10, like a run killed between saves."""
+
+    def save_checkpoint(self):
+        path = super().save_checkpoint()
+        if self.step == 10:
+            raise KeyboardInterrupt
+        return path
+
+
+@pytest.mark.parametrize("accum", [1, 2])
+def test_killed_run_resumes_to_the_same_state(tmp_path, accum):
+    straight = make(tmp_path / "a", gradient_accumulation_steps=accum, ema_decay=0.9)
+    straight.train()
+    with pytest.raises(KeyboardInterrupt):
+        make(tmp_path / "b", trainer_cls=Killed, gradient_accumulation_steps=accum, ema_decay=0.9).train()
+    resumed = make(tmp_path / "b", gradient_accumulation_steps=accum, ema_decay=0.9,
+                   resume="latest")
+    result = resumed.train()
+    assert result.step == 20
+    for p, q in zip(straight.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(p, q)
+    for p, q in zip(straight.ema.shadow_params, resumed.ema.shadow_params):
+        assert torch.equal(p, q)
+
+
+def test_resume_from_a_missing_checkpoint_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        make(tmp_path, resume=str(tmp_path / "nowhere")).train()
+
+
+def test_nonfinite_loss_skips_the_update_and_counts_it(tmp_path):
+    trainer = make(tmp_path, bad={3}, max_steps=16)  # one bad sample: one bad batch an epoch
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    result = trainer.train()
+    assert result.skipped_steps == 2  # 8 batches an epoch, 16 steps
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+    rows = read_metrics(tmp_path / "run" / "logs" / "metrics.csv")
+    assert rows[-1]["skipped_steps"] == 2
+
+
+def test_nonfinite_loss_in_a_row_stops_with_a_clear_error(tmp_path):
+    trainer = make(tmp_path, bad=set(range(64)), max_nonfinite_steps=3)
+    with pytest.raises(NonFiniteLossError, match="3 updates in a row"):
+        trainer.train()
+
+
+def test_ema_weights_are_what_the_final_model_saves(tmp_path):
+    trainer = make(tmp_path, ema_decay=0.5, max_steps=10)
+    result = trainer.train()
+    saved = Toy.from_pretrained(result.model_dir)
+    assert torch.equal(saved.lin.weight, trainer.ema.shadow_params[0].cpu())
+    assert not torch.equal(saved.lin.weight, trainer.model.lin.weight)
+    state = json.loads((list_checkpoints(tmp_path / "run")[-1] / "trainer_state.json").read_text())
+    assert state["step"] == 10 and state["ema"]["decay"] == 0.5
