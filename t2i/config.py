@@ -38,7 +38,8 @@ class DataConfig:
         num_val: number of held-back samples used for sample grids and evaluation.
         seed: data seed; the validation split uses seed + 1.
         num_objects: 1, 2, or None for a mix.
-        holdout: attribute combinations kept out of training, e.g. [{color: purple, shape: triangle}].
+        holdout: attribute combinations kept out of training,
+            e.g. [{color: purple, shape: triangle}].
         context_length: caption length in BPE tokens (open_clip's tokenizer).
         num_workers: DataLoader worker processes.
     """

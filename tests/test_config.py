@@ -15,8 +15,16 @@ def write(tmp_path, text: str):
 
 def test_yaml_and_overrides_become_typed_fields(tmp_path):
     path = write(tmp_path, "model: {type: vae, latent_dim: 8}\ntrain: {max_steps: 5}\n")
-    config = load_config(path, ["train.learning_rate=3e-4", "data.image_size=64",
-                                "train.ema_decay=null", "model.beta=4", "train.warmup_steps=1"])
+    config = load_config(
+        path,
+        [
+            "train.learning_rate=3e-4",
+            "data.image_size=64",
+            "train.ema_decay=null",
+            "model.beta=4",
+            "train.warmup_steps=1",
+        ],
+    )
     assert isinstance(config, ExperimentConfig)
     assert config.train.max_steps == 5 and config.train.learning_rate == 3e-4
     assert config.data.image_size == 64 and config.train.ema_decay is None

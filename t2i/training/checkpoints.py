@@ -33,7 +33,9 @@ def checkpoints_root(output_dir: str | Path) -> Path:
 def list_checkpoints(output_dir: str | Path) -> list[Path]:
     """Complete checkpoints of a run, oldest first."""
     root = checkpoints_root(output_dir)
-    found = [p for p in root.glob(PREFIX + "*") if (p / STATE_FILE).is_file()] if root.is_dir() else []
+    found = (
+        [p for p in root.glob(PREFIX + "*") if (p / STATE_FILE).is_file()] if root.is_dir() else []
+    )
     return sorted(found, key=lambda p: int(p.name[len(PREFIX) :]))
 
 
@@ -53,8 +55,10 @@ def resolve_resume(output_dir: str | Path, resume: str | None) -> Path | None:
         return found[-1] if found else None
     path = Path(resume)
     if not (path / STATE_FILE).is_file():
-        raise FileNotFoundError(f"train.resume={resume!r}: no complete checkpoint there "
-                                f"(missing {STATE_FILE}); use 'latest' or a checkpoint-N folder")
+        raise FileNotFoundError(
+            f"train.resume={resume!r}: no complete checkpoint there "
+            f"(missing {STATE_FILE}); use 'latest' or a checkpoint-N folder"
+        )
     return path
 
 
@@ -94,8 +98,10 @@ def save_checkpoint(
     accelerator.save_state(str(tmp))
     if accelerator.is_main_process:
         if ema_tensors is not None:
-            save_file({k: v.detach().contiguous().cpu() for k, v in ema_tensors.items()},
-                      str(tmp / EMA_FILE))
+            save_file(
+                {k: v.detach().contiguous().cpu() for k, v in ema_tensors.items()},
+                str(tmp / EMA_FILE),
+            )
         _write_json_atomic(tmp / STATE_FILE, state)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
@@ -112,7 +118,9 @@ def _prune(output_dir: str | Path, total_limit: int | None) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def load_checkpoint(accelerator: Accelerator, path: Path) -> tuple[dict, dict[str, torch.Tensor] | None]:
+def load_checkpoint(
+    accelerator: Accelerator, path: Path
+) -> tuple[dict, dict[str, torch.Tensor] | None]:
     """Restore what `save_checkpoint` wrote; return the loop state and the EMA weights (or None)."""
     accelerator.load_state(str(path))
     state = json.loads((path / STATE_FILE).read_text())

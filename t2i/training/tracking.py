@@ -73,4 +73,7 @@ def default_trackers(logging_dir: str | Path) -> list:
 def read_metrics(path: str | Path) -> list[dict[str, float]]:
     """Read a metrics.csv back as a list of rows with float values (empty cells dropped)."""
     with Path(path).open() as f:
-        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+        return [
+            {k: float(v) for k, v in row.items() if v not in ("", None)}
+            for row in csv.DictReader(f)
+        ]

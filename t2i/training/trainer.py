@@ -15,8 +15,8 @@ import logging
 import math
 import os
 import shutil
-from pathlib import Path
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -68,7 +68,7 @@ class _LossModule(torch.nn.Module):
 
 
 def resolve_mixed_precision(setting: str) -> str:
-    """"auto" -> "bf16" on CUDA, "no" (fp32) on CPU; other values pass through checked."""
+    """ "auto" -> "bf16" on CUDA, "no" (fp32) on CPU; other values pass through checked."""
     if setting == "auto":
         return "bf16" if torch.cuda.is_available() else "no"
     if setting not in ("no", "bf16", "fp16"):
@@ -103,31 +103,50 @@ class Trainer:
             mixed_precision=resolve_mixed_precision(config.mixed_precision),
             gradient_accumulation_steps=config.gradient_accumulation_steps,
             log_with=default_trackers(self.out / "logs"),
-            project_config=ProjectConfiguration(project_dir=str(self.out),
-                                                logging_dir=str(self.out / "logs")),
-            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True,
-                                                      data_seed=config.seed),
+            project_config=ProjectConfiguration(
+                project_dir=str(self.out), logging_dir=str(self.out / "logs")
+            ),
+            dataloader_config=DataLoaderConfiguration(
+                use_seedable_sampler=True, data_seed=config.seed
+            ),
         )
         self.model = model
         self.sample_batch = self._sample_batch(sample_dataset or train_dataset, collate_fn)
-        loader = DataLoader(train_dataset, batch_size=config.batch_size, shuffle=True,
-                            drop_last=True, collate_fn=collate_fn, num_workers=num_workers,
-                            # its own generator: starting an epoch must not draw from the
-                            # global RNG, or a resumed run's noise would drift from the original
-                            generator=torch.Generator().manual_seed(config.seed))
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
-                                      betas=tuple(config.adam_betas),
-                                      weight_decay=config.weight_decay)
+        loader = DataLoader(
+            train_dataset,
+            batch_size=config.batch_size,
+            shuffle=True,
+            drop_last=True,
+            collate_fn=collate_fn,
+            num_workers=num_workers,
+            # its own generator: starting an epoch must not draw from the
+            # global RNG, or a resumed run's noise would drift from the original
+            generator=torch.Generator().manual_seed(config.seed),
+        )
+        optimizer = torch.optim.AdamW(
+            model.parameters(),
+            lr=config.learning_rate,
+            betas=tuple(config.adam_betas),
+            weight_decay=config.weight_decay,
+        )
         n = self.accelerator.num_processes
-        scheduler = get_scheduler(config.lr_schedule, optimizer,
-                                  num_warmup_steps=config.warmup_steps * n,
-                                  num_training_steps=config.max_steps * n)
+        scheduler = get_scheduler(
+            config.lr_schedule,
+            optimizer,
+            num_warmup_steps=config.warmup_steps * n,
+            num_training_steps=config.max_steps * n,
+        )
         self.wrapped, self.optimizer, self.loader, self.scheduler = self.accelerator.prepare(
-            _LossModule(model), optimizer, loader, scheduler)
+            _LossModule(model), optimizer, loader, scheduler
+        )
         if len(self.loader) == 0:
-            raise ValueError(f"the data set has {len(train_dataset)} samples, fewer than one "
-                             f"batch (train.batch_size={config.batch_size})")
-        self.ema = EMAModel(model.parameters(), decay=config.ema_decay) if config.ema_decay else None
+            raise ValueError(
+                f"the data set has {len(train_dataset)} samples, fewer than one "
+                f"batch (train.batch_size={config.batch_size})"
+            )
+        self.ema = (
+            EMAModel(model.parameters(), decay=config.ema_decay) if config.ema_decay else None
+        )
         if self.ema is not None:
             self.ema.to(self.accelerator.device)
         self.step = 0  # optimizer updates done
@@ -152,8 +171,13 @@ class Trainer:
         cfg, acc = self.config, self.accelerator
         acc.init_trackers("t2i")
         self._maybe_resume()
-        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not acc.is_main_process,
-                   desc="train", dynamic_ncols=True)
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=self.step,
+            disable=not acc.is_main_process,
+            desc="train",
+            dynamic_ncols=True,
+        )
         window: dict[str, float] = {}
         while self.step < cfg.max_steps:
             for batch in self._batches():
@@ -206,19 +230,24 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.skipped += 1
             self.nonfinite_in_a_row += 1
-            logger.warning("non-finite loss at step %d: update skipped (%d so far)",
-                           self.step + 1, self.skipped)
+            logger.warning(
+                "non-finite loss at step %d: update skipped (%d so far)",
+                self.step + 1,
+                self.skipped,
+            )
             if self.nonfinite_in_a_row >= self.config.max_nonfinite_steps:
                 raise NonFiniteLossError(
                     f"the loss was not finite in {self.nonfinite_in_a_row} updates in a row "
                     f"(step {self.step + 1}, train.max_nonfinite_steps="
                     f"{self.config.max_nonfinite_steps}); lower train.learning_rate or check "
-                    f"the data")
+                    f"the data"
+                )
             return
         self.nonfinite_in_a_row = 0
         if self.config.max_grad_norm is not None:
-            self.grad_norm = self.accelerator.clip_grad_norm_(self.wrapped.parameters(),
-                                                               self.config.max_grad_norm)
+            self.grad_norm = self.accelerator.clip_grad_norm_(
+                self.wrapped.parameters(), self.config.max_grad_norm
+            )
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -260,6 +289,10 @@ class Trainer:
             images = model.log_images(batch, generator=generator)
         model.train(was_training)
         paths = []
+        if "caption" in batch:  # so a reader of a grid knows what each cell was asked for
+            path = self.out / "samples" / "captions.txt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(f"{i}: {c}\n" for i, c in enumerate(batch["caption"])))
         for name, x in images.items():
             path = self.out / "samples" / f"{name}_{self.step:07d}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -284,15 +317,19 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         """Write a resumable checkpoint of the whole run state (atomically)."""
-        state = {"step": self.step, "skipped_steps": self.skipped,
-                 "nonfinite_in_a_row": self.nonfinite_in_a_row}
+        state = {
+            "step": self.step,
+            "skipped_steps": self.skipped,
+            "nonfinite_in_a_row": self.nonfinite_in_a_row,
+        }
         ema = None
         if self.ema is not None:
             state["ema"] = {k: v for k, v in self.ema.state_dict().items() if k != "shadow_params"}
             names = [n for n, _ in self.model.named_parameters()]
-            ema = dict(zip(names, self.ema.shadow_params))
-        return save_checkpoint(self.accelerator, self.out, self.step, state, ema,
-                               self.config.checkpoints_total_limit)
+            ema = dict(zip(names, self.ema.shadow_params, strict=True))
+        return save_checkpoint(
+            self.accelerator, self.out, self.step, state, ema, self.config.checkpoints_total_limit
+        )
 
     def _maybe_resume(self) -> None:
         """Restore model, optimizer, scheduler, RNG and loop state from a checkpoint."""

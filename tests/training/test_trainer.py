@@ -54,9 +54,17 @@ class Pairs(Dataset):
 
 def make(tmp_path, *, bad=frozenset(), trainer_cls=Trainer, **kw) -> Trainer:
     torch.manual_seed(0)
-    defaults = dict(output_dir=str(tmp_path / "run"), max_steps=20, batch_size=8,
-                    learning_rate=0.05, warmup_steps=2, log_every=5, sample_every=10,
-                    checkpoint_every=10, num_samples=4)
+    defaults = dict(
+        output_dir=str(tmp_path / "run"),
+        max_steps=20,
+        batch_size=8,
+        learning_rate=0.05,
+        warmup_steps=2,
+        log_every=5,
+        sample_every=10,
+        checkpoint_every=10,
+        num_samples=4,
+    )
     return trainer_cls(Toy(), TrainConfig(**{**defaults, **kw}), Pairs(bad=bad))
 
 
@@ -74,8 +82,11 @@ def test_loss_goes_down_and_run_writes_its_outputs(tmp_path):
     reloaded = Toy.from_pretrained(result.model_dir)
     assert torch.equal(reloaded.lin.weight, make(tmp_path).model.lin.weight) is False
     ckpts = list_checkpoints(tmp_path / "run")
-    assert [c.name for c in ckpts] == ["checkpoint-0000040", "checkpoint-0000050",
-                                       "checkpoint-0000060"]  # total_limit = 3
+    assert [c.name for c in ckpts] == [
+        "checkpoint-0000040",
+        "checkpoint-0000050",
+        "checkpoint-0000060",
+    ]  # total_limit = 3
     assert not list((tmp_path / "run" / "checkpoints").glob(".tmp-*"))
 
 
@@ -94,14 +105,17 @@ def test_killed_run_resumes_to_the_same_state(tmp_path, accum):
     straight = make(tmp_path / "a", gradient_accumulation_steps=accum, ema_decay=0.9)
     straight.train()
     with pytest.raises(KeyboardInterrupt):
-        make(tmp_path / "b", trainer_cls=Killed, gradient_accumulation_steps=accum, ema_decay=0.9).train()
-    resumed = make(tmp_path / "b", gradient_accumulation_steps=accum, ema_decay=0.9,
-                   resume="latest")
+        make(
+            tmp_path / "b", trainer_cls=Killed, gradient_accumulation_steps=accum, ema_decay=0.9
+        ).train()
+    resumed = make(
+        tmp_path / "b", gradient_accumulation_steps=accum, ema_decay=0.9, resume="latest"
+    )
     result = resumed.train()
     assert result.step == 20
-    for p, q in zip(straight.model.parameters(), resumed.model.parameters()):
+    for p, q in zip(straight.model.parameters(), resumed.model.parameters(), strict=True):
         assert torch.equal(p, q)
-    for p, q in zip(straight.ema.shadow_params, resumed.ema.shadow_params):
+    for p, q in zip(straight.ema.shadow_params, resumed.ema.shadow_params, strict=True):
         assert torch.equal(p, q)
 
 
@@ -116,7 +130,9 @@ def test_nonfinite_loss_skips_the_update_and_counts_it(tmp_path):
     result = trainer.train()
     assert result.skipped_steps == 2  # 8 batches an epoch, 16 steps
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
-    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+    assert any(
+        not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(), strict=True)
+    )
     rows = read_metrics(tmp_path / "run" / "logs" / "metrics.csv")
     assert rows[-1]["skipped_steps"] == 2
 

@@ -1,0 +1,23 @@
+"""Building blocks shared by the models; imports nothing else of t2i."""
+
+from t2i.nn.blocks import (
+    Decoder,
+    Downsample,
+    Encoder,
+    ResBlock,
+    Upsample,
+    VectorDecoder,
+    VectorEncoder,
+)
+from t2i.nn.text import CaptionEncoder
+
+__all__ = [
+    "CaptionEncoder",
+    "Decoder",
+    "Downsample",
+    "Encoder",
+    "ResBlock",
+    "Upsample",
+    "VectorDecoder",
+    "VectorEncoder",
+]
