@@ -19,8 +19,14 @@ from pathlib import Path
 
 import torch
 
-from t2i.config import ConfigError, DataConfig, ExperimentConfig, check_kwargs, load_config
-from t2i.config import save_config
+from t2i.config import (
+    ConfigError,
+    DataConfig,
+    ExperimentConfig,
+    check_kwargs,
+    load_config,
+    save_config,
+)
 from t2i.data.shapes import ShapesDataset
 from t2i.data.text import CaptionCollator
 from t2i.models import MODELS
@@ -39,8 +45,10 @@ def build_model(config: ExperimentConfig, where: str) -> torch.nn.Module:
     kwargs = dict(config.model)
     name = kwargs.pop("type")
     if name not in MODELS:
-        raise ConfigError(f"{where}: model.type={name!r} is not a t2i model; "
-                          f"choose one of: {', '.join(sorted(MODELS))}.")
+        raise ConfigError(
+            f"{where}: model.type={name!r} is not a t2i model; "
+            f"choose one of: {', '.join(sorted(MODELS))}."
+        )
     cls = MODELS[name]
     check_kwargs(cls.__init__, kwargs, f"{where}: model ({name})")
     return cls(**kwargs)
@@ -55,10 +63,16 @@ def build_datasets(data: DataConfig, where: str) -> tuple[ShapesDataset, ShapesD
     """
     if data.dataset != "shapes":
         raise ConfigError(f"{where}: data.dataset={data.dataset!r} is not known; use 'shapes'.")
-    common = dict(size=data.image_size, num_objects=data.num_objects,
-                  holdout=data.holdout or None, split="train")
-    return (ShapesDataset(n=data.num_train, seed=data.seed, **common),
-            ShapesDataset(n=data.num_val, seed=data.seed + 1, **common))
+    common = dict(
+        size=data.image_size,
+        num_objects=data.num_objects,
+        holdout=data.holdout or None,
+        split="train",
+    )
+    return (
+        ShapesDataset(n=data.num_train, seed=data.seed, **common),
+        ShapesDataset(n=data.num_val, seed=data.seed + 1, **common),
+    )
 
 
 def run(config: ExperimentConfig, where: str = "config") -> TrainResult:
@@ -74,9 +88,14 @@ def run(config: ExperimentConfig, where: str = "config") -> TrainResult:
     out = Path(config.train.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "config.yaml")
-    trainer = Trainer(model, config.train, train_set,
-                      collate_fn=CaptionCollator(config.data.context_length),
-                      sample_dataset=val_set, num_workers=config.data.num_workers)
+    trainer = Trainer(
+        model,
+        config.train,
+        train_set,
+        collate_fn=CaptionCollator(config.data.context_length),
+        sample_dataset=val_set,
+        num_workers=config.data.num_workers,
+    )
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("training %s (%.2fM parameters) into %s", config.model["type"], n_params / 1e6, out)
     return trainer.train()
@@ -84,20 +103,28 @@ def run(config: ExperimentConfig, where: str = "config") -> TrainResult:
 
 def main(argv: list[str] | None = None) -> int:
     """The command line: `python -m t2i.train CONFIG [section.key=value ...]`."""
-    parser = argparse.ArgumentParser(prog="python -m t2i.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m t2i.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("config", help="a YAML file, e.g. configs/shapes/vae.yaml")
     parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.max_steps=100")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file otherwise
     try:
         config = load_config(args.config, args.overrides)
         result = run(config, args.config)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    logger.info("done: %d steps, final loss %.4f; model in %s", result.step,
-                result.metrics.get("loss", float("nan")), result.model_dir)
+    logger.info(
+        "done: %d steps, final loss %.4f; model in %s",
+        result.step,
+        result.metrics.get("loss", float("nan")),
+        result.model_dir,
+    )
     return 0
 
 

@@ -1,0 +1,86 @@
+"""`python -m t2i.train`, called through `main([...])` on tiny configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from t2i import train
+from t2i.config import load_config
+from t2i.models import VAE
+from t2i.training import read_metrics
+
+CONFIGS = sorted(Path(__file__).resolve().parents[2].glob("configs/**/*.yaml"))
+TINY_VAE = [
+    "model.channels=[8, 16]",
+    "model.latent_dim=8",
+    "data.num_train=512",
+    "data.num_val=8",
+    "train.batch_size=16",
+    "train.num_samples=8",
+    "train.learning_rate=3e-3",
+    "train.warmup_steps=10",
+]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_shipped_config_builds_its_model(path):
+    config = load_config(path)
+    model = train.build_model(config, str(path))
+    assert sum(p.numel() for p in model.parameters()) > 0
+    assert model.config.image_size == config.data.image_size
+
+
+def test_a_few_hundred_steps_on_shapes_lower_the_loss(tmp_path):
+    out = tmp_path / "vae"
+    code = train.main(
+        [
+            "configs/shapes/vae.yaml",
+            *TINY_VAE,
+            "train.max_steps=200",
+            f"train.output_dir={out}",
+            "train.log_every=20",
+            "train.sample_every=100",
+            "train.checkpoint_every=100",
+        ]
+    )
+    assert code == 0
+    rows = read_metrics(out / "logs" / "metrics.csv")
+    assert rows[-1]["loss"] < rows[0]["loss"] - 0.5  # per-dimension nats
+    assert rows[-1]["elbo_nats"] > rows[0]["elbo_nats"]
+    for name in ("inputs", "reconstructions", "samples", "traversal"):
+        assert (out / "samples" / f"{name}_0000200.png").is_file()
+    assert (out / "samples" / "captions.txt").read_text().startswith("0: ")
+    assert load_config(out / "config.yaml").train.max_steps == 200
+    model = VAE.from_pretrained(out / "model")
+    x = torch.zeros(2, 3, 32, 32)
+    assert model.decode(model.encode(x)[0]).shape == x.shape
+
+
+def test_resume_latest_continues_a_run_to_more_steps(tmp_path):
+    out = tmp_path / "vae"
+    common = [
+        "configs/shapes/vae.yaml",
+        *TINY_VAE,
+        f"train.output_dir={out}",
+        "train.checkpoint_every=10",
+        "train.sample_every=1000",
+    ]
+    assert train.main([*common, "train.max_steps=10"]) == 0
+    assert train.main([*common, "train.max_steps=20", "train.resume=latest"]) == 0
+    steps = [r["step"] for r in read_metrics(out / "logs" / "metrics.csv")]
+    assert steps == [10, 20]  # the second run started at step 10, not 0
+
+
+def test_a_mistyped_model_key_is_an_error_naming_it(capsys):
+    assert train.main(["configs/shapes/vae.yaml", "model.latnt_dim=4"]) == 2
+    err = capsys.readouterr().err
+    assert "latnt_dim" in err and "latent_dim" in err and "configs/shapes/vae.yaml" in err
+
+
+def test_an_unknown_model_type_lists_the_families(capsys):
+    assert train.main(["configs/shapes/vae.yaml", "model.type=vqgan"]) == 2
+    err = capsys.readouterr().err
+    assert "vqgan" in err and "cvae" in err and "categorical_vae" in err
