@@ -34,6 +34,7 @@ format: $(STAMP)
 # minute on the CPU and write a grid of caption-conditioned samples.
 demo: $(STAMP)
 	$(PY) -m t2i.train configs/shapes/demo.yaml
+	@echo "sample grid: runs/demo/samples/samples_0000600.png (captions: runs/demo/samples/captions.txt)"
 
 bench: $(STAMP)
 	$(PY) scripts/bench.py --out docs/BENCHMARKS.md

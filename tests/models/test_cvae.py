@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from model_checks import assert_one_step_trains, assert_same_images, assert_seeded_losses_agree
 
 from t2i.data.text import get_tokenizer
 from t2i.models import CVAE, MODELS
@@ -57,31 +58,18 @@ def test_save_load_identical(tmp_path):
     a = model.generate(ids, generator=torch.Generator().manual_seed(5))
     b = loaded.generate(ids, generator=torch.Generator().manual_seed(5))
     assert torch.equal(a, b)
-    grids_a = model.log_images(batch(), generator=torch.Generator().manual_seed(1))
-    grids_b = loaded.log_images(batch(), generator=torch.Generator().manual_seed(1))
-    for k in grids_a:
-        assert torch.equal(grids_a[k], grids_b[k]), k
+    assert_same_images(
+        model.log_images(batch(), generator=torch.Generator().manual_seed(1)),
+        loaded.log_images(batch(), generator=torch.Generator().manual_seed(1)),
+    )
 
 
 def test_seeded_runs_agree():
-    runs = []
-    for _ in range(2):
-        model = tiny_cvae(seed=3)
-        torch.manual_seed(4)
-        runs.append(model.training_losses(batch()))
-    for k in runs[0]:
-        assert torch.equal(runs[0][k], runs[1][k]), k
+    assert_seeded_losses_agree(lambda: tiny_cvae(seed=3), batch())
 
 
 def test_one_step_gradients():
-    model = tiny_cvae()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss = model.training_losses(batch())["loss"]
-    assert torch.isfinite(loss)
-    loss.backward()
-    for name, p in model.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, name
-    opt.step()
+    assert_one_step_trains(tiny_cvae(), batch())
 
 
 def test_hybrid_loss_interpolates_cvae_and_gsnn():

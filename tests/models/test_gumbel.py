@@ -2,7 +2,9 @@
 
 import math
 
+import pytest
 import torch
+from model_checks import assert_one_step_trains, assert_seeded_losses_agree
 
 from t2i.models import MODELS, CategoricalVAE
 from t2i.models.gumbel import (
@@ -133,22 +135,9 @@ def test_save_load_identical(tmp_path):
 
 
 def test_seeded_runs_agree():
-    runs = []
-    for _ in range(2):
-        model = tiny_model(seed=5, hard=True)
-        torch.manual_seed(6)
-        runs.append(model.training_losses(batch()))
-    for k in runs[0]:
-        assert torch.equal(runs[0][k], runs[1][k]), k
+    assert_seeded_losses_agree(lambda: tiny_model(seed=5, hard=True), batch())
 
 
-def test_one_step_gradients():
-    for hard in (False, True):
-        model = tiny_model(hard=hard)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        loss = model.training_losses(batch())["loss"]
-        assert torch.isfinite(loss)
-        loss.backward()
-        for name, p in model.named_parameters():
-            assert p.grad is not None and p.grad.abs().sum() > 0, (hard, name)
-        opt.step()
+@pytest.mark.parametrize("hard", [False, True])
+def test_one_step_gradients(hard):
+    assert_one_step_trains(tiny_model(hard=hard), batch())

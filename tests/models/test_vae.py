@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from model_checks import assert_one_step_trains, assert_same_images, assert_seeded_losses_agree
 
 from t2i.models import MODELS, VAE
 from t2i.models.vae import (
@@ -82,31 +83,18 @@ def test_save_load_identical(tmp_path):
     assert list(loaded.config.channels) == [8, 16]
     x = batch()["pixel_values"]
     assert torch.equal(model.decode(model.encode(x)[0]), loaded.decode(loaded.encode(x)[0]))
-    a = model.log_images(batch(), generator=torch.Generator().manual_seed(3))
-    b = loaded.log_images(batch(), generator=torch.Generator().manual_seed(3))
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    assert_same_images(
+        model.log_images(batch(), generator=torch.Generator().manual_seed(3)),
+        loaded.log_images(batch(), generator=torch.Generator().manual_seed(3)),
+    )
 
 
 def test_seeded_runs_agree():
-    losses = []
-    for _ in range(2):
-        model = tiny_vae(seed=1)
-        torch.manual_seed(2)
-        losses.append(model.training_losses(batch()))
-    for k in losses[0]:
-        assert torch.equal(losses[0][k], losses[1][k]), k
+    assert_seeded_losses_agree(lambda: tiny_vae(seed=1), batch())
 
 
 def test_one_step_gradients():
-    model = tiny_vae(beta=4.0)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss = model.training_losses(batch())["loss"]
-    assert torch.isfinite(loss)
-    loss.backward()
-    for name, p in model.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, name
-    opt.step()
+    assert_one_step_trains(tiny_vae(beta=4.0), batch())
 
 
 def test_beta_weighs_only_the_loss():

@@ -1,0 +1,160 @@
+"""Throughput benchmarks: `make bench` (or `python scripts/bench.py --out docs/BENCHMARKS.md`).
+
+Measures, on this machine's device (CUDA with bf16 autocast when present, else the CPU):
+- the shapes world: samples rendered per second, and the judge: images judged per second;
+- each model family: training throughput (forward + backward + AdamW, images/s) at the
+  shipped config's size, and sampling throughput (images/s).
+Each figure is the median of `--repeats` timed runs after a warm-up. The table is written to
+the output file under a heading that names the machine, so runs on other machines add up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from t2i.config import load_config
+from t2i.data.shapes import make_sample, to_tensor
+from t2i.data.text import CaptionCollator
+from t2i.evaluation import judge
+from t2i.train import build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_CONFIGS = ("vae", "cvae", "gumbel")
+
+
+def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
+    """Median seconds of `fn` over `repeats` runs after one warm-up run."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_data(repeats: int) -> list[tuple[str, str, float]]:
+    """Shapes rendering and judging throughput at 32 and 64 pixels."""
+    rows = []
+    for size in (32, 64):
+        samples = [make_sample(i, seed=0, size=size) for i in range(200)]
+        render = timed(
+            lambda s=size: [make_sample(i, 0, s) for i in range(200)], repeats, torch.device("cpu")
+        )
+        judged = timed(
+            lambda ss=samples: [judge(x["image"], x["spec"]) for x in ss],
+            repeats,
+            torch.device("cpu"),
+        )
+        rows.append((f"shapes render, {size} px", "samples/s", 200 / render))
+        rows.append((f"judge, {size} px", "images/s", 200 / judged))
+    return rows
+
+
+def bench_model(
+    name: str, batch_size: int, repeats: int, device: torch.device, dtype: torch.dtype
+) -> list[tuple[str, str, float]]:
+    """Training and sampling throughput of one shipped config's model."""
+    config = load_config(ROOT / "configs" / "shapes" / f"{name}.yaml")
+    torch.manual_seed(0)
+    model = build_model(config, name).to(device)
+    items = [make_sample(i, 0, config.data.image_size) for i in range(batch_size)]
+    batch = CaptionCollator(config.data.context_length)(
+        [{"pixel_values": to_tensor(s["image"]), "caption": s["caption"]} for s in items]
+    )
+    batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+    def step() -> None:
+        with autocast:
+            loss = model.training_losses(batch)["loss"]
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    @torch.no_grad()
+    def sample() -> None:
+        with autocast:
+            model.log_images(batch)["samples"]
+
+    label = f"{config.model['type']} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M)"
+    return [
+        (
+            f"{label} train, batch {batch_size}",
+            "images/s",
+            batch_size / timed(step, repeats, device),
+        ),
+        (
+            f"{label} sample, batch {batch_size}",
+            "images/s",
+            batch_size / timed(sample, repeats, device),
+        ),
+    ]
+
+
+def machine() -> str:
+    """A one-line description of this machine."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return (
+        f"{cpu}, {torch.get_num_threads()} torch threads{gpu}; torch {torch.__version__}, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks and write (or print) the table."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", help="markdown file to add the results to")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    rows = bench_data(args.repeats)
+    for name in MODEL_CONFIGS:
+        rows += bench_model(name, args.batch_size, args.repeats, device, dtype)
+    precision = "bf16 autocast" if dtype == torch.bfloat16 else "fp32"
+    lines = [
+        f"### {date.today()}: {device.type}, {precision}",
+        "",
+        f"Machine: {machine()}.",
+        "",
+        "Command: `make bench` (`python scripts/bench.py --out docs/BENCHMARKS.md`); "
+        f"median of {args.repeats} runs after a warm-up.",
+        "",
+        "| what | unit | throughput |",
+        "| --- | --- | ---: |",
+    ]
+    lines += [f"| {what} | {unit} | {value:,.0f} |" for what, unit, value in rows]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        path = Path(args.out)
+        head = path.read_text() if path.is_file() else "# Benchmarks\n"
+        path.write_text(head.rstrip("\n") + "\n\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
