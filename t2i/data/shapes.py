@@ -54,6 +54,7 @@ CELLS = (
 RELATIONS = ("above", "below", "left of", "right of")  # objects[0] REL objects[1]
 JITTER = 0.04  # largest offset of a center from its cell's center, a fraction of S
 RELATION_MARGIN = 0.08  # the relation holds between centers by at least this, a fraction of S
+GAP = 0.06  # the least gap between two objects' boxes, a fraction of S (a soft edge stays apart)
 
 CELL_PHRASES = {
     "top left": "in the top left",
@@ -117,7 +118,7 @@ def _place(rng: np.random.Generator, attrs: dict[str, str], size: int) -> Placed
     return Placed(**attrs, cx=float(np.clip(x, lo, hi)), cy=float(np.clip(y, lo, hi)), side=side)
 
 
-def _overlap(a: Placed, b: Placed, gap: float = 1.0) -> bool:
+def _overlap(a: Placed, b: Placed, gap: float) -> bool:
     """Whether two bounding boxes come closer than `gap` pixels."""
     al, at, ar, ab = a.box()
     bl, bt, br, bb = b.box()
@@ -155,7 +156,9 @@ def layout(rng: np.random.Generator, spec: dict[str, Any], size: int) -> list[Pl
         if len(placed) == 1:
             return placed
         a, b = placed
-        if not _overlap(a, b) and relation_holds(a, b, relation, RELATION_MARGIN * size):
+        if not _overlap(a, b, GAP * size) and relation_holds(
+            a, b, relation, RELATION_MARGIN * size
+        ):
             return placed
     raise ValueError(
         f"cannot place {spec} on a {size} x {size} canvas (objects too large to "

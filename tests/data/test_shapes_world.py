@@ -65,7 +65,8 @@ def test_two_objects_do_not_overlap_and_hold_their_relation():
         assert relation_holds(a, b, s["spec"]["relation"], RELATION_MARGIN * 32)
         al, at, ar, ab = a.box()
         bl, bt, br, bb = b.box()
-        assert ar <= bl or br <= al or ab <= bt or bb <= at
+        gap = shapes.GAP * 32 - 1e-6  # boxes stay apart, so soft edges do too
+        assert ar + gap <= bl or br + gap <= al or ab + gap <= bt or bb + gap <= at
     assert relations == set(shapes.RELATIONS)
 
 
@@ -83,6 +84,10 @@ def test_spec_is_the_stated_subset_of_the_layout_and_the_caption_says_it():
             stated_size += "size" in obj
             stated_cell += "cell" in obj
         assert caption_for(s["spec"]) in s["caption"]  # one template around the description
+        if len(s["spec"]["objects"]) == 1:  # and nothing unstated slips in
+            obj, words = s["spec"]["objects"][0], s["caption"].split()
+            assert ("large" in words or "small" in words) == ("size" in obj)
+            assert any(c in s["caption"] for c in CELLS) == ("cell" in obj)
     assert 0 < stated_size < 450 and 0 < stated_cell  # sizes and cells are sometimes left out
 
 

@@ -7,11 +7,22 @@ import copy
 import numpy as np
 import pytest
 import torch
+from PIL import ImageFilter
 
-from t2i.data.shapes import CELLS, PALETTE, SHAPES, attributes, make_sample, render, to_tensor
+from t2i.data.shapes import (
+    CELLS,
+    PALETTE,
+    SHAPES,
+    Placed,
+    attributes,
+    make_sample,
+    render,
+    to_tensor,
+)
 from t2i.evaluation import find_objects, judge, judge_many, prompt_fidelity
+from t2i.evaluation.judge import label_components
 
-N = 500  # renders per setting: 1,000 per size over the two scene kinds
+N = 1000  # renders per setting
 
 
 def full_spec(sample: dict) -> dict:
@@ -35,6 +46,50 @@ def test_judge_scores_clean_and_noisy_renders_at_least_99_percent(size, num_obje
     rng = np.random.default_rng(size + num_objects)
     assert prompt_fidelity([s["image"] for s in samples], specs) >= 0.99
     assert prompt_fidelity([noisy(s["image"], rng) for s in samples], specs) >= 0.99
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_judge_tolerates_soft_edges(size):
+    samples = [make_sample(i, seed=17, size=size) for i in range(300)]
+    rng = np.random.default_rng(size)
+    blurred = [s["image"].filter(ImageFilter.GaussianBlur(0.8 * size / 32)) for s in samples]
+    specs = [full_spec(s) for s in samples]
+    assert prompt_fidelity(blurred, specs) >= 0.98
+    assert prompt_fidelity([noisy(im, rng) for im in blurred], specs) >= 0.98
+
+
+def test_two_touching_objects_of_two_colors_are_split():
+    a = Placed("square", "red", "large", "left", cx=6.5, cy=16.0, side=12.8)
+    b = Placed("circle", "blue", "large", "center", cx=19.3, cy=16.0, side=12.8)  # boxes touch
+    spec = {"objects": [attributes(a), attributes(b)], "relation": "left of"}
+    assert judge(render([a, b]), spec)["ok"]
+
+
+def test_labelling_matches_a_flood_fill():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        mask = rng.random((24, 24)) < 0.5
+        labels = label_components(mask)
+        assert (labels >= 0).sum() == mask.sum()
+        for r, c in zip(*np.nonzero(mask), strict=True):  # 4-neighbours share a label
+            for rr, cc in ((r + 1, c), (r, c + 1)):
+                if rr < 24 and cc < 24 and mask[rr, cc]:
+                    assert labels[rr, cc] == labels[r, c]
+        for k in np.unique(labels[mask]):  # and each label is one connected piece
+            assert _flood(mask, *np.argwhere(labels == k)[0]) == int((labels == k).sum())
+
+
+def _flood(mask: np.ndarray, r: int, c: int) -> int:
+    """The size of the 4-connected region of mask holding (r, c), by a plain flood fill."""
+    seen, stack = {(r, c)}, [(r, c)]
+    while stack:
+        r, c = stack.pop()
+        for rr, cc in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)):
+            inside = 0 <= rr < mask.shape[0] and 0 <= cc < mask.shape[1]
+            if inside and mask[rr, cc] and (rr, cc) not in seen:
+                seen.add((rr, cc))
+                stack.append((rr, cc))
+    return len(seen)
 
 
 def _changed(spec: dict, key: str, rng: np.random.Generator) -> dict:
