@@ -15,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import Tensor, nn
 
+from t2i.models.base import T2IModel
 from t2i.models.vae import (
     LOGVAR_RANGE,
     bits_per_dim,
@@ -44,7 +44,7 @@ def _split(h: Tensor) -> tuple[Tensor, Tensor]:
     return mu, logvar.clamp(*LOGVAR_RANGE)
 
 
-class CVAE(ModelMixin, ConfigMixin):
+class CVAE(T2IModel):
     """A caption-conditioned VAE trained with Sohn et al.'s hybrid CVAE + GSNN objective.
 
     Args:

@@ -18,10 +18,10 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import Tensor
 
+from t2i.models.base import T2IModel
 from t2i.models.vae import gaussian_log_likelihood
 from t2i.nn import VectorDecoder, VectorEncoder
 
@@ -89,7 +89,7 @@ class TemperatureSchedule:
         return (self.tau0 * torch.exp(-self.rate * step)).clamp(min=self.tau_min)
 
 
-class CategoricalVAE(ModelMixin, ConfigMixin):
+class CategoricalVAE(T2IModel):
     """A VAE whose latent is `num_latents` categorical variables of `num_classes` classes each.
 
     Training decodes Gumbel-softmax relaxed one-hots at an annealed temperature; the prior is

@@ -18,10 +18,10 @@ import math
 from collections.abc import Sequence
 
 import torch
-from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import Tensor
 
+from t2i.models.base import T2IModel
 from t2i.nn import VectorDecoder, VectorEncoder
 
 ACTIVE_VARIANCE = 0.01  # Burda et al. 2016: a unit is active when Var_x(E_q[z_d]) > 0.01
@@ -101,7 +101,7 @@ def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator | None
     return mu + (0.5 * logvar).exp() * eps
 
 
-class VAE(ModelMixin, ConfigMixin):
+class VAE(T2IModel):
     """A convolutional VAE with a `latent_dim` Gaussian latent; beta-VAE when `beta != 1`.
 
     Args:

@@ -1,0 +1,30 @@
+"""The base of every trainable t2i model: diffusers' `ModelMixin` + `ConfigMixin`.
+
+`from_pretrained` gives the loaded weights storage of their own. diffusers hands back tensors
+that are views into the memory-mapped safetensors file, at offsets that are not 64-byte
+aligned; CPU kernels (a matrix-vector product, for one) then round differently than on the
+freshly allocated weights that were saved, and a save -> load round trip stops being bit
+for bit. A copy per tensor, once at load time, restores it and releases the file.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from diffusers import ConfigMixin, ModelMixin
+
+
+class T2IModel(ModelMixin, ConfigMixin):
+    """A diffusers model whose `from_pretrained` reproduces the saved model's outputs exactly.
+
+    Subclasses decorate `__init__` with `register_to_config`, as any diffusers model.
+    """
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
+        """diffusers' `ModelMixin.from_pretrained`, then each tensor copied to its own storage."""
+        model = super().from_pretrained(*args, **kwargs)
+        for tensor in itertools.chain(model.parameters(), model.buffers()):
+            tensor.data = tensor.data.clone()
+        return model
