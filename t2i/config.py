@@ -12,6 +12,7 @@ are parsed as YAML (`4` is an int, `1e-3` a float, `null` None, `[1, 2]` a list)
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import difflib
 import inspect
@@ -42,6 +43,9 @@ class DataConfig:
             e.g. [{color: purple, shape: triangle}].
         context_length: caption length in BPE tokens (open_clip's tokenizer).
         num_workers: DataLoader worker processes.
+        tokenizer: a trained image tokenizer (saved model or run directory); when set, the
+            samples are its code grids (`image_tokens`), encoded once and cached.
+        token_cache: the folder of those cached code grids.
     """
 
     dataset: str = "shapes"
@@ -53,6 +57,8 @@ class DataConfig:
     holdout: list = dataclasses.field(default_factory=list)
     context_length: int = 32
     num_workers: int = 0
+    tokenizer: str | None = None
+    token_cache: str = "runs/token_cache"
 
 
 @dataclasses.dataclass
@@ -135,6 +141,8 @@ def _check_type(value: Any, hint: Any, key: str, where: str) -> Any:
         hint = next(a for a in typing.get_args(hint) if a is not type(None))
         origin = typing.get_origin(hint)
     base = origin or hint
+    if base in (tuple, list, collections.abc.Sequence) and isinstance(value, (list, tuple)):
+        return tuple(value) if base is tuple else value
     if base is float and isinstance(value, (int, str)) and not isinstance(value, bool):
         try:
             return float(value)  # YAML 1.1 reads "1e-3" (no dot) as a string
@@ -226,16 +234,24 @@ def save_config(config: ExperimentConfig, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
 
 
-def check_kwargs(fn: Any, kwargs: dict, where: str) -> None:
-    """Raise a ConfigError naming any key of `kwargs` that `fn` does not accept.
+def check_kwargs(fn: Any, kwargs: dict, where: str) -> dict:
+    """Check keyword arguments against a signature: every key known, every value of its type.
 
     Args:
-        fn: a callable or class whose signature lists the valid keys.
-        kwargs: the keys to check.
+        fn: a callable (a class's `__init__`) whose signature and annotations are the schema.
+        kwargs: the arguments to check.
         where: the source and section named in errors, e.g. "configs/vae.yaml: model".
+
+    Returns:
+        the arguments, coerced where that is lossless ("3e-4" -> 3e-4 for a float, a list
+        -> a tuple for a tuple).
     """
     params = inspect.signature(fn).parameters
     valid = [n for n, p in params.items() if n != "self" and p.kind is p.POSITIONAL_OR_KEYWORD]
-    for key in kwargs:
+    hints = typing.get_type_hints(fn)
+    checked = {}
+    for key, value in kwargs.items():
         if key not in valid:
             raise _unknown_key(key, valid, where)
+        checked[key] = _check_type(value, hints[key], key, where) if key in hints else value
+    return checked

@@ -3,11 +3,16 @@
 MODEL is a saved model directory (a run's `model/`) or a run directory. The shapes suite
 scores a held-back test set of the shapes world (data seed 1000, never used for training):
 - every model: its loss terms averaged over the test set (for the VAEs the test ELBO in nats
-  per image and bits per dim);
+  per image and bits per dim; for priors over codes the test cross-entropy);
 - latent-variable models (`kl_per_dim`): the mean KL of each latent dimension and the number
   of active dimensions (mean KL above 0.01 nats);
-- text-conditioned models (`generate`): the judge's prompt fidelity on one-object prompts and
-  on two-object prompts, with per-attribute accuracies.
+- image tokenizers: PSNR, the judge's prompt fidelity on originals and on reconstructions,
+  and the codebook usage and perplexity of each level;
+- text-conditioned models (`generate`, or a caption-conditioned prior over codes): the judge's
+  prompt fidelity on one-object prompts and on two-object prompts, with per-attribute
+  accuracies.
+A prior over codes is scored through its tokenizer: `--tokenizer PATH`, or by default the
+`data.tokenizer` of the run's config.yaml.
 """
 
 from __future__ import annotations
@@ -17,16 +22,20 @@ import json
 import logging
 import sys
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
+from accelerate.utils import send_to_device
 from torch.utils.data import DataLoader
 
 from t2i.data.shapes import ShapesDataset
 from t2i.data.text import CaptionCollator
-from t2i.evaluation import judge_many
-from t2i.models import MODELS
+from t2i.data.tokens import TokenDataset, encode_dataset
+from t2i.evaluation import judge_many, reconstruction_report
+from t2i.models import TOKEN_PRIORS, ImageTokenizer, load_model
 
 logger = logging.getLogger("t2i.evaluate")
 
@@ -34,51 +43,25 @@ TEST_SEED = 1000  # the shapes test split; training configs use seeds 0 (train) 
 ACTIVE_KL = 0.01  # nats: a latent dimension with more mean KL than this is "active"
 
 
-def load_model(path: str | Path) -> torch.nn.Module:
-    """Load a saved t2i model from its directory (or from a run directory's `model/`).
-
-    Args:
-        path: a directory with config.json and safetensors weights, or a run directory.
-    """
-    path = Path(path)
-    if not (path / "config.json").is_file() and (path / "model" / "config.json").is_file():
-        path = path / "model"
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{path}: no config.json; pass a saved model or run directory")
-    class_name = json.loads(config_file.read_text()).get("_class_name")
-    by_name = {cls.__name__: cls for cls in MODELS.values()}
-    if class_name not in by_name:
-        raise ValueError(
-            f"{config_file}: _class_name={class_name!r} is not a t2i model "
-            f"({', '.join(sorted(by_name))})"
-        )
-    return by_name[class_name].from_pretrained(str(path))
+def _loader(data: Any, batch_size: int, context_length: int = 32) -> DataLoader:
+    """Batches of a data set, captions tokenised to `context_length`."""
+    return DataLoader(data, batch_size=batch_size, collate_fn=CaptionCollator(context_length))
 
 
-def _loader(model: torch.nn.Module, n: int, num_objects: int | None, batch_size: int) -> DataLoader:
-    """The shapes test set at the model's image size, batched with its caption length."""
-    size = getattr(model.config, "image_size", 32)
-    data = ShapesDataset(n=n, seed=TEST_SEED, size=size, num_objects=num_objects)
-    context = getattr(model.config, "context_length", 32)
-    return DataLoader(data, batch_size=batch_size, collate_fn=CaptionCollator(context))
-
-
-def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """Move a batch's tensors to `device`."""
-    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 @torch.no_grad()
 def loss_terms(model: torch.nn.Module, loader: DataLoader, seed: int = 0) -> dict[str, float]:
     """The model's `training_losses` terms averaged over a data set, in eval mode."""
-    device = next(model.parameters()).device
+    device = _device(model)
     torch.manual_seed(seed)
     sums: dict[str, float] = defaultdict(float)
     count = 0
     for batch in loader:
-        n = batch["pixel_values"].shape[0]
-        for k, v in model.training_losses(_to(batch, device)).items():
+        n = len(batch["caption"])
+        for k, v in model.training_losses(send_to_device(batch, device)).items():
             if v.numel() == 1:
                 sums[k] += v.item() * n
         count += n
@@ -88,7 +71,7 @@ def loss_terms(model: torch.nn.Module, loader: DataLoader, seed: int = 0) -> dic
 @torch.no_grad()
 def latent_usage(model: torch.nn.Module, loader: DataLoader) -> dict[str, Any]:
     """Mean KL per latent dimension over a data set and the count of active dimensions."""
-    device = next(model.parameters()).device
+    device = _device(model)
     total, count = None, 0
     for batch in loader:
         kl = model.kl_per_dim(batch["pixel_values"].to(device)).float().sum(0)  # (D,)
@@ -103,21 +86,86 @@ def latent_usage(model: torch.nn.Module, loader: DataLoader) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def fidelity(model: torch.nn.Module, loader: DataLoader, seed: int = 0) -> dict[str, float]:
-    """The judge's prompt fidelity of images the model generates from the test captions."""
-    device = next(model.parameters()).device
+def fidelity(
+    generate: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
+    loader: DataLoader,
+    device: torch.device,
+    seed: int = 0,
+) -> dict[str, float]:
+    """The judge's prompt fidelity of images generated from the test captions.
+
+    Args:
+        generate: (input_ids on `device`, generator) -> images (N, 3, H, W) in [-1, 1].
+        loader: test batches with `input_ids` and `spec`.
+        device: where generation runs.
+        seed: seeds the generator.
+    """
     generator = torch.Generator(device=device).manual_seed(seed)
     images, specs = [], []
     for batch in loader:
-        images.extend(model.generate(batch["input_ids"].to(device), generator=generator).cpu())
+        images.extend(generate(batch["input_ids"].to(device), generator).float().cpu())
         specs.extend(batch["spec"])
     return judge_many(images, specs)
+
+
+def _text_fidelity(
+    model: torch.nn.Module,
+    generate: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
+    n: int,
+    batch_size: int,
+    seed: int,
+    size: int,
+) -> dict[str, Any]:
+    """Fidelity on one-object and on two-object test prompts at image side `size`."""
+    context = getattr(model.config, "context_length", 32)
+    results = {}
+    for name, k in (("one_object", 1), ("two_objects", 2)):
+        prompts = ShapesDataset(n=n, seed=TEST_SEED, size=size, num_objects=k)
+        loader = _loader(prompts, batch_size, context)
+        results[f"fidelity_{name}"] = fidelity(generate, loader, _device(model), seed)
+    return results
+
+
+def evaluate_prior(
+    prior: torch.nn.Module,
+    tokenizer: ImageTokenizer,
+    n: int = 1000,
+    batch_size: int = 100,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """A prior over codes: test cross-entropy on the tokenizer's codes of the test set, and,
+    when caption-conditioned, the fidelity of its samples decoded by the tokenizer.
+
+    Args:
+        prior: a model of `TOKEN_PRIORS`.
+        tokenizer: the tokenizer whose codes it models.
+        n: test images per measurement.
+        batch_size: images per forward pass.
+        seed: seeds sampling noise.
+    """
+    prior.eval()
+    tokenizer.eval().to(_device(prior))
+    size = tokenizer.config.image_size
+    images = ShapesDataset(n=n, seed=TEST_SEED, size=size)
+    codes = TokenDataset(encode_dataset(images, tokenizer.encode, batch_size, _device(prior)))
+    context = prior.config.get("context_length", 32)
+    results: dict[str, Any] = {
+        "test_images": n,
+        "loss_terms": loss_terms(prior, _loader(codes, batch_size, context), seed),
+    }
+    if prior.config.get("text_width", 0):
+
+        def generate(ids: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+            return tokenizer.decode(prior.sample(len(ids), input_ids=ids, generator=generator))
+
+        results.update(_text_fidelity(prior, generate, n, batch_size, seed, size))
+    return results
 
 
 def evaluate_shapes(
     model: torch.nn.Module, n: int = 1000, batch_size: int = 100, seed: int = 0
 ) -> dict[str, Any]:
-    """The shapes suite (see the module docstring) for one model.
+    """The shapes suite (see the module docstring) for one model that reads images.
 
     Args:
         model: a t2i model, in any mode (it is put in eval mode).
@@ -126,16 +174,32 @@ def evaluate_shapes(
         seed: seeds sampling noise, so two evaluations agree.
     """
     model.eval()
-    results: dict[str, Any] = {
-        "test_images": n,
-        "loss_terms": loss_terms(model, _loader(model, n, None, batch_size), seed),
-    }
+    size = getattr(model.config, "image_size", 32)
+    context = getattr(model.config, "context_length", 32)
+    test = _loader(ShapesDataset(n=n, seed=TEST_SEED, size=size), batch_size, context)
+    results: dict[str, Any] = {"test_images": n, "loss_terms": loss_terms(model, test, seed)}
+    if isinstance(model, ImageTokenizer):
+        results["reconstruction"] = reconstruction_report(model, test)
     if hasattr(model, "kl_per_dim"):
-        results["latents"] = latent_usage(model, _loader(model, n, None, batch_size))
+        results["latents"] = latent_usage(model, test)
     if hasattr(model, "generate"):
-        results["fidelity_one_object"] = fidelity(model, _loader(model, n, 1, batch_size), seed)
-        results["fidelity_two_objects"] = fidelity(model, _loader(model, n, 2, batch_size), seed)
+        generate = lambda ids, g: model.generate(ids, generator=g)  # noqa: E731
+        results.update(_text_fidelity(model, generate, n, batch_size, seed, size))
     return results
+
+
+def run_tokenizer(model_path: str, tokenizer: str | None) -> str:
+    """The tokenizer of a prior: as given, else the `data.tokenizer` of the run's config.yaml."""
+    if tokenizer:
+        return tokenizer
+    for config in (Path(model_path) / "config.yaml", Path(model_path).parent / "config.yaml"):
+        if config.is_file():
+            found = (yaml.safe_load(config.read_text()).get("data") or {}).get("tokenizer")
+            if found:
+                return found
+    raise FileNotFoundError(
+        f"{model_path} is a prior over codes; pass --tokenizer (no run config.yaml names one)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,16 +214,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=1000, help="test images per measurement")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tokenizer", help="a prior's tokenizer (default: from its run config)")
     parser.add_argument("--out", help="also write the JSON to this file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    common = dict(n=args.n, batch_size=args.batch_size, seed=args.seed)
     try:
-        model = load_model(args.model)
+        model = load_model(args.model).to(device)
+        if isinstance(model, TOKEN_PRIORS):
+            tokenizer = load_model(run_tokenizer(args.model, args.tokenizer))
+            results = evaluate_prior(model, tokenizer, **common)
+        else:
+            results = evaluate_shapes(model, **common)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    model.to("cuda" if torch.cuda.is_available() else "cpu")
-    results = evaluate_shapes(model, n=args.n, batch_size=args.batch_size, seed=args.seed)
     text = json.dumps({"model": str(args.model), "suite": args.suite, **results}, indent=2)
     print(text)
     if args.out:

@@ -29,7 +29,8 @@ from t2i.config import (
 )
 from t2i.data.shapes import ShapesDataset
 from t2i.data.text import CaptionCollator
-from t2i.models import MODELS
+from t2i.data.tokens import TokenDataset, cached_tokens, encode_dataset, fingerprint
+from t2i.models import MODELS, ImageTokenizer, load_model, model_dir
 from t2i.training import Trainer, TrainResult, seed_everything
 
 logger = logging.getLogger("t2i.train")
@@ -50,8 +51,7 @@ def build_model(config: ExperimentConfig, where: str) -> torch.nn.Module:
             f"choose one of: {', '.join(sorted(MODELS))}."
         )
     cls = MODELS[name]
-    check_kwargs(cls.__init__, kwargs, f"{where}: model ({name})")
-    return cls(**kwargs)
+    return cls(**check_kwargs(cls.__init__, kwargs, f"{where}: model ({name})"))
 
 
 def build_datasets(data: DataConfig, where: str) -> tuple[ShapesDataset, ShapesDataset]:
@@ -75,6 +75,81 @@ def build_datasets(data: DataConfig, where: str) -> tuple[ShapesDataset, ShapesD
     )
 
 
+def load_tokenizer(data: DataConfig, where: str) -> ImageTokenizer:
+    """The trained tokenizer that `data.tokenizer` names, in eval mode, checked against the data.
+
+    Args:
+        data: the data section.
+        where: the config's source, named in errors.
+    """
+    try:
+        tokenizer = load_model(data.tokenizer)
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(f"{where}: data.tokenizer={data.tokenizer!r}: {err}") from err
+    if not isinstance(tokenizer, ImageTokenizer):
+        raise ConfigError(
+            f"{where}: data.tokenizer={data.tokenizer!r} is a {type(tokenizer).__name__}, "
+            f"not an image tokenizer (DiscreteVAE, VQVAE, VQVAE2)"
+        )
+    if tokenizer.config.image_size != data.image_size:
+        raise ConfigError(
+            f"{where}: data.image_size={data.image_size} but the tokenizer was trained on "
+            f"{tokenizer.config.image_size} pixel images"
+        )
+    return tokenizer.eval().requires_grad_(False)
+
+
+def check_prior(model: torch.nn.Module, tokenizer: ImageTokenizer, where: str) -> None:
+    """A prior's codebook size and grid must be its tokenizer's; name both when they differ."""
+    grids = tokenizer.grid_size
+    expected = {
+        "num_tokens": tokenizer.num_tokens,
+        "grid_size" if isinstance(grids, int) else "grid_sizes": grids,
+    }
+    for key, value in expected.items():
+        have = model.config.get(key)
+        if have is not None and list(_as_tuple(have)) != list(_as_tuple(value)):
+            raise ConfigError(
+                f"{where}: model.{key}={have} but the tokenizer {type(tokenizer).__name__} "
+                f"has {key}={value}; set model.{key}={value}"
+            )
+
+
+def _as_tuple(value: object) -> tuple:
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+
+
+def token_dataset(
+    tokenizer: ImageTokenizer, dataset: ShapesDataset, data: DataConfig
+) -> TokenDataset:
+    """A data set's code grids under `tokenizer`, from the cache (encoded on a miss).
+
+    Args:
+        tokenizer: the trained tokenizer.
+        dataset: the image data set.
+        data: the data section (the tokenizer path and the cache folder).
+    """
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    key = fingerprint(tokenizer.state_dict().items(), dict(tokenizer.config), dataset.description)
+    source = f"{model_dir(data.tokenizer).resolve()} {dataset.description}"
+
+    def build():
+        tokenizer.to(device)
+        return encode_dataset(dataset, tokenizer.encode, device=device)
+
+    return TokenDataset(cached_tokens(data.token_cache, key, source, build))
+
+
+def token_decoder(tokenizer: ImageTokenizer):
+    """Code grids (on any device) -> images, for the trainer's sample grids."""
+
+    def decode(tokens: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+        device = (tokens[0] if isinstance(tokens, tuple) else tokens).device
+        return tokenizer.to(device).decode(tokens)
+
+    return decode
+
+
 def run(config: ExperimentConfig, where: str = "config") -> TrainResult:
     """Build the model and data a config names and train it; return the result.
 
@@ -85,6 +160,13 @@ def run(config: ExperimentConfig, where: str = "config") -> TrainResult:
     seed_everything(config.train.seed)
     model = build_model(config, where)
     train_set, val_set = build_datasets(config.data, where)
+    decode_tokens = None
+    if config.data.tokenizer:
+        tokenizer = load_tokenizer(config.data, where)
+        check_prior(model, tokenizer, where)
+        train_set = token_dataset(tokenizer, train_set, config.data)
+        val_set = token_dataset(tokenizer, val_set, config.data)
+        decode_tokens = token_decoder(tokenizer)
     out = Path(config.train.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "config.yaml")
@@ -95,6 +177,7 @@ def run(config: ExperimentConfig, where: str = "config") -> TrainResult:
         collate_fn=CaptionCollator(config.data.context_length),
         sample_dataset=val_set,
         num_workers=config.data.num_workers,
+        decode_tokens=decode_tokens,
     )
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("training %s (%.2fM parameters) into %s", config.model["type"], n_params / 1e6, out)

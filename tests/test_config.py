@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from t2i.config import ConfigError, ExperimentConfig, check_kwargs, load_config, save_config
@@ -74,6 +76,23 @@ def test_check_kwargs_names_the_bad_argument():
     check_kwargs(build, {"beta": 2.0}, "x.yaml: model")
     with pytest.raises(ConfigError, match="'latnt_dim'.*Did you mean 'latent_dim'"):
         check_kwargs(build, {"latnt_dim": 2}, "x.yaml: model")
+
+
+def test_check_kwargs_types_model_arguments_as_the_constructor_annotates_them():
+    def build(rate: float = 1.0, sizes: tuple[int, int] = (1, 2), hard: bool = False) -> None: ...
+
+    checked = check_kwargs(build, {"rate": "3e-4", "sizes": [4, 8]}, "x.yaml: model")
+    assert checked == {"rate": 3e-4, "sizes": (4, 8)}  # YAML's "3e-4" is a string
+    with pytest.raises(ConfigError, match="'hard' must be bool"):
+        check_kwargs(build, {"hard": "yes please"}, "x.yaml: model")
+
+
+def test_every_shipped_model_section_is_typed():
+    from t2i.train import build_model
+
+    config = load_config(Path(__file__).resolve().parents[1] / "configs/shapes/gumbel.yaml")
+    model = build_model(config, "gumbel.yaml")
+    assert isinstance(model.config.anneal_rate, float)  # written 3e-4 in the YAML
 
 
 def test_exponent_floats_without_a_dot_are_floats(tmp_path):

@@ -334,6 +334,19 @@ class ShapesDataset(Dataset):
     def __len__(self) -> int:
         return self.n
 
+    @property
+    def description(self) -> dict[str, Any]:
+        """What fixes the samples (for cache keys): the world, n, seed, size, mix, holdout."""
+        return {
+            "dataset": "shapes",
+            "n": self.n,
+            "seed": self.seed,
+            "size": self.size,
+            "num_objects": self.num_objects,
+            "holdout": self.holdout,
+            "split": self.split,
+        }
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < self.n:
             raise IndexError(f"index {index} out of range for {self.n} samples")

@@ -22,6 +22,10 @@ def get_tokenizer(context_length: int = 32) -> SimpleTokenizer:
 class CaptionCollator:
     """Stacks samples into a batch dict and tokenises their captions into `input_ids`.
 
+    Tensors are stacked (`pixel_values` (B, 3, H, W), `image_tokens` (B, h, w)); a tuple of
+    tensors (the grids of a hierarchical tokenizer) becomes a tuple of stacks; anything else
+    (`caption`, `spec`) becomes a list.
+
     Args:
         context_length: caption length in tokens.
     """
@@ -30,12 +34,14 @@ class CaptionCollator:
         self.tokenizer = get_tokenizer(context_length)
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
-        captions = [s["caption"] for s in samples]
-        batch: dict[str, Any] = {
-            "pixel_values": torch.stack([s["pixel_values"] for s in samples]),  # (B, 3, H, W)
-            "input_ids": self.tokenizer(captions),  # (B, L)
-            "caption": captions,
-        }
-        if "spec" in samples[0]:
-            batch["spec"] = [s["spec"] for s in samples]
+        batch: dict[str, Any] = {}
+        for key, first in samples[0].items():
+            values = [s[key] for s in samples]
+            if torch.is_tensor(first):
+                batch[key] = torch.stack(values)
+            elif isinstance(first, tuple):
+                batch[key] = tuple(torch.stack(level) for level in zip(*values, strict=True))
+            else:
+                batch[key] = values
+        batch["input_ids"] = self.tokenizer(batch["caption"])  # (B, L)
         return batch

@@ -8,7 +8,9 @@ from t2i.nn.blocks import (
     Upsample,
     VectorDecoder,
     VectorEncoder,
+    downsampled_size,
 )
+from t2i.nn.quantizer import QuantizerOutput, VectorQuantizer, code_statistics, kmeans
 from t2i.nn.text import CaptionEncoder
 
 __all__ = [
@@ -20,4 +22,9 @@ __all__ = [
     "Upsample",
     "VectorDecoder",
     "VectorEncoder",
+    "QuantizerOutput",
+    "VectorQuantizer",
+    "code_statistics",
+    "downsampled_size",
+    "kmeans",
 ]

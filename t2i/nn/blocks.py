@@ -77,22 +77,34 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))  # (B, C, 2H, 2W)
 
 
+def _res_blocks(in_channels: int, out_channels: int, n: int) -> list[ResBlock]:
+    """n ResBlocks, the first changing the width from in_channels to out_channels."""
+    return [ResBlock(in_channels if i == 0 else out_channels, out_channels) for i in range(n)]
+
+
 class Encoder(nn.Module):
-    """Image -> feature map: one ResBlock and one 2x downsampling per entry of `channels`.
+    """Image -> feature map: `num_res_blocks` ResBlocks and a 2x downsampling per stage.
 
     Args:
         in_channels: image channels.
         channels: width of each stage; the output has 1 / 2**len(channels) of the resolution.
         out_channels: channels of the output feature map.
+        num_res_blocks: ResBlocks per stage.
     """
 
-    def __init__(self, in_channels: int, channels: Sequence[int], out_channels: int) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        channels: Sequence[int],
+        out_channels: int,
+        num_res_blocks: int = 1,
+    ) -> None:
         super().__init__()
         channels = tuple(channels)
         self.conv_in = nn.Conv2d(in_channels, channels[0], 3, padding=1)
         stages, prev = [], channels[0]
         for ch in channels:
-            stages += [ResBlock(prev, ch), Downsample(ch)]
+            stages += _res_blocks(prev, ch, num_res_blocks) + [Downsample(ch)]
             prev = ch
         self.stages = nn.Sequential(*stages)
         self.norm_out = group_norm(prev)
@@ -104,21 +116,28 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Feature map -> image: one ResBlock and one 2x upsampling per entry of reversed `channels`.
+    """Feature map -> image: `num_res_blocks` ResBlocks and a 2x upsampling per stage.
 
     Args:
         in_channels: channels of the input feature map.
         channels: width of each stage, listed as in the matching `Encoder` (used in reverse).
         out_channels: image channels.
+        num_res_blocks: ResBlocks per stage.
     """
 
-    def __init__(self, in_channels: int, channels: Sequence[int], out_channels: int) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        channels: Sequence[int],
+        out_channels: int,
+        num_res_blocks: int = 1,
+    ) -> None:
         super().__init__()
         channels = tuple(channels)[::-1]
         self.conv_in = nn.Conv2d(in_channels, channels[0], 3, padding=1)
         stages, prev = [], channels[0]
         for ch in channels:
-            stages += [ResBlock(prev, ch), Upsample(ch)]
+            stages += _res_blocks(prev, ch, num_res_blocks) + [Upsample(ch)]
             prev = ch
         self.stages = nn.Sequential(*stages)
         self.norm_out = group_norm(prev)
@@ -129,8 +148,8 @@ class Decoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)))  # (B, C_out, H * 2**S, W * 2**S)
 
 
-def _bottom_size(image_size: int, num_stages: int) -> int:
-    """Side of the lowest-resolution feature map; the image side must divide evenly."""
+def downsampled_size(image_size: int, num_stages: int) -> int:
+    """Side of the feature map after `num_stages` 2x downsamplings; it must divide evenly."""
     factor = 2**num_stages
     if image_size % factor:
         raise ValueError(
@@ -154,7 +173,7 @@ class VectorEncoder(nn.Module):
     ) -> None:
         super().__init__()
         channels = tuple(channels)
-        side = _bottom_size(image_size, len(channels))
+        side = downsampled_size(image_size, len(channels))
         self.encoder = Encoder(in_channels, channels, channels[-1])
         self.proj = nn.Linear(channels[-1] * side * side, out_features)
 
@@ -178,7 +197,7 @@ class VectorDecoder(nn.Module):
     ) -> None:
         super().__init__()
         channels = tuple(channels)
-        self.side = _bottom_size(image_size, len(channels))
+        self.side = downsampled_size(image_size, len(channels))
         self.proj = nn.Linear(in_features, channels[-1] * self.side * self.side)
         self.decoder = Decoder(channels[-1], channels, out_channels)
 

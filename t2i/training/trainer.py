@@ -21,7 +21,12 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from accelerate.utils import (
+    DataLoaderConfiguration,
+    ProjectConfiguration,
+    send_to_device,
+    set_seed,
+)
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader, Dataset
@@ -86,6 +91,8 @@ class Trainer:
         collate_fn: builds a batch dict from a list of samples.
         sample_dataset: samples for the periodic image grids (the first `num_samples`).
         num_workers: DataLoader worker processes.
+        decode_tokens: turns what `log_images` gives that is not a float image batch (code
+            grids from a prior over a tokenizer's codes) into images (N, 3, H, W) in [-1, 1].
     """
 
     def __init__(
@@ -96,8 +103,10 @@ class Trainer:
         collate_fn: Callable[[list], dict] | None = None,
         sample_dataset: Dataset | None = None,
         num_workers: int = 0,
+        decode_tokens: Callable[[Any], torch.Tensor] | None = None,
     ) -> None:
         self.config = config
+        self.decode_tokens = decode_tokens
         self.out = Path(config.output_dir)
         self.accelerator = Accelerator(
             mixed_precision=resolve_mixed_precision(config.mixed_precision),
@@ -281,7 +290,7 @@ class Trainer:
         if self.sample_batch is None or not self.accelerator.is_main_process:
             return []
         acc, model = self.accelerator, self.model
-        batch = _to_device(self.sample_batch, acc.device)
+        batch = send_to_device(self.sample_batch, acc.device)
         generator = torch.Generator(device=acc.device).manual_seed(self.config.seed)
         was_training = model.training
         model.eval()
@@ -294,6 +303,13 @@ class Trainer:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("".join(f"{i}: {c}\n" for i, c in enumerate(batch["caption"])))
         for name, x in images.items():
+            if not (torch.is_tensor(x) and x.is_floating_point()):
+                if self.decode_tokens is None:
+                    raise TypeError(
+                        f"log_images()[{name!r}] is not an image batch; pass decode_tokens"
+                    )
+                with acc.autocast():
+                    x = self.decode_tokens(x)
             path = self.out / "samples" / f"{name}_{self.step:07d}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             x = (x.float().clamp(-1, 1) + 1) / 2
@@ -363,11 +379,6 @@ class Trainer:
         acc.wait_for_everyone()
         acc.end_training()
         return TrainResult(self.step, self.last_metrics, self.skipped, model_dir)
-
-
-def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """Move the tensors of a batch dict to `device`; leave captions and specs as they are."""
-    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 def seed_everything(seed: int) -> None:

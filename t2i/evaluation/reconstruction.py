@@ -1,0 +1,75 @@
+"""How good is a tokenizer: PSNR, what the judge still sees after the trip through the codes,
+and how much of the codebook is used.
+
+Works with any object that has `encode`, `decode` and `num_tokens` (every
+`t2i.models.ImageTokenizer`); knows no model class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from t2i.evaluation.judge import judge_many
+from t2i.nn.quantizer import code_statistics
+
+
+def psnr(x: Tensor, y: Tensor) -> Tensor:
+    """Peak signal-to-noise ratio of each image pair in dB, images on [-1, 1]: (N,).
+
+    On [-1, 1] the peak-to-peak range is 2, so PSNR = 10 log10(4 / MSE) (the same figure as
+    on 0-255 images with 255^2 / MSE).
+
+    Args:
+        x: (N, ...) images.
+        y: same shape as x.
+    """
+    mse = (x.float() - y.float()).pow(2).flatten(1).mean(1)
+    return 10.0 * torch.log10(4.0 / mse.clamp(min=1e-10))
+
+
+@torch.no_grad()
+def reconstruction_report(tokenizer: Any, batches: Iterable[dict]) -> dict[str, Any]:
+    """Reconstruction figures of a tokenizer over a data set.
+
+    Args:
+        tokenizer: has `encode(x)`, `decode(tokens)` and `num_tokens`; in eval mode.
+        batches: dicts with `pixel_values` (N, 3, H, W) in [-1, 1] and `spec`.
+
+    Returns:
+        {"psnr": mean per-image dB, "fidelity_originals", "fidelity_reconstructions", the
+        judge's prompt fidelity on both, "fidelity_ratio" (reconstructions / originals),
+        "codebook": per level {"usage": share of codes used, "perplexity"}, "n"}.
+    """
+    device = next(tokenizer.parameters()).device
+    originals, recons, specs, scores, grids = [], [], [], [], []
+    for batch in batches:
+        x = batch["pixel_values"].to(device)
+        tokens = tokenizer.encode(x)
+        y = tokenizer.decode(tokens)
+        scores.append(psnr(y, x).cpu())
+        originals += list(x.cpu())
+        recons += list(y.float().cpu())
+        specs += batch["spec"]
+        grids.append([t.cpu() for t in (tokens if isinstance(tokens, tuple) else (tokens,))])
+    fid_orig = judge_many(originals, specs)["fidelity"]
+    fid_recon = judge_many(recons, specs)["fidelity"]
+    levels = ["top", "bottom"] if len(grids[0]) == 2 else ["codes"]
+    codebook = {}
+    for i, name in enumerate(levels):
+        perplexity, usage = code_statistics(torch.cat([g[i] for g in grids]), tokenizer.num_tokens)
+        codebook[name] = {
+            "usage": round(float(usage), 4),
+            "perplexity": round(float(perplexity), 1),
+        }
+    return {
+        "psnr": float(torch.cat(scores).mean()),
+        "fidelity_originals": fid_orig,
+        "fidelity_reconstructions": fid_recon,
+        "fidelity_ratio": fid_recon / max(fid_orig, 1e-9),
+        "codebook": codebook,
+        "n": len(specs),
+    }
