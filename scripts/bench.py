@@ -3,7 +3,8 @@
 Measures, on this machine's device (CUDA with bf16 autocast when present, else the CPU):
 - the shapes world: samples rendered per second, and the judge: images judged per second;
 - each model family: training throughput (forward + backward + AdamW, images/s) at the
-  shipped config's size, and sampling throughput (images/s).
+  shipped config's size, and its inference paths (images/s): sampling for the generative
+  models, encode and decode for the tokenizers, sampling code grids for the PixelCNN priors.
 Each figure is the median of `--repeats` timed runs after a warm-up. The table is written to
 the output file under a heading that names the machine, so runs on other machines add up.
 """
@@ -19,15 +20,17 @@ from datetime import date
 from pathlib import Path
 
 import torch
+from accelerate.utils import send_to_device
 
 from t2i.config import load_config
 from t2i.data.shapes import make_sample, to_tensor
 from t2i.data.text import CaptionCollator
 from t2i.evaluation import judge
+from t2i.models import TOKEN_PRIORS, ImageTokenizer
 from t2i.train import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL_CONFIGS = ("vae", "cvae", "gumbel")
+MODEL_CONFIGS = ("vae", "cvae", "gumbel", "dvae", "vqvae", "vqvae2", "pixelcnn", "pixelcnn_vqvae2")
 
 
 def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
@@ -63,18 +66,30 @@ def bench_data(repeats: int) -> list[tuple[str, str, float]]:
     return rows
 
 
-def bench_model(
-    name: str, batch_size: int, repeats: int, device: torch.device, dtype: torch.dtype
-) -> list[tuple[str, str, float]]:
-    """Training and sampling throughput of one shipped config's model."""
-    config = load_config(ROOT / "configs" / "shapes" / f"{name}.yaml")
-    torch.manual_seed(0)
-    model = build_model(config, name).to(device)
+def _batch(config, batch_size: int, device: torch.device) -> dict:
+    """A batch of shapes samples for a config: pixels, captions and their tokens."""
     items = [make_sample(i, 0, config.data.image_size) for i in range(batch_size)]
     batch = CaptionCollator(config.data.context_length)(
         [{"pixel_values": to_tensor(s["image"]), "caption": s["caption"]} for s in items]
     )
-    batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    return send_to_device(batch, device)
+
+
+def bench_model(
+    name: str, batch_size: int, repeats: int, device: torch.device, dtype: torch.dtype
+) -> list[tuple[str, str, float]]:
+    """Throughput of one shipped config's model: a training step (forward, backward, AdamW)
+    and the inference paths of its family (sampling; encode and decode for tokenizers)."""
+    config = load_config(ROOT / "configs" / "shapes" / f"{name}.yaml")
+    torch.manual_seed(0)
+    model = build_model(config, name).to(device)
+    batch = _batch(config, batch_size, device)
+    if isinstance(model, TOKEN_PRIORS):  # random codes stand in for a tokenizer's
+        grids = model.config.get("grid_sizes") or [model.config.grid_size]
+        codes = [torch.randint(0, model.config.num_tokens, (batch_size, g, g)) for g in grids]
+        batch["image_tokens"] = send_to_device(
+            codes[0] if len(codes) == 1 else tuple(codes), device
+        )
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
@@ -85,24 +100,37 @@ def bench_model(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    @torch.no_grad()
-    def sample() -> None:
-        with autocast:
-            model.log_images(batch)["samples"]
+    def inference(fn: Callable[[], object]) -> Callable[[], None]:
+        def run() -> None:
+            with torch.no_grad(), autocast:
+                fn()
 
+        return run
+
+    x = batch["pixel_values"]
+    paths: dict[str, Callable[[], object]] = {}
+    if isinstance(model, ImageTokenizer):
+        tokens = model.eval().encode(x)
+        paths = {"encode": lambda: model.encode(x), "decode": lambda: model.decode(tokens)}
+    elif isinstance(model, TOKEN_PRIORS):
+        n, ids = batch_size, batch["input_ids"]
+        paths = {"sample codes": lambda: model.sample(n, input_ids=ids)}
+    else:
+        paths = {"sample": lambda: model.log_images(batch)["samples"]}
     label = f"{config.model['type']} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M)"
-    return [
+    model.train()
+    rows = [
         (
             f"{label} train, batch {batch_size}",
             "images/s",
             batch_size / timed(step, repeats, device),
-        ),
-        (
-            f"{label} sample, batch {batch_size}",
-            "images/s",
-            batch_size / timed(sample, repeats, device),
-        ),
+        )
     ]
+    model.eval()
+    for what, fn in paths.items():
+        seconds = timed(inference(fn), repeats, device)
+        rows.append((f"{label} {what}, batch {batch_size}", "images/s", batch_size / seconds))
+    return rows
 
 
 def machine() -> str:

@@ -8,6 +8,9 @@ scores a held-back test set of the shapes world (data seed 1000, never used for 
   of active dimensions (mean KL above 0.01 nats);
 - image tokenizers: PSNR, the judge's prompt fidelity on originals and on reconstructions,
   and the codebook usage and perplexity of each level;
+- CLIP models: zero-shot attribute accuracy on one-object images, text -> image recall@1
+  and @5 among two-object images, and, when the run held attribute combinations out of
+  training (its config.yaml's data.holdout), zero-shot accuracy on those beside seen ones;
 - text-conditioned models (`generate`, or a caption-conditioned prior over codes): the judge's
   prompt fidelity on one-object prompts and on two-object prompts, with per-attribute
   accuracies.
@@ -31,11 +34,12 @@ import yaml
 from accelerate.utils import send_to_device
 from torch.utils.data import DataLoader
 
-from t2i.data.shapes import ShapesDataset
+from t2i.data.shapes import ShapesDataset, attributes, make_sample, to_tensor
 from t2i.data.text import CaptionCollator
 from t2i.data.tokens import TokenDataset, encode_dataset
 from t2i.evaluation import judge_many, reconstruction_report
-from t2i.models import TOKEN_PRIORS, ImageTokenizer, load_model
+from t2i.evaluation.zero_shot import retrieval_recall, zero_shot_accuracy
+from t2i.models import TOKEN_PRIORS, CLIPModel, ImageTokenizer, load_model
 
 logger = logging.getLogger("t2i.evaluate")
 
@@ -162,6 +166,49 @@ def evaluate_prior(
     return results
 
 
+def _one_object_set(
+    size: int, n: int, holdout: list | None = None, split: str = "train"
+) -> tuple[torch.Tensor, list[dict]]:
+    """n one-object test images (N, 3, S, S) and the full attributes of each object."""
+    samples = [make_sample(i, TEST_SEED, size, 1, holdout, split) for i in range(n)]
+    images = torch.stack([to_tensor(s["image"]) for s in samples])
+    return images, [attributes(s["layout"][0]) for s in samples]
+
+
+@torch.no_grad()
+def evaluate_clip(
+    clip: torch.nn.Module, n: int = 1000, batch_size: int = 100, holdout: list | None = None
+) -> dict[str, Any]:
+    """A CLIP model: zero-shot color, shape, size and cell accuracy on one-object images,
+    text -> image recall@1 and @5 among two-object images, and with `holdout`, zero-shot
+    accuracy on held-out attribute combinations beside that on seen ones.
+
+    Args:
+        clip: a `CLIPModel`.
+        n: test images per measurement.
+        batch_size: images per forward pass.
+        holdout: the combinations the model was trained without (its run's data.holdout).
+    """
+    clip.eval()
+    size = min(clip.config.image_size, 64)  # larger CLIPs read 64-pixel scenes upsampled
+    images, attrs = _one_object_set(size, n)
+    two = [make_sample(i, TEST_SEED, size, 2) for i in range(n)]
+    two_images = torch.stack([to_tensor(s["image"]) for s in two])
+    results: dict[str, Any] = {
+        "test_images": n,
+        "zero_shot": zero_shot_accuracy(clip, images, attrs, batch_size),
+        "retrieval": retrieval_recall(
+            clip, two_images, [s["caption"] for s in two], (1, 5), batch_size
+        ),
+    }
+    if holdout:
+        seen = zero_shot_accuracy(clip, *_one_object_set(size, n, holdout, "train"), batch_size)
+        unseen = zero_shot_accuracy(clip, *_one_object_set(size, n, holdout, "holdout"), batch_size)
+        gap = {k: seen[k] - unseen[k] for k in seen}
+        results["holdout"] = {"combinations": holdout, "seen": seen, "unseen": unseen, "gap": gap}
+    return results
+
+
 def evaluate_shapes(
     model: torch.nn.Module, n: int = 1000, batch_size: int = 100, seed: int = 0
 ) -> dict[str, Any]:
@@ -188,18 +235,22 @@ def evaluate_shapes(
     return results
 
 
-def run_tokenizer(model_path: str, tokenizer: str | None) -> str:
-    """The tokenizer of a prior: as given, else the `data.tokenizer` of the run's config.yaml."""
-    if tokenizer:
-        return tokenizer
+def run_data(model_path: str) -> dict:
+    """The data section of the run config.yaml beside a saved model ({} when there is none)."""
     for config in (Path(model_path) / "config.yaml", Path(model_path).parent / "config.yaml"):
         if config.is_file():
-            found = (yaml.safe_load(config.read_text()).get("data") or {}).get("tokenizer")
-            if found:
-                return found
-    raise FileNotFoundError(
-        f"{model_path} is a prior over codes; pass --tokenizer (no run config.yaml names one)"
-    )
+            return yaml.safe_load(config.read_text()).get("data") or {}
+    return {}
+
+
+def run_tokenizer(model_path: str, tokenizer: str | None) -> str:
+    """The tokenizer of a prior: as given, else the `data.tokenizer` of the run's config.yaml."""
+    found = tokenizer or run_data(model_path).get("tokenizer")
+    if not found:
+        raise FileNotFoundError(
+            f"{model_path} is a prior over codes; pass --tokenizer (no run config.yaml names one)"
+        )
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -225,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(model, TOKEN_PRIORS):
             tokenizer = load_model(run_tokenizer(args.model, args.tokenizer))
             results = evaluate_prior(model, tokenizer, **common)
+        elif isinstance(model, CLIPModel):
+            holdout = run_data(args.model).get("holdout") or None
+            results = evaluate_clip(model, args.n, args.batch_size, holdout)
         else:
             results = evaluate_shapes(model, **common)
     except (FileNotFoundError, ValueError) as err:

@@ -6,7 +6,7 @@ checkpoints/checkpoint-N/ and, at the end, model/ (load it with `from_pretrained
 
 Examples:
     python -m t2i.train configs/shapes/vae.yaml
-    python -m t2i.train configs/shapes/beta_vae.yaml model.beta=8 train.output_dir=runs/b8
+    python -m t2i.train configs/shapes/beta_vae.yaml model.beta=64 train.output_dir=runs/b64
     python -m t2i.train configs/shapes/vae.yaml train.resume=latest
 """
 
@@ -159,6 +159,12 @@ def run(config: ExperimentConfig, where: str = "config") -> TrainResult:
     """
     seed_everything(config.train.seed)
     model = build_model(config, where)
+    context = model.config.get("context_length")
+    if context is not None and context != config.data.context_length:
+        raise ConfigError(
+            f"{where}: model.context_length={context} but data.context_length="
+            f"{config.data.context_length}; captions must be tokenised to the model's length"
+        )
     train_set, val_set = build_datasets(config.data, where)
     decode_tokens = None
     if config.data.tokenizer:

@@ -1,7 +1,9 @@
-"""Evaluation: the shapes judge (prompt fidelity from pixels) and tokenizer reconstruction."""
+"""Evaluation: the shapes judge (prompt fidelity from pixels), tokenizer reconstruction, and
+CLIP's zero-shot accuracy and retrieval."""
 
 from t2i.evaluation.judge import find_objects, judge, judge_many, prompt_fidelity
 from t2i.evaluation.reconstruction import psnr, reconstruction_report
+from t2i.evaluation.zero_shot import retrieval_recall, zero_shot_accuracy
 
 __all__ = [
     "find_objects",
@@ -10,4 +12,6 @@ __all__ = [
     "prompt_fidelity",
     "psnr",
     "reconstruction_report",
+    "retrieval_recall",
+    "zero_shot_accuracy",
 ]

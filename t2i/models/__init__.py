@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from t2i.models.base import T2IModel
+from t2i.models.clip import CLIPModel, clip_score, rerank
 from t2i.models.cvae import CVAE
 from t2i.models.dvae import DiscreteVAE
 from t2i.models.gumbel import CategoricalVAE
@@ -24,6 +25,7 @@ MODELS: dict[str, type[T2IModel]] = {
     "vqvae2": VQVAE2,
     "pixelcnn": PixelCNN,
     "pixelcnn_hierarchical": HierarchicalPixelCNN,
+    "clip": CLIPModel,
 }
 
 TOKEN_PRIORS = (PixelCNN, HierarchicalPixelCNN)  # models of a tokenizer's code grids
@@ -61,6 +63,7 @@ def load_model(path: str | Path) -> T2IModel:
 
 
 __all__ = [
+    "CLIPModel",
     "CVAE",
     "MODELS",
     "VAE",
@@ -75,4 +78,6 @@ __all__ = [
     "TOKEN_PRIORS",
     "load_model",
     "model_dir",
+    "clip_score",
+    "rerank",
 ]

@@ -83,10 +83,6 @@ class DiscreteVAE(ImageTokenizer):
         return self._grid
 
     @property
-    def downsample_factor(self) -> int:
-        return self.config.image_size // self._grid
-
-    @property
     def tau(self) -> Tensor:
         """The current Gumbel-softmax temperature, a scalar tensor."""
         return self.schedule(self.step.float())

@@ -20,8 +20,9 @@ Tokens = Tensor | tuple[Tensor, ...]  # one (N, h, w) grid, or one per level, co
 
 
 class ImageTokenizer(T2IModel, abc.ABC):
-    """Base class of the image tokenizers. Subclasses implement `encode`, `decode` and the
-    three properties, plus `training_losses` for the trainer."""
+    """Base class of the image tokenizers. Subclasses implement `encode`, `decode`,
+    `num_tokens` and `grid_size` (and `training_losses` for the trainer); every tokenizer's
+    config has `image_size`."""
 
     @abc.abstractmethod
     def encode(self, pixel_values: Tensor) -> Tokens:
@@ -53,9 +54,12 @@ class ImageTokenizer(T2IModel, abc.ABC):
         """Side of the (square) code grid; a tuple, coarsest first, for several levels."""
 
     @property
-    @abc.abstractmethod
     def downsample_factor(self) -> int | tuple[int, ...]:
         """Image side over grid side; a tuple, coarsest first, for several levels."""
+        grid = self.grid_size
+        if isinstance(grid, tuple):
+            return tuple(self.config.image_size // g for g in grid)
+        return self.config.image_size // grid
 
     @torch.no_grad()
     def reconstruct(self, pixel_values: Tensor) -> Tensor:

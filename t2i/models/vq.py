@@ -108,10 +108,6 @@ class VQVAE(ImageTokenizer):
     def grid_size(self) -> int:
         return self._grid
 
-    @property
-    def downsample_factor(self) -> int:
-        return self.config.image_size // self._grid
-
     def forward(self, pixel_values: Tensor) -> tuple[Tensor, QuantizerOutput]:
         """Reconstruct through the quantizer: (reconstruction (N, C, H, W), quantizer output).
 
@@ -203,10 +199,6 @@ class VQVAE2(ImageTokenizer):
     @property
     def grid_size(self) -> tuple[int, int]:
         return self._grids
-
-    @property
-    def downsample_factor(self) -> tuple[int, int]:
-        return tuple(self.config.image_size // g for g in self._grids)
 
     def _quantize(self, pixel_values: Tensor) -> tuple[QuantizerOutput, QuantizerOutput, Tensor]:
         """Both levels' quantizer outputs and the decoded top map d_t (N, D, h_b, w_b)."""

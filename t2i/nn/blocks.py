@@ -116,7 +116,10 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Feature map -> image: `num_res_blocks` ResBlocks and a 2x upsampling per stage.
+    """Feature map -> image: a 2x upsampling, then `num_res_blocks` ResBlocks, per stage.
+
+    The mirror of `Encoder` (ResBlocks, then a downsampling): the ResBlocks of the last stage
+    work at full resolution, where edges are drawn.
 
     Args:
         in_channels: channels of the input feature map.
@@ -137,7 +140,7 @@ class Decoder(nn.Module):
         self.conv_in = nn.Conv2d(in_channels, channels[0], 3, padding=1)
         stages, prev = [], channels[0]
         for ch in channels:
-            stages += _res_blocks(prev, ch, num_res_blocks) + [Upsample(ch)]
+            stages += [Upsample(prev), *_res_blocks(prev, ch, num_res_blocks)]
             prev = ch
         self.stages = nn.Sequential(*stages)
         self.norm_out = group_norm(prev)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from t2i import evaluate
-from t2i.models import CVAE, VAE
+from t2i.models import CVAE, VAE, load_model
 
 
 def test_vae_gets_its_elbo_and_active_dimensions(tmp_path):
@@ -34,7 +34,7 @@ def test_text_conditioned_models_get_prompt_fidelity_and_repeat_exactly(tmp_path
     CVAE(channels=(8, 16), latent_dim=4, text_width=16, text_layers=1).save_pretrained(
         tmp_path / "run" / "model"
     )
-    model = evaluate.load_model(tmp_path / "run")  # a run directory works too
+    model = load_model(tmp_path / "run")  # a run directory works too
     first = evaluate.evaluate_shapes(model, n=20, batch_size=10)
     again = evaluate.evaluate_shapes(model, n=20, batch_size=10)
     assert first == again

@@ -1,0 +1,333 @@
+"""CLIP through open_clip: a text and image encoder trained contrastively on our captions, used
+to condition the priors, to score images against prompts and to rerank samples.
+
+Radford et al. 2021, "Learning Transferable Visual Models From Natural Language Supervision":
+two encoders map an image and a caption into one embedding space, trained with the
+symmetric InfoNCE loss over the batch, logits scaled by a learnable temperature (open_clip's
+`ClipLoss`, logit scale initialised to log(1 / 0.07)).
+
+`CLIPModel` keeps its architecture as data: either t2i's own small shape (embedding, widths,
+layers, heads, patch size, image size, context length), built with open_clip's `CLIP`, or an
+open_clip architecture name (`list_models()`), whose weights a user may have as a local file
+(`CLIPModel.from_open_clip("ViT-B-32", pretrained="/path/to/file")`). Either way it saves and
+loads as a t2i model directory. It owns its tokenizer (open_clip's); a prompt longer than the
+context is cut with a warning that says what was lost, and an empty prompt is an error.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import register_to_config
+from open_clip.loss import ClipLoss
+from open_clip.transform import PreprocessCfg
+from PIL import Image
+from torch import Tensor
+
+from t2i.models.base import T2IModel
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TextFeatures:
+    """What the text encoder gives for a batch of token ids.
+
+    Args:
+        embeds: pooled, projected, unit-norm caption embeddings, (B, embed_dim).
+        states: the final-layer hidden state of every token, (B, L, text_width).
+        mask: True where a token is real (not padding), (B, L).
+    """
+
+    embeds: Tensor
+    states: Tensor
+    mask: Tensor
+
+
+class CLIPModel(T2IModel):
+    """An open_clip CLIP model with its tokenizer and its image normalisation.
+
+    Args:
+        embed_dim: size of the shared embedding space.
+        image_size: side of the (square) images the vision tower reads.
+        patch_size: ViT patch side.
+        vision_width: ViT width.
+        vision_layers: ViT layers.
+        vision_heads: ViT attention heads (the width over this is the head width).
+        text_width: text transformer width.
+        text_layers: text transformer layers.
+        text_heads: text transformer attention heads.
+        context_length: caption length in tokens, start and end tokens included.
+        vocab_size: BPE vocabulary (open_clip's: 49408).
+        architecture: an open_clip model name; when set, it replaces all the shape arguments
+            above (the image size and context length come from it).
+        image_mean: per-channel mean the vision tower expects of images on [0, 1].
+        image_std: per-channel std the vision tower expects of images on [0, 1].
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        embed_dim: int = 128,
+        image_size: int = 32,
+        patch_size: int = 4,
+        vision_width: int = 128,
+        vision_layers: int = 4,
+        vision_heads: int = 4,
+        text_width: int = 128,
+        text_layers: int = 4,
+        text_heads: int = 4,
+        context_length: int = 32,
+        vocab_size: int = 49408,
+        architecture: str | None = None,
+        image_mean: Sequence[float] = (0.5, 0.5, 0.5),
+        image_std: Sequence[float] = (0.5, 0.5, 0.5),
+    ) -> None:
+        super().__init__()
+        if architecture is not None:
+            self.model = _build_open_clip(architecture)
+        else:
+            self.model = open_clip.model.CLIP(
+                embed_dim,
+                vision_cfg=open_clip.model.CLIPVisionCfg(
+                    layers=vision_layers,
+                    width=vision_width,
+                    head_width=vision_width // vision_heads,
+                    patch_size=patch_size,
+                    image_size=image_size,
+                ),
+                text_cfg=open_clip.model.CLIPTextCfg(
+                    context_length=context_length,
+                    vocab_size=vocab_size,
+                    width=text_width,
+                    heads=text_heads,
+                    layers=text_layers,
+                ),
+            )
+        self.register_buffer("mean", torch.tensor(image_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(image_std).view(1, 3, 1, 1), persistent=False)
+
+    @classmethod
+    def from_open_clip(cls, architecture: str, pretrained: str | None = None) -> CLIPModel:
+        """An open_clip architecture, with weights from a local file when given.
+
+        Args:
+            architecture: an open_clip model name, e.g. "ViT-B-32".
+            pretrained: a local checkpoint file (safetensors, or a weights-only torch file)
+                of that architecture; None gives random weights. Nothing is downloaded.
+        """
+        cfg = _open_clip_config(architecture)
+        preprocess = {**dataclasses.asdict(PreprocessCfg()), **cfg.get("preprocess_cfg", {})}
+        model = cls(
+            architecture=architecture,
+            image_size=_side(cfg["vision_cfg"].get("image_size", 224)),
+            context_length=cfg.get("text_cfg", {}).get("context_length", 77),
+            image_mean=tuple(preprocess["mean"]),
+            image_std=tuple(preprocess["std"]),
+        )
+        if pretrained is not None:
+            open_clip.load_checkpoint(model.model, pretrained)
+        return model
+
+    # ---- text ------------------------------------------------------------------------------
+
+    @cached_property
+    def tokenizer(self) -> Any:
+        """open_clip's tokenizer for this model, at its context length."""
+        name = self.config.architecture
+        length = self.config.context_length
+        if name is None:
+            return open_clip.tokenizer.SimpleTokenizer(context_length=length)
+        return open_clip.get_tokenizer(name, context_length=length)
+
+    def tokenize(self, texts: str | Sequence[str]) -> Tensor:
+        """Token ids (B, context_length) for prompts; warns about what truncation cuts off.
+
+        Args:
+            texts: one prompt or a list of prompts.
+
+        Raises:
+            ValueError: for an empty (or blank) prompt.
+        """
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        for i, text in enumerate(texts):
+            if not text or not text.strip():
+                raise ValueError(f"prompt {i} is empty; give a caption to condition on")
+        ids = self.tokenizer(texts)
+        self._warn_truncated(texts, ids)
+        return ids
+
+    def _warn_truncated(self, texts: list[str], ids: Tensor) -> None:
+        """Warn, with the lost words, about each prompt longer than the context."""
+        encode = getattr(self.tokenizer, "encode", None)
+        if encode is None:
+            return
+        keep = self.config.context_length - 2  # start and end tokens
+        for text in texts:
+            tokens = encode(text)
+            if len(tokens) > keep:
+                lost = self.tokenizer.decode(tokens[keep:]).strip()
+                warnings.warn(
+                    f"prompt is {len(tokens) + 2} tokens, longer than the context of "
+                    f"{self.config.context_length}; cut off: {lost!r}",
+                    stacklevel=3,
+                )
+
+    def text_features(self, input_ids: Tensor) -> TextFeatures:
+        """Pooled unit-norm embeddings and per-token states of token ids (B, context_length).
+
+        Args:
+            input_ids: from `tokenize`.
+        """
+        m = self.model
+        if not hasattr(m, "token_embedding"):
+            raise NotImplementedError(
+                f"{self.config.architecture}: per-token states need open_clip's own text tower"
+            )
+        x = m.token_embedding(input_ids) + m.positional_embedding  # (B, L, W)
+        states = m.ln_final(m.transformer(x, attn_mask=m.attn_mask))  # (B, L, W)
+        pooled = open_clip.transformer.text_global_pool(
+            states, input_ids, m.text_pool_type, eos_token_id=getattr(m, "text_eos_id", None)
+        )  # (B, W)
+        proj = m.text_projection
+        embeds = proj(pooled) if isinstance(proj, torch.nn.Linear) else pooled @ proj
+        return TextFeatures(F.normalize(embeds, dim=-1), states, input_ids != 0)
+
+    def encode_text(self, input_ids: Tensor) -> Tensor:
+        """Unit-norm caption embeddings, (B, embed_dim).
+
+        Args:
+            input_ids: from `tokenize`.
+        """
+        return self.model.encode_text(input_ids, normalize=True)
+
+    # ---- images ----------------------------------------------------------------------------
+
+    def preprocess(self, images: Tensor | Sequence[Image.Image]) -> Tensor:
+        """Images as the vision tower reads them: resized and normalised, (N, 3, S, S).
+
+        Args:
+            images: a (N, 3, H, W) tensor on [-1, 1], or PIL images.
+        """
+        if not torch.is_tensor(images):
+            arrays = [np.asarray(im.convert("RGB"), dtype=np.float32) for im in images]
+            images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0
+        x = (images.to(self.device, self.dtype) + 1.0) / 2.0  # [0, 1]
+        size = self.config.image_size
+        if x.shape[-1] != size or x.shape[-2] != size:
+            x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False)
+        return (x - self.mean) / self.std
+
+    def encode_image(self, images: Tensor | Sequence[Image.Image]) -> Tensor:
+        """Unit-norm image embeddings, (N, embed_dim).
+
+        Args:
+            images: a (N, 3, H, W) tensor on [-1, 1], or PIL images.
+        """
+        return self.model.encode_image(self.preprocess(images), normalize=True)
+
+    # ---- training --------------------------------------------------------------------------
+
+    def training_losses(self, batch: dict) -> dict[str, Tensor]:
+        """open_clip's contrastive loss over the batch (all processes' batches when several).
+
+        Args:
+            batch: `pixel_values` (B, 3, H, W) on [-1, 1] and `input_ids` (B, context_length).
+
+        Returns:
+            "loss", "logit_scale" (the learned inverse temperature), and "accuracy" (share of
+            images whose own caption scores highest in the batch).
+        """
+        images = self.encode_image(batch["pixel_values"])
+        texts = self.encode_text(batch["input_ids"])
+        scale = self.model.logit_scale.exp()
+        rank, world = _distributed()
+        loss = ClipLoss(gather_with_grad=True, rank=rank, world_size=world)(images, texts, scale)
+        hits = (images @ texts.t()).argmax(1) == torch.arange(len(images), device=images.device)
+        return {"loss": loss, "logit_scale": scale.detach(), "accuracy": hits.float().mean()}
+
+
+def _open_clip_config(architecture: str) -> dict:
+    """A copy of an open_clip architecture's config, or an error naming it."""
+    cfg = open_clip.get_model_config(architecture)
+    if cfg is None:
+        raise ValueError(
+            f"architecture={architecture!r} is not an open_clip model; see open_clip.list_models()"
+        )
+    return copy.deepcopy(cfg)
+
+
+def _build_open_clip(architecture: str) -> torch.nn.Module:
+    """An open_clip architecture with random weights, built without downloading anything
+    (and without `create_model`, which moves the model and so fails on diffusers' meta
+    device while `from_pretrained` builds it)."""
+    cfg = _open_clip_config(architecture)
+    if "multimodal_cfg" in cfg:
+        raise ValueError(f"architecture={architecture!r} is a CoCa model; t2i takes CLIP models")
+    text_cfg, vision_cfg = cfg.setdefault("text_cfg", {}), cfg.setdefault("vision_cfg", {})
+    if "hf_model_name" in text_cfg:
+        text_cfg["hf_model_pretrained"] = False
+    if "timm_model_name" in vision_cfg:
+        vision_cfg["timm_model_pretrained"] = False
+    cfg.pop("preprocess_cfg", None)
+    custom = cfg.pop("custom_text", False) or "hf_model_name" in text_cfg
+    return (open_clip.model.CustomTextCLIP if custom else open_clip.model.CLIP)(**cfg)
+
+
+def _side(size: int | Sequence[int]) -> int:
+    return size if isinstance(size, int) else int(size[0])
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) of torch.distributed, (0, 1) when it is not running."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+@torch.no_grad()
+def clip_score(
+    clip: CLIPModel, images: Tensor | Sequence[Image.Image], texts: str | Sequence[str]
+) -> Tensor:
+    """Cosine similarities of images and texts, (num_images, num_texts).
+
+    Args:
+        clip: a CLIP model.
+        images: a (N, 3, H, W) tensor on [-1, 1], or PIL images.
+        texts: one prompt or a list of prompts.
+    """
+    image_embeds = clip.encode_image(images).float()
+    text_embeds = clip.encode_text(clip.tokenize(texts).to(clip.device)).float()
+    return image_embeds @ text_embeds.t()
+
+
+@torch.no_grad()
+def rerank(
+    clip: CLIPModel, images: Tensor | Sequence[Image.Image], text: str, k: int
+) -> Tensor | list[Image.Image]:
+    """The k images that match a prompt best, best first (`clip_score` gives the scores).
+
+    Args:
+        clip: a CLIP model.
+        images: candidates, a (N, 3, H, W) tensor on [-1, 1] or PIL images.
+        text: the prompt.
+        k: how many to keep (at most N).
+
+    Returns:
+        the kept images, of the type given: a (k, 3, H, W) tensor or a list of PIL images.
+    """
+    order = clip_score(clip, images, text)[:, 0].topk(min(k, len(images))).indices
+    if torch.is_tensor(images):
+        return images[order.to(images.device)]
+    return [images[i] for i in order.tolist()]

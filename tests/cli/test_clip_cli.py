@@ -1,0 +1,65 @@
+"""CLIP trained and scored through the command lines, on a tiny config."""
+
+from __future__ import annotations
+
+import json
+
+from t2i import evaluate, train
+from t2i.models import CLIPModel
+from t2i.training import read_metrics
+
+TINY_CLIP = [
+    "model.embed_dim=16",
+    "model.vision_width=32",
+    "model.vision_layers=1",
+    "model.vision_heads=2",
+    "model.text_width=32",
+    "model.text_layers=1",
+    "model.text_heads=2",
+    "data.num_train=256",
+    "data.num_val=4",
+    "train.batch_size=32",
+    "train.warmup_steps=5",
+    "train.log_every=5",
+    "train.learning_rate=2e-3",
+]
+
+
+def test_clip_trains_and_is_scored_with_its_held_out_combinations(tmp_path):
+    out = tmp_path / "clip"
+    assert (
+        train.main(
+            [
+                "configs/shapes/clip.yaml",
+                *TINY_CLIP,
+                "train.max_steps=40",
+                f"train.output_dir={out}",
+            ]
+        )
+        == 0
+    )
+    rows = read_metrics(out / "logs" / "metrics.csv")
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    assert {"logit_scale", "accuracy"} <= rows[0].keys()
+    assert CLIPModel.from_pretrained(out / "model").config.embed_dim == 16
+
+    report = tmp_path / "clip.json"
+    assert evaluate.main([str(out), "--n", "24", "--batch-size", "12", "--out", str(report)]) == 0
+    result = json.loads(report.read_text())
+    assert set(result["zero_shot"]) == {"color", "shape", "size", "cell"}
+    assert all(0.0 <= v <= 1.0 for v in result["zero_shot"].values())
+    assert result["retrieval"]["recall@1"] <= result["retrieval"]["recall@5"]
+    held = result["holdout"]
+    assert held["combinations"][0] == {"color": "purple", "shape": "triangle"}
+    assert held["gap"]["color"] == held["seen"]["color"] - held["unseen"]["color"]
+
+
+def test_a_context_length_that_differs_from_the_data_is_refused(tmp_path, capsys):
+    args = [
+        "configs/shapes/clip.yaml",
+        *TINY_CLIP,
+        "data.context_length=16",
+        f"train.output_dir={tmp_path}",
+    ]
+    assert train.main(args) == 2
+    assert "model.context_length=32 but data.context_length=16" in capsys.readouterr().err
