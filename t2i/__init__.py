@@ -1,8 +1,31 @@
 """t2i: text-conditioned image generation in the DALL-E family, trained by one Accelerate loop.
 
-Submodules: `t2i.models` (VAE, beta-VAE, CVAE, Gumbel-softmax ...), `t2i.data` (the shapes
-world), `t2i.evaluation` (the shapes judge), `t2i.training` (the trainer), `t2i.config`.
-Command lines: `python -m t2i.train`, `python -m t2i.evaluate`, `python -m t2i.data.shapes`.
+Public names (imported on first use, so `import t2i` stays light): `TextToImagePipeline`,
+`load_pipeline`, and the model classes a saved pipeline names (`CLIPModel`, `DALLEPrior`,
+`VQVAE`, `VQVAE2`, `DiscreteVAE`, ...). Submodules: `t2i.models`, `t2i.pipelines`, `t2i.data`
+(the shapes world), `t2i.evaluation` (the shapes judge), `t2i.training` (the trainer),
+`t2i.config`. Command lines: `python -m t2i.generate`, `python -m t2i.train`,
+`python -m t2i.evaluate`, `python -m t2i.data.shapes`.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
+
+_PIPELINE_NAMES = ("TextToImagePipeline", "load_pipeline", "PipelineFormatError")
+
+
+def __getattr__(name: str) -> Any:
+    """Lazy public names; diffusers also finds a saved pipeline's component classes here."""
+    if name in _PIPELINE_NAMES:
+        return getattr(importlib.import_module("t2i.pipelines"), name)
+    models = importlib.import_module("t2i.models")
+    if name in models.__all__:
+        return getattr(models, name)
+    raise AttributeError(f"module 't2i' has no attribute {name!r}")
+
+
+__all__ = ["__version__", *_PIPELINE_NAMES]

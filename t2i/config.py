@@ -46,6 +46,8 @@ class DataConfig:
         tokenizer: a trained image tokenizer (saved model or run directory); when set, the
             samples are its code grids (`image_tokens`), encoded once and cached.
         token_cache: the folder of those cached code grids.
+        clip: a trained CLIP model (saved model or run directory) whose frozen text tower
+            gives a prior its caption states (`model.text_encoder: clip`).
     """
 
     dataset: str = "shapes"
@@ -59,6 +61,7 @@ class DataConfig:
     num_workers: int = 0
     tokenizer: str | None = None
     token_cache: str = "runs/token_cache"
+    clip: str | None = None
 
 
 @dataclasses.dataclass

@@ -30,7 +30,8 @@ from t2i.config import (
 from t2i.data.shapes import ShapesDataset
 from t2i.data.text import CaptionCollator
 from t2i.data.tokens import TokenDataset, cached_tokens, encode_dataset, fingerprint
-from t2i.models import MODELS, ImageTokenizer, load_model, model_dir
+from t2i.evaluation import judge_many
+from t2i.models import MODELS, CLIPModel, ImageTokenizer, load_model, model_dir
 from t2i.training import Trainer, TrainResult, seed_everything
 
 logger = logging.getLogger("t2i.train")
@@ -101,11 +102,8 @@ def load_tokenizer(data: DataConfig, where: str) -> ImageTokenizer:
 
 def check_prior(model: torch.nn.Module, tokenizer: ImageTokenizer, where: str) -> None:
     """A prior's codebook size and grid must be its tokenizer's; name both when they differ."""
-    grids = tokenizer.grid_size
-    expected = {
-        "num_tokens": tokenizer.num_tokens,
-        "grid_size" if isinstance(grids, int) else "grid_sizes": grids,
-    }
+    grid_key = "grid_sizes" if "grid_sizes" in model.config else "grid_size"
+    expected = {"num_tokens": tokenizer.num_tokens, grid_key: tokenizer.grid_size}
     for key, value in expected.items():
         have = model.config.get(key)
         if have is not None and list(_as_tuple(have)) != list(_as_tuple(value)):
@@ -140,6 +138,49 @@ def token_dataset(
     return TokenDataset(cached_tokens(data.token_cache, key, source, build))
 
 
+def load_clip(data: DataConfig, model: torch.nn.Module, where: str) -> CLIPModel:
+    """The frozen CLIP model that `data.clip` names, checked against the prior reading it.
+
+    Args:
+        data: the data section.
+        model: the prior (its `clip_width` and `context_length`).
+        where: the config's source, named in errors.
+    """
+    if not data.clip:
+        raise ConfigError(f"{where}: model.text_encoder=clip needs data.clip (a trained CLIP run)")
+    try:
+        clip = load_model(data.clip)
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(f"{where}: data.clip={data.clip!r}: {err}") from err
+    if not isinstance(clip, CLIPModel):
+        raise ConfigError(f"{where}: data.clip={data.clip!r} is a {type(clip).__name__}, not CLIP")
+    for key, have in (
+        ("clip_width", clip.config.text_width),
+        ("context_length", clip.config.context_length),
+    ):
+        if model.config[key] != have:
+            raise ConfigError(
+                f"{where}: model.{key}={model.config[key]} but the CLIP model at "
+                f"data.clip has {have}; set model.{key}={have}"
+            )
+    return clip.eval().requires_grad_(False)
+
+
+def clip_text_states(clip: CLIPModel):
+    """A batch transform adding the frozen CLIP token states (`text_states`) of `input_ids`."""
+
+    def transform(batch: dict) -> dict:
+        clip.to(batch["input_ids"].device)
+        return {**batch, "text_states": clip.text_features(batch["input_ids"]).states}
+
+    return transform
+
+
+def judge_samples(images: torch.Tensor, batch: dict) -> dict[str, float]:
+    """The shapes judge's prompt fidelity of sampled images on their captions' specs."""
+    return {"fidelity": judge_many(images.float().cpu(), batch["spec"])["fidelity"]}
+
+
 def token_decoder(tokenizer: ImageTokenizer):
     """Code grids (on any device) -> images, for the trainer's sample grids."""
 
@@ -166,13 +207,17 @@ def run(config: ExperimentConfig, where: str = "config") -> TrainResult:
             f"{config.data.context_length}; captions must be tokenised to the model's length"
         )
     train_set, val_set = build_datasets(config.data, where)
-    decode_tokens = None
+    decode_tokens = batch_transform = score = None
+    if model.config.get("text_encoder") == "clip":
+        batch_transform = clip_text_states(load_clip(config.data, model, where))
     if config.data.tokenizer:
         tokenizer = load_tokenizer(config.data, where)
         check_prior(model, tokenizer, where)
         train_set = token_dataset(tokenizer, train_set, config.data)
         val_set = token_dataset(tokenizer, val_set, config.data)
         decode_tokens = token_decoder(tokenizer)
+        if config.data.dataset == "shapes" and model.config.get("context_length"):
+            score = judge_samples  # a caption-conditioned prior: is it drawing the captions?
     out = Path(config.train.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "config.yaml")
@@ -184,6 +229,8 @@ def run(config: ExperimentConfig, where: str = "config") -> TrainResult:
         sample_dataset=val_set,
         num_workers=config.data.num_workers,
         decode_tokens=decode_tokens,
+        batch_transform=batch_transform,
+        score_samples=score,
     )
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("training %s (%.2fM parameters) into %s", config.model["type"], n_params / 1e6, out)

@@ -1,1 +1,40 @@
-"""Shared test set-up: this folder is importable, so tests can use `model_checks`."""
+"""Shared test set-up: this folder is importable, so tests can use `model_checks`; a tiny
+pipeline for the pipeline and CLI tests."""
+
+import pytest
+import torch
+
+
+def tiny_pipeline(text_encoder: str = "clip"):
+    """A small untrained TextToImagePipeline (16 px images, a 4 x 4 code grid), seeded."""
+    import tiny
+
+    from t2i import TextToImagePipeline
+    from t2i.models import VQVAE, CLIPModel, DALLEPrior
+
+    torch.manual_seed(0)
+    clip = CLIPModel(**tiny.CLIP)
+    tokenizer = VQVAE(image_size=16, **tiny.VQ)
+    prior = DALLEPrior(
+        num_tokens=32,
+        grid_sizes=[4],
+        context_length=16,
+        text_encoder=text_encoder,
+        clip_width=32,
+        dim=32,
+        depth=1,
+        heads=2,
+    )
+    pipe = TextToImagePipeline(
+        clip=clip.eval(), image_tokenizer=tokenizer.eval(), prior=prior.eval()
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="session")
+def saved_pipeline(tmp_path_factory):
+    """A tiny pipeline saved to a directory (shared by the pipeline and CLI tests)."""
+    path = tmp_path_factory.mktemp("pipeline")
+    tiny_pipeline().save_pretrained(path)
+    return path

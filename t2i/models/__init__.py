@@ -12,6 +12,7 @@ from t2i.models.cvae import CVAE
 from t2i.models.dvae import DiscreteVAE
 from t2i.models.gumbel import CategoricalVAE
 from t2i.models.pixelcnn import HierarchicalPixelCNN, PixelCNN
+from t2i.models.prior import PRESETS, DALLEPrior
 from t2i.models.tokenizer import ImageTokenizer
 from t2i.models.vae import VAE
 from t2i.models.vq import VQVAE, VQVAE2
@@ -26,9 +27,10 @@ MODELS: dict[str, type[T2IModel]] = {
     "pixelcnn": PixelCNN,
     "pixelcnn_hierarchical": HierarchicalPixelCNN,
     "clip": CLIPModel,
+    "dalle_prior": DALLEPrior,
 }
 
-TOKEN_PRIORS = (PixelCNN, HierarchicalPixelCNN)  # models of a tokenizer's code grids
+TOKEN_PRIORS = (PixelCNN, HierarchicalPixelCNN, DALLEPrior)  # models of a tokenizer's code grids
 
 
 def model_dir(path: str | Path) -> Path:
@@ -65,7 +67,9 @@ def load_model(path: str | Path) -> T2IModel:
 __all__ = [
     "CLIPModel",
     "CVAE",
+    "DALLEPrior",
     "MODELS",
+    "PRESETS",
     "VAE",
     "VQVAE",
     "VQVAE2",

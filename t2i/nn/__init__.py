@@ -12,13 +12,16 @@ from t2i.nn.blocks import (
 )
 from t2i.nn.quantizer import QuantizerOutput, VectorQuantizer, code_statistics, kmeans
 from t2i.nn.text import CaptionEncoder
+from t2i.nn.transformer import KVCache, Transformer
 
 __all__ = [
     "CaptionEncoder",
     "Decoder",
     "Downsample",
     "Encoder",
+    "KVCache",
     "ResBlock",
+    "Transformer",
     "Upsample",
     "VectorDecoder",
     "VectorEncoder",

@@ -53,7 +53,8 @@ def sample_logits(
         temperature: > 0 sharpens (< 1) or flattens (> 1); 0 is greedy.
         top_k: see `filter_logits`.
         top_p: see `filter_logits`.
-        generator: the source of randomness.
+        generator: the source of randomness; one on another device than the logits (a CPU
+            generator for a model on the GPU) draws there, so a seed gives the same tokens.
 
     Returns:
         (N,) int64 token ids.
@@ -63,4 +64,7 @@ def sample_logits(
     if temperature == 0:
         return logits.argmax(-1)
     probs = filter_logits(logits.float() / temperature, top_k, top_p).softmax(-1)
+    if generator is not None and generator.device != probs.device:
+        drawn = torch.multinomial(probs.to(generator.device), 1, generator=generator)
+        return drawn.squeeze(-1).to(probs.device)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)

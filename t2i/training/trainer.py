@@ -93,6 +93,10 @@ class Trainer:
         num_workers: DataLoader worker processes.
         decode_tokens: turns what `log_images` gives that is not a float image batch (code
             grids from a prior over a tokenizer's codes) into images (N, 3, H, W) in [-1, 1].
+        batch_transform: adds to each batch, on its device and without gradients, what a
+            frozen model computes from it (a prior's CLIP text states).
+        score_samples: scores the sample grid's "samples" images against their batch (the
+            shapes judge's prompt fidelity, say); its figures are logged with the step's.
     """
 
     def __init__(
@@ -104,9 +108,13 @@ class Trainer:
         sample_dataset: Dataset | None = None,
         num_workers: int = 0,
         decode_tokens: Callable[[Any], torch.Tensor] | None = None,
+        batch_transform: Callable[[dict], dict] | None = None,
+        score_samples: Callable[[torch.Tensor, dict], dict[str, float]] | None = None,
     ) -> None:
         self.config = config
         self.decode_tokens = decode_tokens
+        self.batch_transform = batch_transform
+        self.score_samples = score_samples
         self.out = Path(config.output_dir)
         self.accelerator = Accelerator(
             mixed_precision=resolve_mixed_precision(config.mixed_precision),
@@ -219,6 +227,7 @@ class Trainer:
     def _update(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """One micro-batch: forward, backward, and on the last micro-batch an optimizer step."""
         acc = self.accelerator
+        batch = self._transform(batch)
         with acc.accumulate(self.wrapped):
             with acc.autocast():
                 losses = self.wrapped(batch)
@@ -231,6 +240,14 @@ class Trainer:
             if acc.sync_gradients:
                 self._optimizer_step()
         return {k: v.detach().float() for k, v in losses.items() if v.numel() == 1}
+
+    @torch.no_grad()
+    def _transform(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The batch with `batch_transform`'s additions (it is left as is without one)."""
+        if self.batch_transform is None:
+            return batch
+        with self.accelerator.autocast():
+            return self.batch_transform(batch)
 
     def _optimizer_step(self) -> None:
         """Clip, step and schedule, or skip the update when its window had a non-finite loss."""
@@ -290,7 +307,7 @@ class Trainer:
         if self.sample_batch is None or not self.accelerator.is_main_process:
             return []
         acc, model = self.accelerator, self.model
-        batch = send_to_device(self.sample_batch, acc.device)
+        batch = self._transform(send_to_device(self.sample_batch, acc.device))
         generator = torch.Generator(device=acc.device).manual_seed(self.config.seed)
         was_training = model.training
         model.eval()
@@ -316,7 +333,16 @@ class Trainer:
             nrow = max(1, int(math.sqrt(x.shape[0]))) if x.dim() == 4 else 1
             save_image(x, path, nrow=nrow, padding=1)
             paths.append(path)
+            if name == "samples" and self.score_samples is not None:
+                self._log_scores(self.score_samples(x * 2 - 1, batch))
         return paths
+
+    def _log_scores(self, scores: dict[str, float]) -> None:
+        """Log the sample scores at this step (and keep them with the last metrics)."""
+        scores = {f"samples/{k}": float(v) for k, v in scores.items()}
+        self.accelerator.log(scores, step=self.step)
+        self.last_metrics.update(scores)
+        logger.info("step %d sample scores: %s", self.step, scores)
 
     @contextlib.contextmanager
     def _ema_weights(self) -> Iterator[None]:
@@ -363,9 +389,12 @@ class Trainer:
         logger.info("resumed from %s at step %d", path, self.step)
 
     def _finish(self) -> TrainResult:
-        """Final samples, checkpoint and model (EMA weights if on); close the trackers."""
-        self.write_samples()
-        self.save_checkpoint()
+        """Final samples, checkpoint (unless this step just wrote them) and model (EMA weights
+        if on); close the trackers."""
+        if self.step % self.config.sample_every:
+            self.write_samples()
+        if self.step % self.config.checkpoint_every:
+            self.save_checkpoint()
         model_dir = None
         acc = self.accelerator
         if acc.is_main_process and hasattr(self.model, "save_pretrained"):

@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import json
 
+import tiny
+
 from t2i import evaluate, train
 from t2i.models import CLIPModel
 from t2i.training import read_metrics
 
 TINY_CLIP = [
-    "model.embed_dim=16",
-    "model.vision_width=32",
-    "model.vision_layers=1",
-    "model.vision_heads=2",
-    "model.text_width=32",
-    "model.text_layers=1",
-    "model.text_heads=2",
-    "data.num_train=256",
-    "data.num_val=4",
+    *tiny.CLIP_ARGS,
+    *tiny.DATA,
     "train.batch_size=32",
-    "train.warmup_steps=5",
-    "train.log_every=5",
     "train.learning_rate=2e-3",
 ]
 

@@ -1,0 +1,319 @@
+"""The DALL-E prior: a decoder-only transformer over [caption ; image codes].
+
+Ramesh et al. 2021, "Zero-Shot Text-to-Image Generation": the caption's tokens and the
+image's codes (from a discrete tokenizer) form one sequence, modelled autoregressively
+with causal attention; the loss weighs the text and image cross-entropies apart (1/8 and
+7/8 in the paper). Two ways to read the caption, set by `text_encoder`:
+
+- "embed": the prior's own embedding of the CLIP BPE ids, tied to a text output head, and
+  the text tokens are modelled too (the paper's setting);
+- "clip": the frozen CLIP text tower's per-token states, projected, as a prefix (the batch
+  carries them as `text_states`); nothing is predicted over the text.
+
+Classifier-free guidance (Ho & Salimans 2022): in training the whole caption prefix is
+replaced, with probability `cond_drop_prob`, by a learned null prefix; at sampling, the
+conditional and the null-prefix logits come from one batched forward pass and are mixed as
+l_u + s (l_c - l_u). Sampling keeps a key/value cache, so each new code costs one
+position's work.
+
+Image positions are learned 2-D embeddings (a row and a column table per level); the codes
+of a two-level tokenizer (VQ-VAE-2) are read top level first, each in raster order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import register_to_config
+from torch import Tensor, nn
+
+from t2i.models.base import T2IModel
+from t2i.nn.sampling import sample_logits
+from t2i.nn.transformer import ATTENTION_BACKENDS, Transformer
+
+TEXT_ENCODERS = ("embed", "clip")
+
+# Named sizes (dim, depth, heads), as DiT / minGPT name theirs; the CLI and configs use the keys.
+PRESETS: dict[str, dict[str, int]] = {
+    "prior-tiny": dict(dim=64, depth=2, heads=4),
+    "prior-small": dict(dim=256, depth=6, heads=8),
+    "prior-base": dict(dim=512, depth=12, heads=8),
+}
+
+Grids = Tensor | tuple[Tensor, ...]
+
+
+class DALLEPrior(T2IModel):
+    """An autoregressive transformer prior over caption tokens and image codes.
+
+    Args:
+        num_tokens: the image tokenizer's codebook size.
+        grid_sizes: the side of each level's code grid ([8] for an 8 x 8 tokenizer; [top,
+            bottom] for VQ-VAE-2).
+        context_length: caption length in tokens (the CLIP tokenizer's).
+        text_encoder: "embed" (own embedding of the BPE ids, text tokens modelled) or
+            "clip" (frozen CLIP token states as a prefix).
+        text_vocab_size: the BPE vocabulary ("embed").
+        clip_width: width of the CLIP token states ("clip").
+        dim: transformer width.
+        depth: transformer blocks.
+        heads: attention heads.
+        mlp_ratio: MLP hidden width over dim.
+        dropout: dropout inside the blocks.
+        text_loss_weight: weight of the text cross-entropy ("embed").
+        image_loss_weight: weight of the image cross-entropy.
+        cond_drop_prob: chance that a training caption is replaced by the null prefix.
+        attention: "sdpa" (torch) or "xformers".
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        num_tokens: int = 512,
+        grid_sizes: Sequence[int] = (8,),
+        context_length: int = 32,
+        text_encoder: str = "clip",
+        text_vocab_size: int = 49408,
+        clip_width: int = 128,
+        dim: int = 256,
+        depth: int = 6,
+        heads: int = 8,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        text_loss_weight: float = 0.125,
+        image_loss_weight: float = 0.875,
+        cond_drop_prob: float = 0.1,
+        attention: str = "sdpa",
+    ) -> None:
+        super().__init__()
+        if text_encoder not in TEXT_ENCODERS:
+            raise ValueError(f"text_encoder={text_encoder!r}: use one of {TEXT_ENCODERS}")
+        if attention not in ATTENTION_BACKENDS:
+            raise ValueError(f"attention={attention!r}: use one of {ATTENTION_BACKENDS}")
+        if not 0.0 <= cond_drop_prob < 1.0:
+            raise ValueError(f"cond_drop_prob={cond_drop_prob} must be in [0, 1)")
+        self.grids = [int(g) for g in grid_sizes]
+        self.image_len = sum(g * g for g in self.grids)
+        if text_encoder == "embed":
+            self.text_embed = nn.Embedding(text_vocab_size, dim)
+        else:
+            self.text_proj = nn.Linear(clip_width, dim)
+        self.text_pos = nn.Parameter(0.02 * torch.randn(context_length, dim))
+        self.null_text = nn.Parameter(0.02 * torch.randn(context_length, dim))
+        self.image_embed = nn.Embedding(num_tokens, dim)
+        rows, cols = _grid_positions(self.grids)
+        self.register_buffer("row_index", rows, persistent=False)  # (N,)
+        self.register_buffer("col_index", cols, persistent=False)  # (N,)
+        self.image_rows = nn.Embedding(sum(self.grids), dim)
+        self.image_cols = nn.Embedding(sum(self.grids), dim)
+        self.transformer = Transformer(dim, depth, heads, mlp_ratio, dropout, attention)
+        self.image_head = nn.Linear(dim, num_tokens)
+        self.apply(_init_weights)
+
+    # ---- sequences -------------------------------------------------------------------------
+
+    def flatten(self, image_tokens: Grids) -> Tensor:
+        """Grids (N, g, g), one per level, -> one sequence (N, image_len), top level first."""
+        grids = image_tokens if isinstance(image_tokens, (tuple, list)) else (image_tokens,)
+        if [tuple(g.shape[1:]) for g in grids] != [(s, s) for s in self.grids]:
+            raise ValueError(
+                f"image_tokens of shapes {[tuple(g.shape[1:]) for g in grids]}; this prior "
+                f"models grids of sides {self.grids}"
+            )
+        return torch.cat([g.flatten(1) for g in grids], dim=1)
+
+    def unflatten(self, tokens: Tensor) -> Grids:
+        """One sequence (N, image_len) -> a grid (N, g, g), or a tuple of grids per level."""
+        parts = tokens.split([g * g for g in self.grids], dim=1)
+        grids = tuple(p.view(-1, g, g) for p, g in zip(parts, self.grids, strict=True))
+        return grids[0] if len(grids) == 1 else grids
+
+    def embed_text(self, input_ids: Tensor | None, text_states: Tensor | None) -> Tensor:
+        """The caption prefix (B, L, dim) from BPE ids ("embed") or CLIP states ("clip")."""
+        if self.config.text_encoder == "embed":
+            if input_ids is None:
+                raise ValueError("text_encoder='embed' needs input_ids")
+            x = self.text_embed(input_ids)
+        else:
+            if text_states is None:
+                raise ValueError(
+                    "text_encoder='clip' needs text_states, the CLIP text tower's token "
+                    "states (B, context_length, clip_width)"
+                )
+            x = self.text_proj(text_states.to(self.text_proj.weight.dtype))
+        if x.shape[1] != self.config.context_length:
+            raise ValueError(
+                f"captions of {x.shape[1]} tokens; this prior reads {self.config.context_length}"
+            )
+        return x + self.text_pos
+
+    def embed_image(self, tokens: Tensor, start: int = 0) -> Tensor:
+        """Codes (B, n) at sequence positions start.. -> (B, n, dim), with 2-D positions."""
+        pos = slice(start, start + tokens.shape[1])
+        return (
+            self.image_embed(tokens)
+            + self.image_rows(self.row_index[pos])
+            + self.image_cols(self.col_index[pos])
+        )
+
+    def drop_captions(self, prefix: Tensor, drop: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Replace captions with the null prefix: the rows `drop` (B,) marks, or in training
+        each row with probability cond_drop_prob.
+
+        Returns:
+            the prefix (B, L, dim) and which rows were dropped (B,).
+        """
+        if drop is None:
+            p = self.config.cond_drop_prob if self.training else 0.0
+            drop = torch.rand(prefix.shape[0], device=prefix.device) < p
+        null = self.null_text.to(prefix.dtype).expand_as(prefix)
+        return torch.where(drop[:, None, None], null, prefix), drop
+
+    def _hidden(self, prefix: Tensor, tokens: Tensor) -> Tensor:
+        """Teacher-forced states: [prefix ; codes[:-1]] -> (B, L + N - 1, dim); position
+        L - 1 + i reads the caption and codes < i and predicts code i."""
+        return self.transformer(torch.cat([prefix, self.embed_image(tokens[:, :-1])], dim=1))
+
+    def forward(
+        self,
+        tokens: Tensor,
+        input_ids: Tensor | None = None,
+        text_states: Tensor | None = None,
+        drop: Tensor | None = None,
+    ) -> Tensor:
+        """Logits of every code given the caption and the codes before it: (B, N, K).
+
+        Args:
+            tokens: (B, image_len) codes (`flatten` of the grids).
+            input_ids: (B, L) caption tokens ("embed").
+            text_states: (B, L, clip_width) CLIP token states ("clip").
+            drop: (B,) True where the caption is replaced by the null prefix (unconditional).
+        """
+        prefix = self.embed_text(input_ids, text_states)
+        if drop is not None:
+            prefix, _ = self.drop_captions(prefix, drop)
+        h = self._hidden(prefix, tokens)
+        return self.image_head(h[:, self.config.context_length - 1 :])
+
+    # ---- training --------------------------------------------------------------------------
+
+    def training_losses(self, batch: dict) -> dict[str, Tensor]:
+        """Weighted text and image cross-entropies (nats per token).
+
+        Args:
+            batch: `image_tokens` (a grid per level), `input_ids` (B, L) and, for
+                text_encoder="clip", `text_states` (B, L, clip_width).
+        """
+        tokens = self.flatten(batch["image_tokens"])  # (B, N)
+        input_ids = batch.get("input_ids")
+        prefix, drop = self.drop_captions(self.embed_text(input_ids, batch.get("text_states")))
+        h = self._hidden(prefix, tokens)  # (B, L + N - 1, dim)
+        L = self.config.context_length
+        logits = self.image_head(h[:, L - 1 :])  # (B, N, K)
+        image_ce = F.cross_entropy(logits.float().transpose(1, 2), tokens)
+        out = {"image_ce": image_ce, "image_bits_per_token": image_ce / math.log(2.0)}
+        loss = self.config.image_loss_weight * image_ce
+        if self.config.text_encoder == "embed":
+            out["text_ce"] = self._text_ce(h[:, : L - 1], input_ids, drop)
+            loss = loss + self.config.text_loss_weight * out["text_ce"]
+        out["loss"] = loss
+        return out
+
+    def _text_ce(self, h: Tensor, input_ids: Tensor, drop: Tensor) -> Tensor:
+        """Cross-entropy of next caption tokens (ties the head to the text embedding), over
+        the real tokens of captions that were not dropped."""
+        target = input_ids[:, 1:]  # (B, L-1)
+        keep = (target != 0) & ~drop[:, None]
+        if not keep.any():
+            return h.sum() * 0.0
+        logits = h[keep] @ self.text_embed.weight.t()  # (M, V), only where scored
+        return F.cross_entropy(logits.float(), target[keep])
+
+    # ---- sampling --------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample(
+        self,
+        input_ids: Tensor | None = None,
+        text_states: Tensor | None = None,
+        guidance_scale: float = 1.0,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+        prime: Tensor | None = None,
+        use_cache: bool = True,
+        callback: Callable[[int, Tensor], None] | None = None,
+    ) -> Tensor:
+        """Draw the image codes for a batch of captions, one code per step: (B, image_len).
+
+        Args:
+            input_ids: (B, L) caption tokens ("embed").
+            text_states: (B, L, clip_width) CLIP token states ("clip").
+            guidance_scale: classifier-free guidance s; 1 samples the conditional model alone.
+            temperature: softmax temperature (0 = greedy).
+            top_k: keep only the k most likely codes at each step.
+            top_p: keep only the nucleus of probability top_p at each step.
+            generator: the source of randomness.
+            prime: (B, P) first codes to keep (DALL-E's priming with an image's top rows).
+            use_cache: keep keys and values (one position's work per step); False recomputes
+                the whole sequence at every step (for checks and benchmarks).
+            callback: called as callback(i, codes so far (B, i + 1)) after each new code.
+        """
+        prefix = self.embed_text(input_ids, text_states)  # (B, L, dim)
+        b = prefix.shape[0]
+        guided = guidance_scale != 1.0
+        if guided:  # one batch: conditional rows, then null-prefix rows
+            prefix = torch.cat([prefix, self.null_text.to(prefix.dtype).expand_as(prefix)])
+        tokens = prefix.new_zeros(b, 0, dtype=torch.long) if prime is None else prime.long()
+        if tokens.shape[1] >= self.image_len:
+            raise ValueError(f"prime has {tokens.shape[1]} codes; the image has {self.image_len}")
+        pair = (lambda t: torch.cat([t, t])) if guided else (lambda t: t)
+        x = torch.cat([prefix, self.embed_image(pair(tokens))], dim=1)
+        cache = self.transformer.new_cache(x.shape[1] + self.image_len) if use_cache else None
+        for i in range(tokens.shape[1], self.image_len):
+            h = self.transformer(x, cache)[:, -1]  # (B or 2B, dim)
+            logits = self.image_head(h).float()
+            if guided:
+                cond, uncond = logits.chunk(2)
+                logits = uncond + guidance_scale * (cond - uncond)
+            code = sample_logits(logits, temperature, top_k, top_p, generator)  # (B,)
+            tokens = torch.cat([tokens, code[:, None]], dim=1)
+            if callback is not None:
+                callback(i, tokens)
+            new = self.embed_image(pair(code[:, None]), start=i)
+            x = new if use_cache else torch.cat([x, new], dim=1)
+        return tokens
+
+    def log_images(self, batch: dict, generator: torch.Generator | None = None) -> dict:
+        """The batch's own codes and samples for its captions, for the trainer to decode.
+
+        Args:
+            batch: as for `training_losses`.
+            generator: the source of randomness.
+        """
+        samples = self.sample(batch.get("input_ids"), batch.get("text_states"), generator=generator)
+        return {"data": batch["image_tokens"], "samples": self.unflatten(samples)}
+
+
+def _grid_positions(grids: list[int]) -> tuple[Tensor, Tensor]:
+    """Row and column table indices of every code, level by level (each level has its own
+    rows of the tables): two (N,) long tensors."""
+    rows, cols, offset = [], [], 0
+    for g in grids:
+        r, c = torch.meshgrid(torch.arange(g), torch.arange(g), indexing="ij")
+        rows.append(r.flatten() + offset)
+        cols.append(c.flatten() + offset)
+        offset += g
+    return torch.cat(rows), torch.cat(cols)
+
+
+def _init_weights(module: nn.Module) -> None:
+    """GPT-2's initialisation: N(0, 0.02) weights, zero biases."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)

@@ -1,0 +1,288 @@
+"""TextToImagePipeline: prompt -> images, a diffusers `DiffusionPipeline` over t2i's models.
+
+The DALL-E route (Ramesh et al. 2021), stage by stage: CLIP tokenises the prompts (and, for
+a prior that reads CLIP's token states, encodes them); the prior draws image codes one at a
+time with classifier-free guidance; the image tokenizer decodes the codes to pixels; CLIP
+scores the candidates against their prompt and keeps the best (reranking).
+
+A saved pipeline is a directory with `model_index.json` and a folder per component (`clip`,
+`image_tokenizer`, `prior`). `model_index.json` also records the t2i version and the
+pipeline format; `from_pretrained` refuses a directory whose format it cannot read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
+from PIL import Image
+
+from t2i.models.clip import CLIPModel, clip_score
+from t2i.models.prior import DALLEPrior
+from t2i.models.tokenizer import ImageTokenizer
+
+FORMAT = 1  # bump when a saved pipeline's layout changes incompatibly
+OUTPUT_TYPES = ("pil", "np", "pt")
+
+
+class PipelineFormatError(ValueError):
+    """A directory that is not a t2i pipeline this version can load."""
+
+
+class TextToImagePipeline(DiffusionPipeline):
+    """Text -> images through CLIP, an autoregressive prior over image codes and a tokenizer.
+
+    Args:
+        clip: the CLIP model; owns the text tokenizer, conditions the prior ("clip" text
+            encoder) and reranks candidates.
+        image_tokenizer: the tokenizer whose codes the prior draws (DiscreteVAE, VQVAE, VQVAE2).
+        prior: the `DALLEPrior`.
+    """
+
+    model_cpu_offload_seq = "clip->prior->image_tokenizer"
+
+    def __init__(self, clip: CLIPModel, image_tokenizer: ImageTokenizer, prior: DALLEPrior):
+        super().__init__()
+        self.register_modules(clip=clip, image_tokenizer=image_tokenizer, prior=prior)
+
+    # ---- saving and loading ----------------------------------------------------------------
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> None:
+        """diffusers' save, then the t2i version and format recorded in model_index.json."""
+        super().save_pretrained(save_directory, **kwargs)
+        from t2i import __version__
+
+        index = Path(save_directory) / "model_index.json"
+        config = json.loads(index.read_text())
+        config.update({"_t2i_version": __version__, "_t2i_format": FORMAT})
+        index.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | Path, torch_dtype: torch.dtype | None = None
+    ) -> TextToImagePipeline:
+        """Load a saved pipeline directory, after checking that it is one this t2i can read.
+
+        Each component loads through `t2i.models.load_model` (by the class its config.json
+        names), so any t2i tokenizer or prior can fill its slot.
+
+        Args:
+            pretrained_model_name_or_path: the directory `save_pretrained` wrote.
+            torch_dtype: cast the weights to this dtype (None: as saved).
+
+        Raises:
+            FileNotFoundError: no such directory, no model_index.json, or a missing component.
+            PipelineFormatError: not a t2i pipeline, or one of another format.
+        """
+        from t2i.models import load_model
+
+        path = Path(pretrained_model_name_or_path)
+        check_pipeline_dir(path)
+        components = {}
+        for name in ("clip", "image_tokenizer", "prior"):
+            if not (path / name / "config.json").is_file():
+                raise FileNotFoundError(f"{path}: component {name!r} missing ({path / name})")
+            model = load_model(path / name).eval()
+            components[name] = model.to(torch_dtype) if torch_dtype is not None else model
+        return cls(**components)
+
+    # ---- generation ------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | Sequence[str],
+        num_images_per_prompt: int = 4,
+        generator: torch.Generator | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        guidance_scale: float = 3.0,
+        rerank: int | None = None,
+        image: Image.Image | torch.Tensor | None = None,
+        num_prime_rows: int = 0,
+        output_type: str = "pil",
+        callback_on_step_end: Callable[[Any, int, int, dict], dict] | None = None,
+        return_dict: bool = True,
+    ) -> ImagePipelineOutput | tuple:
+        """Generate images for one prompt or a list of prompts.
+
+        Args:
+            prompt: the caption(s).
+            num_images_per_prompt: images returned per prompt.
+            generator: the source of randomness (a seed gives the same images).
+            temperature: softmax temperature of the prior (0 = greedy).
+            top_k: sample among the k most likely codes.
+            top_p: sample within the nucleus of probability top_p.
+            guidance_scale: classifier-free guidance; 1 turns it off.
+            rerank: draw this many candidates per prompt and keep the
+                `num_images_per_prompt` that CLIP scores highest (None: no reranking).
+            image: priming image; its first `num_prime_rows` rows of codes are kept.
+            num_prime_rows: rows of the (first level's) code grid taken from `image`.
+            output_type: "pil", "np" (N, H, W, 3 floats in [0, 1]) or "pt" (N, 3, H, W).
+            callback_on_step_end: called as f(pipe, step, code_index, {"codes": (N, i+1)})
+                after each code, as diffusers calls it after each denoising step.
+            return_dict: an `ImagePipelineOutput` (True) or a tuple (images,).
+
+        Returns:
+            `.images`, prompt by prompt, `num_images_per_prompt` each (best first when
+            reranked).
+        """
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        draws = self._check(prompts, num_images_per_prompt, rerank, output_type, num_prime_rows)
+        cond = self.encode_prompt(prompts, draws)
+        prime = self.prime_codes(image, num_prime_rows, len(prompts) * draws)
+        codes = self.sample_codes(
+            cond,
+            guidance_scale,
+            temperature,
+            top_k,
+            top_p,
+            generator,
+            prime,
+            callback_on_step_end,
+        )
+        images = self.image_tokenizer.decode(self.prior.unflatten(codes)).float().clamp(-1, 1)
+        if rerank is not None:
+            images = self.rerank(images, prompts, draws, num_images_per_prompt)
+        images = to_output(images, output_type)
+        self.maybe_free_model_hooks()
+        return ImagePipelineOutput(images=images) if return_dict else (images,)
+
+    def _check(
+        self, prompts: list[str], n: int, rerank: int | None, output_type: str, prime_rows: int
+    ) -> int:
+        """Validate the call's arguments; return the candidates drawn per prompt."""
+        if not prompts:
+            raise ValueError("no prompt given")
+        if n < 1:
+            raise ValueError(f"num_images_per_prompt={n} must be >= 1")
+        if rerank is not None and rerank < n:
+            raise ValueError(f"rerank={rerank} candidates cannot yield {n} images per prompt")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type={output_type!r}: use one of {OUTPUT_TYPES}")
+        rows = self.prior.grids[0]
+        if not 0 <= prime_rows < rows:
+            raise ValueError(f"num_prime_rows={prime_rows} must be in [0, {rows})")
+        return n if rerank is None else rerank
+
+    def encode_prompt(self, prompts: list[str], draws: int) -> dict[str, torch.Tensor]:
+        """The prior's condition for every image: input_ids and, for a prior that reads
+        CLIP's token states, text_states; each prompt repeated `draws` times."""
+        ids = self.clip.tokenize(prompts).to(self.device)
+        if ids.shape[1] != self.prior.config.context_length:
+            raise ValueError(
+                f"CLIP tokenises to {ids.shape[1]} tokens; the prior reads "
+                f"{self.prior.config.context_length}"
+            )
+        cond = {"input_ids": ids}
+        if self.prior.config.text_encoder == "clip":
+            cond["text_states"] = self.clip.text_features(ids).states
+        return {k: v.repeat_interleave(draws, dim=0) for k, v in cond.items()}
+
+    def prime_codes(self, image: Any, rows: int, n: int) -> torch.Tensor | None:
+        """The first `rows` rows of codes of `image`, for each of n images (or None)."""
+        if image is None or rows == 0:
+            if image is not None:
+                raise ValueError("an image was given to prime with but num_prime_rows=0")
+            return None
+        x = image_tensor(image, self.image_tokenizer.config.image_size).to(self.device)
+        codes = self.prior.flatten(self.image_tokenizer.encode(x))  # (1, image_len)
+        return codes[:, : rows * self.prior.grids[0]].expand(n, -1)
+
+    def sample_codes(
+        self,
+        cond: dict[str, torch.Tensor],
+        guidance_scale: float,
+        temperature: float,
+        top_k: int | None,
+        top_p: float | None,
+        generator: torch.Generator | None,
+        prime: torch.Tensor | None,
+        callback_on_step_end: Callable | None,
+    ) -> torch.Tensor:
+        """The prior's sampling loop under a progress bar: (N, image_len) codes."""
+        start = 0 if prime is None else prime.shape[1]
+        with self.progress_bar(total=self.prior.image_len - start) as bar:
+
+            def step(i: int, codes: torch.Tensor) -> None:
+                bar.update()
+                if callback_on_step_end is not None:
+                    callback_on_step_end(self, i - start, i, {"codes": codes})
+
+            return self.prior.sample(
+                cond["input_ids"],
+                cond.get("text_states"),
+                guidance_scale=guidance_scale,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                generator=generator,
+                prime=prime,
+                callback=step,
+            )
+
+    def rerank(
+        self, images: torch.Tensor, prompts: list[str], draws: int, keep: int
+    ) -> torch.Tensor:
+        """Each prompt's `keep` best of its `draws` candidates by CLIP score, best first."""
+        groups = images.view(len(prompts), draws, *images.shape[1:])
+        best = []
+        for prompt, group in zip(prompts, groups, strict=True):
+            scores = clip_score(self.clip, group, [prompt])[:, 0]  # (draws,)
+            best.append(group[scores.argsort(descending=True)[:keep]])
+        return torch.cat(best)
+
+
+def check_pipeline_dir(path: str | Path) -> dict:
+    """model_index.json of a saved t2i pipeline this version reads; a clear error otherwise.
+
+    Args:
+        path: a pipeline directory.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such pipeline directory")
+    index = path / "model_index.json"
+    if not index.is_file():
+        raise FileNotFoundError(f"{path}: no model_index.json; not a saved pipeline")
+    config = json.loads(index.read_text())
+    if config.get("_class_name") != TextToImagePipeline.__name__ or "_t2i_format" not in config:
+        raise PipelineFormatError(
+            f"{index}: _class_name={config.get('_class_name')!r} with no _t2i_format; "
+            "not a pipeline saved by t2i's TextToImagePipeline"
+        )
+    if config["_t2i_format"] != FORMAT:
+        raise PipelineFormatError(
+            f"{index}: pipeline format {config['_t2i_format']} (saved by t2i "
+            f"{config.get('_t2i_version', '?')}); this t2i reads format {FORMAT}"
+        )
+    return config
+
+
+def image_tensor(image: Image.Image | torch.Tensor, size: int) -> torch.Tensor:
+    """A PIL image or a (3, H, W) / (1, 3, H, W) tensor in [-1, 1] -> (1, 3, size, size)."""
+    if isinstance(image, Image.Image):
+        array = np.asarray(image.convert("RGB").resize((size, size), Image.BICUBIC), np.float32)
+        return torch.from_numpy(array).permute(2, 0, 1)[None] / 127.5 - 1.0
+    x = image[None] if image.dim() == 3 else image
+    if x.shape[-2:] != (size, size):
+        x = torch.nn.functional.interpolate(x.float(), size=(size, size), mode="bicubic")
+    return x.float()
+
+
+def to_output(images: torch.Tensor, output_type: str) -> Any:
+    """Images (N, 3, H, W) in [-1, 1] as PIL images, a numpy array or a tensor in [0, 1]."""
+    x = (images + 1) / 2
+    if output_type == "pt":
+        return x.cpu()
+    array = x.permute(0, 2, 3, 1).cpu().numpy()
+    if output_type == "np":
+        return array
+    return [Image.fromarray((a * 255).round().astype(np.uint8)) for a in array]

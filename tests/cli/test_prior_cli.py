@@ -1,0 +1,77 @@
+"""The DALL-E prior trained through the command line on cached codes and frozen CLIP states."""
+
+from __future__ import annotations
+
+import pytest
+import tiny
+
+from t2i import train
+from t2i.config import ConfigError, load_config
+from t2i.models import DALLEPrior
+from t2i.training import read_metrics
+
+COMMON = [*tiny.DATA, "data.num_train=128", "train.batch_size=16", "train.num_samples=4"]
+TINY_CLIP, TINY_VQ = tiny.CLIP_ARGS, tiny.VQ_ARGS
+TINY_PRIOR = [
+    "model.num_tokens=32",
+    "model.clip_width=32",
+    "model.dim=32",
+    "model.depth=1",
+    "model.heads=2",
+]
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    for name, config, small in (("vq", "vqvae", TINY_VQ), ("clip", "clip", TINY_CLIP)):
+        args = [
+            f"configs/shapes/{config}.yaml",
+            *COMMON,
+            *small,
+            "train.max_steps=4",
+            f"train.output_dir={root / name}",
+            "train.sample_every=100",
+        ]
+        assert train.main(args) == 0
+    return root
+
+
+def prior_args(parts, out, *extra):
+    return [
+        "configs/shapes/prior.yaml",
+        *COMMON,
+        *TINY_PRIOR,
+        f"data.tokenizer={parts / 'vq'}",
+        f"data.clip={parts / 'clip'}",
+        f"data.token_cache={parts / 'cache'}",
+        f"train.output_dir={out}",
+        *extra,
+    ]
+
+
+def test_prior_trains_on_clip_states_and_its_sample_grids_are_judged(parts, tmp_path):
+    out = tmp_path / "prior"
+    assert train.main(prior_args(parts, out, "train.max_steps=10", "train.sample_every=10")) == 0
+    rows = read_metrics(out / "logs" / "metrics.csv")
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert losses[-1] < losses[0]
+    scored = [r for r in rows if "samples/fidelity" in r]
+    assert len(scored) == 1 and 0.0 <= scored[0]["samples/fidelity"] <= 1.0
+    assert (out / "samples" / "samples_0000010.png").is_file()
+    prior = DALLEPrior.from_pretrained(out / "model")
+    assert prior.config.text_encoder == "clip" and prior.image_len == 64
+
+
+def run(args: list[str]):
+    return train.run(load_config(args[0], args[1:]), args[0])
+
+
+def test_a_prior_that_does_not_fit_its_clip_or_tokenizer_is_refused(parts, tmp_path):
+    out = str(tmp_path / "p")
+    with pytest.raises(ConfigError, match="model.clip_width=64 but the CLIP model .* has 32"):
+        run(prior_args(parts, out, "model.clip_width=64"))
+    with pytest.raises(ConfigError, match="model.num_tokens=512 but the tokenizer VQVAE has"):
+        run(prior_args(parts, out, "model.num_tokens=512"))
+    with pytest.raises(ConfigError, match="needs data.clip"):
+        run(prior_args(parts, out, "data.clip=null"))
