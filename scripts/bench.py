@@ -26,11 +26,22 @@ from t2i.config import load_config
 from t2i.data.shapes import make_sample, to_tensor
 from t2i.data.text import CaptionCollator
 from t2i.evaluation import judge
-from t2i.models import TOKEN_PRIORS, ImageTokenizer
+from t2i.models import TOKEN_PRIORS, DALLEPrior, ImageTokenizer
 from t2i.train import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL_CONFIGS = ("vae", "cvae", "gumbel", "dvae", "vqvae", "vqvae2", "pixelcnn", "pixelcnn_vqvae2")
+MODEL_CONFIGS = (
+    "vae",
+    "cvae",
+    "gumbel",
+    "dvae",
+    "vqvae",
+    "vqvae2",
+    "pixelcnn",
+    "pixelcnn_vqvae2",
+    "clip",
+    "prior",
+)
 
 
 def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
@@ -84,6 +95,9 @@ def bench_model(
     torch.manual_seed(0)
     model = build_model(config, name).to(device)
     batch = _batch(config, batch_size, device)
+    if isinstance(model, DALLEPrior):  # random CLIP states stand in for a CLIP model's
+        states = torch.randn(batch_size, model.config.context_length, model.config.clip_width)
+        batch["text_states"] = states.to(device)
     if isinstance(model, TOKEN_PRIORS):  # random codes stand in for a tokenizer's
         grids = model.config.get("grid_sizes") or [model.config.grid_size]
         codes = [torch.randint(0, model.config.num_tokens, (batch_size, g, g)) for g in grids]
@@ -107,30 +121,59 @@ def bench_model(
 
         return run
 
+    label = f"{config.model['type']} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M)"
+
+    def train_row() -> list[tuple[str, str, float]]:
+        model.train()
+        seconds = timed(step, repeats, device)
+        return [(f"{label} train, batch {batch_size}", "images/s", batch_size / seconds)]
+
     x = batch["pixel_values"]
     paths: dict[str, Callable[[], object]] = {}
     if isinstance(model, ImageTokenizer):
         tokens = model.eval().encode(x)
         paths = {"encode": lambda: model.encode(x), "decode": lambda: model.decode(tokens)}
+    elif isinstance(model, DALLEPrior):
+        return [*train_row(), *bench_prior_sampling(model, batch, repeats, device, autocast)]
     elif isinstance(model, TOKEN_PRIORS):
         n, ids = batch_size, batch["input_ids"]
         paths = {"sample codes": lambda: model.sample(n, input_ids=ids)}
-    else:
+    elif hasattr(model, "log_images"):
         paths = {"sample": lambda: model.log_images(batch)["samples"]}
-    label = f"{config.model['type']} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M)"
-    model.train()
-    rows = [
-        (
-            f"{label} train, batch {batch_size}",
-            "images/s",
-            batch_size / timed(step, repeats, device),
-        )
-    ]
+    rows = train_row()
     model.eval()
     for what, fn in paths.items():
         seconds = timed(inference(fn), repeats, device)
         rows.append((f"{label} {what}, batch {batch_size}", "images/s", batch_size / seconds))
     return rows
+
+
+def bench_prior_sampling(
+    prior: DALLEPrior, batch: dict, repeats: int, device: torch.device, autocast
+) -> list[tuple[str, str, float]]:
+    """The DALL-E prior's sampling, guidance 3, with the KV cache and recomputing the whole
+    sequence at every step; images/s of each and the speed-up of the cache."""
+    prior.eval()
+    n = len(batch["input_ids"])
+    label = (
+        f"dalle_prior dim {prior.config.dim}, depth {prior.config.depth}, "
+        f"{prior.config.context_length} text + {prior.image_len} image tokens, batch {n}"
+    )
+    seconds = {}
+    for cache in (True, False):
+
+        def run(cache: bool = cache) -> None:
+            with torch.no_grad(), autocast:
+                prior.sample(
+                    batch["input_ids"], batch["text_states"], guidance_scale=3.0, use_cache=cache
+                )
+
+        seconds[cache] = timed(run, repeats, device)
+    return [
+        (f"{label}: sample, KV cache, guidance 3", "images/s", n / seconds[True]),
+        (f"{label}: sample, no cache, guidance 3", "images/s", n / seconds[False]),
+        (f"{label}: KV cache speed-up", "x", seconds[False] / seconds[True]),
+    ]
 
 
 def machine() -> str:
@@ -150,18 +193,32 @@ def machine() -> str:
     )
 
 
+def _figure(value: float) -> str:
+    """Three significant figures, thousands separated."""
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks and write (or print) the table."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", help="markdown file to add the results to")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=MODEL_CONFIGS,
+        default=list(MODEL_CONFIGS),
+        help="the shipped configs to time (default: all)",
+    )
+    parser.add_argument("--prior-batch-size", type=int, default=16, help="prompts per sample")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     rows = bench_data(args.repeats)
-    for name in MODEL_CONFIGS:
-        rows += bench_model(name, args.batch_size, args.repeats, device, dtype)
+    for name in args.models:
+        batch_size = args.prior_batch_size if name == "prior" else args.batch_size
+        rows += bench_model(name, batch_size, args.repeats, device, dtype)
     precision = "bf16 autocast" if dtype == torch.bfloat16 else "fp32"
     lines = [
         f"### {date.today()}: {device.type}, {precision}",
@@ -174,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         "| what | unit | throughput |",
         "| --- | --- | ---: |",
     ]
-    lines += [f"| {what} | {unit} | {value:,.0f} |" for what, unit, value in rows]
+    lines += [f"| {what} | {unit} | {_figure(value)} |" for what, unit, value in rows]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -12,7 +12,7 @@ CLIP = dict(
     text_width=32,
     text_layers=1,
     text_heads=2,
-    context_length=16,
+    context_length=32,
 )
 VQ = dict(channels=[8, 16], num_res_blocks=1, embed_dim=8, codebook_size=32)
 

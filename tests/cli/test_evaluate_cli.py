@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
+import yaml
 
 from t2i import evaluate
 from t2i.models import CVAE, VAE, load_model
@@ -45,3 +47,23 @@ def test_text_conditioned_models_get_prompt_fidelity_and_repeat_exactly(tmp_path
 def test_a_missing_model_is_a_clear_error(tmp_path, capsys):
     assert evaluate.main([str(tmp_path / "nothing")]) == 2
     assert "no config.json" in capsys.readouterr().err
+
+
+def test_a_pipeline_is_scored_per_setting_and_prompt_set(saved_pipeline, tmp_path):
+    pipe_dir = tmp_path / "pipe"
+    shutil.copytree(saved_pipeline, pipe_dir)
+    holdout = [{"color": "purple", "shape": "triangle"}]
+    (pipe_dir / "prior" / "config.yaml").write_text(yaml.safe_dump({"data": {"holdout": holdout}}))
+    out = tmp_path / "eval.json"
+    argv = [str(pipe_dir), "--n", "3", "--images-per-prompt", "2", "--out", str(out)]
+    assert evaluate.main(argv) == 0
+    report = json.loads(out.read_text())
+    assert report["prompts"] == 3 and report["images_per_prompt"] == 2
+    assert report["guidance_rerank"]["settings"] == {"guidance_scale": 3.0, "rerank": 8}
+    for setting in ("plain", "guidance", "guidance_rerank"):
+        for prompts in ("one_object", "two_objects", "holdout"):
+            scores = report[setting][prompts]
+            assert scores["n"] == 6 and 0.0 <= scores["fidelity"] <= 1.0
+    # the held-out prompts name a held-out combination
+    captions, _ = evaluate.pipeline_prompt_sets(16, 3, holdout)["holdout"]
+    assert all("purple" in c and "triangle" in c for c in captions)

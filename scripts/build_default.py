@@ -1,0 +1,115 @@
+"""Train every stage of the default pipeline on the shapes world and ship it in t2i/assets/.
+
+    python scripts/build_default.py                       # CPU or GPU, configs as they are
+    python scripts/build_default.py --set prior.train.max_steps=20000 --set prior.model.depth=8
+
+Stages, each `python -m t2i.train` on a config of configs/shapes/ (seeded there):
+  vqvae  the image tokenizer            configs/shapes/vqvae.yaml
+  clip   the text encoder and reranker  configs/shapes/clip.yaml
+  prior  the DALL-E prior               configs/shapes/prior.yaml (reads the two above)
+Each run goes to RUNS/STAGE; a stage whose run already holds a model is kept, and a stage
+killed part-way resumes from its last checkpoint. The pipeline is then assembled, cast to
+float16 and saved (safetensors) to --out, with each run's config.yaml beside its weights;
+its size must stay within --max-mb.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from t2i import train
+from t2i.models import load_model
+from t2i.pipelines import DEFAULT_PIPELINE, TextToImagePipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = {"vqvae": "vqvae.yaml", "clip": "clip.yaml", "prior": "prior.yaml"}
+COMPONENTS = {"image_tokenizer": "vqvae", "clip": "clip", "prior": "prior"}
+logger = logging.getLogger("build_default")
+
+
+def stage_overrides(stage: str, runs: Path, extra: list[str]) -> list[str]:
+    """The key=value overrides of one stage: its run folder, its inputs, and --set ones."""
+    args = [f"train.output_dir={runs / stage}", "train.resume=latest"]
+    if stage == "prior":
+        args += [
+            f"data.tokenizer={runs / 'vqvae'}",
+            f"data.clip={runs / 'clip'}",
+            f"data.token_cache={runs / 'token_cache'}",
+        ]
+    prefix = f"{stage}."
+    return args + [s.removeprefix(prefix) for s in extra if s.startswith(prefix)]
+
+
+def train_stage(stage: str, runs: Path, extra: list[str]) -> None:
+    """Train one stage unless its run already holds a finished model."""
+    if (runs / stage / "model" / "config.json").is_file():
+        logger.info("%s: kept %s (delete it to retrain)", stage, runs / stage / "model")
+        return
+    config = str(ROOT / "configs" / "shapes" / STAGES[stage])
+    if train.main([config, *stage_overrides(stage, runs, extra)]) != 0:
+        raise SystemExit(f"stage {stage} failed")
+
+
+def assemble(runs: Path, out: Path, max_mb: float) -> Path:
+    """Load the trained stages, cast to float16 and save the pipeline to `out` (atomically)."""
+    parts = {
+        name: load_model(runs / stage).eval().to(torch.float16)
+        for name, stage in COMPONENTS.items()
+    }
+    pipe = TextToImagePipeline(**parts)
+    tmp = out.with_name(f".tmp-{out.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(tmp)
+    for name, stage in COMPONENTS.items():  # how each part was trained (and its holdout)
+        shutil.copy(runs / stage / "config.yaml", tmp / name / "config.yaml")
+    size = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file()) / 2**20
+    if size > max_mb:
+        raise SystemExit(f"the pipeline is {size:.1f} MB, over the {max_mb} MB budget")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    logger.info("default pipeline: %s (%.1f MB)", out, size)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line (see the module docstring)."""
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--runs", default="runs/default", help="folder of the stages' runs")
+    p.add_argument("--out", default=str(DEFAULT_PIPELINE), help="where the pipeline goes")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="STAGE.SECTION.KEY=VALUE",
+        help="override a stage's config, e.g. prior.train.max_steps=20000",
+    )
+    p.add_argument(
+        "--stages",
+        nargs="+",
+        choices=STAGES,
+        default=list(STAGES),
+        help="train only these stages (the others must be trained)",
+    )
+    p.add_argument("--max-mb", type=float, default=30.0, help="size budget of the pipeline")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    unknown = [s for s in args.set if s.split(".", 1)[0] not in STAGES]
+    if unknown:
+        p.error(f"--set {unknown[0]}: start with a stage ({', '.join(STAGES)})")
+    runs = Path(args.runs)
+    for stage in args.stages:
+        train_stage(stage, runs, args.set)
+    assemble(runs, Path(args.out), args.max_mb)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

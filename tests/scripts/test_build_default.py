@@ -1,0 +1,60 @@
+"""scripts/build_default.py: trains the stages, resumes/keeps them, ships a float16 pipeline."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import tiny
+import torch
+from safetensors.torch import load_file
+
+from t2i.pipelines import load_pipeline
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build_default.py"
+spec = importlib.util.spec_from_file_location("build_default", SCRIPT)
+build_default = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(build_default)
+
+RUN = [
+    *tiny.DATA,
+    "data.num_train=64",
+    "train.batch_size=16",
+    "train.max_steps=3",
+    "train.sample_every=100",
+]
+PRIOR = [
+    "model.num_tokens=32",
+    "model.clip_width=32",
+    "model.dim=32",
+    "model.depth=1",
+    "model.heads=2",
+]
+SETS = [
+    *(f"{stage}.{s}" for stage in build_default.STAGES for s in RUN),
+    *(f"vqvae.{s}" for s in tiny.VQ_ARGS),
+    *(f"clip.{s}" for s in tiny.CLIP_ARGS),
+    *(f"prior.{s}" for s in PRIOR),
+]
+
+
+def test_builds_a_float16_pipeline_that_loads_and_generates(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "default"
+    argv = ["--runs", str(runs), "--out", str(out)]
+    assert build_default.main([*argv, *(x for s in SETS for x in ("--set", s))]) == 0
+    weights = load_file(out / "prior" / "diffusion_pytorch_model.safetensors")
+    assert all(t.dtype == torch.float16 for t in weights.values() if t.is_floating_point())
+    assert (out / "prior" / "config.yaml").is_file()  # the run's config (its holdout) travels
+    pipe = load_pipeline(out, device="cpu")
+    assert pipe.prior.dtype == torch.float32
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe("a red circle", num_images_per_prompt=2, output_type="pt").images
+    assert images.shape == (2, 3, 32, 32)
+    # a second build keeps the trained stages: same weights
+    mtime = (runs / "prior" / "model").stat().st_mtime
+    assert build_default.main([*argv, "--max-mb", "30"]) == 0
+    assert (runs / "prior" / "model").stat().st_mtime == mtime
+    with pytest.raises(SystemExit, match="over the 0.01 MB budget"):
+        build_default.main([*argv, "--max-mb", "0.01"])
+    assert (out / "model_index.json").is_file()  # the shipped one is left as it was
