@@ -33,7 +33,13 @@ class DataConfig:
     """Where the images and captions come from.
 
     Args:
-        dataset: "shapes" (the procedural shapes world; the only data set so far).
+        dataset: "shapes" (the procedural shapes world) or "captioned" (a user's captioned
+            images at `path`; setting `path` alone picks it).
+        path: a captioned data set: an image folder with metadata.jsonl, a folder of images
+            with same-name .txt captions, a .csv/.tsv/.parquet file, or a datasets folder.
+        caption_column: the caption column of `path` (default: caption, text, ...).
+        image_column: the image column of `path` (default: file_name, image, ...).
+        random_crop: crop custom images at random offsets (else the centre).
         image_size: side of the square images, in pixels.
         num_train: number of training samples.
         num_val: number of held-back samples used for sample grids and evaluation.
@@ -51,6 +57,10 @@ class DataConfig:
     """
 
     dataset: str = "shapes"
+    path: str | None = None
+    caption_column: str | None = None
+    image_column: str | None = None
+    random_crop: bool = False
     image_size: int = 32
     num_train: int = 50_000
     num_val: int = 512

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import torch
+from torch.utils.data import Dataset
 
 from t2i.config import (
     ConfigError,
@@ -27,6 +28,7 @@ from t2i.config import (
     load_config,
     save_config,
 )
+from t2i.data.captioned import CaptionedDataset
 from t2i.data.shapes import ShapesDataset
 from t2i.data.text import CaptionCollator
 from t2i.data.tokens import TokenDataset, cached_tokens, encode_dataset, fingerprint
@@ -55,15 +57,21 @@ def build_model(config: ExperimentConfig, where: str) -> torch.nn.Module:
     return cls(**check_kwargs(cls.__init__, kwargs, f"{where}: model ({name})"))
 
 
-def build_datasets(data: DataConfig, where: str) -> tuple[ShapesDataset, ShapesDataset]:
-    """The training set and a disjoint validation set (data seed + 1) for grids and evaluation.
+def build_datasets(data: DataConfig, where: str) -> tuple[Dataset, Dataset]:
+    """The training set and a disjoint validation set, for grids and evaluation: the shapes
+    world (validation: data seed + 1) or a seeded split of a captioned data set.
 
     Args:
         data: the data section.
         where: the config's source, named in errors.
     """
+    if data.path is not None or data.dataset == "captioned":
+        return captioned_datasets(data, where)
     if data.dataset != "shapes":
-        raise ConfigError(f"{where}: data.dataset={data.dataset!r} is not known; use 'shapes'.")
+        raise ConfigError(
+            f"{where}: data.dataset={data.dataset!r} is not known; use 'shapes', or set "
+            "data.path to a captioned data set"
+        )
     common = dict(
         size=data.image_size,
         num_objects=data.num_objects,
@@ -74,6 +82,27 @@ def build_datasets(data: DataConfig, where: str) -> tuple[ShapesDataset, ShapesD
         ShapesDataset(n=data.num_train, seed=data.seed, **common),
         ShapesDataset(n=data.num_val, seed=data.seed + 1, **common),
     )
+
+
+def captioned_datasets(data: DataConfig, where: str) -> tuple[Dataset, Dataset]:
+    """A user's captioned data set at `data.path`, split into training and validation."""
+    if not data.path:
+        raise ConfigError(f"{where}: data.dataset=captioned needs data.path")
+    try:
+        full = CaptionedDataset(
+            data.path, data.image_size, data.caption_column, data.image_column, data.random_crop
+        )
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(f"{where}: data.path={data.path!r}: {err}") from err
+    train_set, val_set = full.split(data.num_val, data.seed)
+    logger.info(
+        "%s: %d training and %d validation samples (%s)",
+        data.path,
+        len(train_set),
+        len(val_set),
+        full.format,
+    )
+    return train_set, val_set
 
 
 def load_tokenizer(data: DataConfig, where: str) -> ImageTokenizer:
@@ -207,6 +236,7 @@ def run(config: ExperimentConfig, where: str = "config") -> TrainResult:
             f"{config.data.context_length}; captions must be tokenised to the model's length"
         )
     train_set, val_set = build_datasets(config.data, where)
+    images = train_set  # what reports bad files, when it is a captioned data set
     decode_tokens = batch_transform = score = None
     if model.config.get("text_encoder") == "clip":
         batch_transform = clip_text_states(load_clip(config.data, model, where))
@@ -216,7 +246,8 @@ def run(config: ExperimentConfig, where: str = "config") -> TrainResult:
         train_set = token_dataset(tokenizer, train_set, config.data)
         val_set = token_dataset(tokenizer, val_set, config.data)
         decode_tokens = token_decoder(tokenizer)
-        if config.data.dataset == "shapes" and model.config.get("context_length"):
+        judged = getattr(images, "has_spec", True)  # shapes specs (the world, or an export)
+        if judged and model.config.get("context_length"):
             score = judge_samples  # a caption-conditioned prior: is it drawing the captions?
     out = Path(config.train.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -234,7 +265,16 @@ def run(config: ExperimentConfig, where: str = "config") -> TrainResult:
     )
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("training %s (%.2fM parameters) into %s", config.model["type"], n_params / 1e6, out)
-    return trainer.train()
+    result = trainer.train()
+    if isinstance(images, CaptionedDataset) and images.bad:
+        report = images.report()
+        logger.warning(
+            "skipped %d bad samples of %s: %s",
+            report["count"],
+            config.data.path,
+            ", ".join(f"{k} ({v})" for k, v in report["bad"].items()),
+        )
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:

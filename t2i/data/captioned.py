@@ -1,0 +1,315 @@
+"""Users' captioned image data sets: `CaptionedDataset(path)` detects the layout and reads it.
+
+Layouts (`detect_format`):
+- "imagefolder": a folder with `metadata.jsonl` (diffusers / `datasets` imagefolder: one JSON
+  object per line with `file_name` and a caption column), as `python -m t2i.data.shapes
+  export` writes it;
+- "text_pairs": a folder (nested folders included) of images with same-name `.txt` captions
+  (the DALLE-pytorch convention);
+- "table": a CSV, TSV or Parquet file with an image path column (relative to the file's
+  folder) and a caption column, read with `datasets`;
+- "saved": a `datasets` directory written by `save_to_disk`, with an image column (an
+  `Image` feature, or paths) and a caption column.
+A caption may be a list of captions; each time the image is drawn, one is picked at random.
+
+Nothing bad stops a run: a sample without a caption is left out when the set is built; a
+missing, empty, truncated or unreadable image, a file that is not an image, or a
+decompression bomb is skipped when it is first read (the next sample takes its place). Each
+is logged once with its file and reason and kept in `bad` (`report()` sums them up).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+from torch.utils.data import Dataset
+
+from t2i.data.images import IMAGE_EXTENSIONS, BadImageError, fit, load_image
+from t2i.data.shapes import to_tensor
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("imagefolder", "text_pairs", "table", "saved")
+CAPTION_COLUMNS = ("caption", "text", "captions", "prompt")
+IMAGE_COLUMNS = ("file_name", "image", "image_path", "path", "filename")
+TABLE_LOADERS = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
+
+
+def detect_format(path: str | Path) -> str:
+    """Which layout `path` holds (see the module docstring); a ValueError naming what was
+    looked for when it is none of them."""
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() in TABLE_LOADERS:
+        return "table"
+    if path.is_dir():
+        if (path / "dataset_info.json").is_file() and (path / "state.json").is_file():
+            return "saved"
+        if (path / "metadata.jsonl").is_file():
+            return "imagefolder"
+        if any(p.suffix == ".txt" for p in path.rglob("*.txt")):
+            return "text_pairs"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    raise ValueError(
+        f"{path}: not a captioned data set t2i reads: expected a folder with metadata.jsonl, a "
+        "folder of images with same-name .txt captions, a .csv/.tsv/.parquet file, or a "
+        "datasets save_to_disk folder"
+    )
+
+
+def _pick(
+    columns: list[str], wanted: str | None, choices: tuple[str, ...], what: str, where: Path
+) -> str:
+    """The column to use: `wanted`, else the first of `choices` present; an error naming both."""
+    if wanted is not None:
+        if wanted not in columns:
+            raise ValueError(f"{where}: no {what} column {wanted!r}; columns: {columns}")
+        return wanted
+    for name in choices:
+        if name in columns:
+            return name
+    raise ValueError(
+        f"{where}: no {what} column (looked for {', '.join(choices)}); columns: {columns}; "
+        f"name it with data.{what}_column"
+    )
+
+
+class CaptionedDataset(Dataset):
+    """A user's captioned images as training samples: `pixel_values` (3, S, S) in [-1, 1]
+    and `caption` (and `spec` when the metadata gives every sample one).
+
+    Args:
+        path: the data set (any layout of `detect_format`).
+        image_size: the side S images are resized and cropped to.
+        caption_column: the caption column (default: the first of caption, text, captions,
+            prompt).
+        image_column: the image column (default: the first of file_name, image, image_path,
+            path, filename).
+        random_crop: crop at random offsets (else the centre).
+        background: the colour transparent pixels are composited on.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        image_size: int = 32,
+        caption_column: str | None = None,
+        image_column: str | None = None,
+        random_crop: bool = False,
+        background: tuple[int, int, int] = (255, 255, 255),
+    ) -> None:
+        self.path, self.image_size = Path(path), image_size
+        self.random_crop, self.background = random_crop, tuple(background)
+        self.format = detect_format(self.path)
+        self.bad: dict[str, str] = {}  # source -> reason
+        records = getattr(self, f"_read_{self.format}")(caption_column, image_column)
+        self.records = [r for r in records if self._has_caption(r)]
+        if not self.records:
+            raise ValueError(f"{self.path}: no usable samples ({len(self.bad)} bad)")
+        self.has_spec = all(r["spec"] is not None for r in self.records)  # shapes exports
+
+    # ---- reading the layouts ---------------------------------------------------------------
+
+    def _read_imagefolder(self, caption_column: str | None, image_column: str | None) -> list:
+        meta = self.path / "metadata.jsonl"
+        rows = [json.loads(line) for line in meta.read_text().splitlines() if line.strip()]
+        columns = sorted({k for r in rows for k in r})
+        cap = _pick(columns, caption_column, CAPTION_COLUMNS, "caption", meta)
+        img = _pick(columns, image_column, IMAGE_COLUMNS, "image", meta)
+        return [self._record(self.path / str(r.get(img)), r.get(cap), r.get("spec")) for r in rows]
+
+    def _read_text_pairs(self, caption_column: str | None, image_column: str | None) -> list:
+        images = sorted(p for p in self.path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+        records = []
+        for image in images:
+            text = image.with_suffix(".txt")
+            caption = text.read_text(errors="replace").strip() if text.is_file() else None
+            lines = [line.strip() for line in (caption or "").splitlines() if line.strip()]
+            records.append(self._record(image, lines if len(lines) > 1 else caption))
+        return records
+
+    def _read_table(self, caption_column: str | None, image_column: str | None) -> list:
+        loader = TABLE_LOADERS[self.path.suffix.lower()]
+        kwargs = {"delimiter": "\t"} if self.path.suffix.lower() == ".tsv" else {}
+        table = datasets.load_dataset(loader, data_files=str(self.path), split="train", **kwargs)
+        return self._rows(table, caption_column, image_column, self.path.parent)
+
+    def _read_saved(self, caption_column: str | None, image_column: str | None) -> list:
+        table = datasets.load_from_disk(str(self.path))
+        return self._rows(table, caption_column, image_column, self.path)
+
+    def _rows(
+        self,
+        table: datasets.Dataset,
+        caption_column: str | None,
+        image_column: str | None,
+        root: Path,
+    ) -> list:
+        """Records of a `datasets` table: image paths relative to `root`, or stored bytes."""
+        cap = _pick(table.column_names, caption_column, CAPTION_COLUMNS, "caption", self.path)
+        img = _pick(table.column_names, image_column, IMAGE_COLUMNS, "image", self.path)
+        if isinstance(table.features[img], datasets.Image):
+            table = table.cast_column(img, datasets.Image(decode=False))
+        records = []
+        for i, row in enumerate(table):
+            value = row[img]
+            if isinstance(value, dict):  # an Image feature: bytes, or a path
+                image = value.get("bytes") or value.get("path")
+                source = value.get("path") or f"{self.path}[{i}]"
+            else:
+                image = source = root / str(value) if value is not None else None
+            records.append(self._record(image, row[cap], row.get("spec"), str(source)))
+        return records
+
+    def _record(
+        self, image: Any, caption: Any, spec: Any = None, source: str | None = None
+    ) -> dict:
+        return {"image": image, "caption": caption, "spec": spec, "source": source or str(image)}
+
+    def _has_caption(self, record: dict) -> bool:
+        """Keep records with a non-empty caption (or list of them); report the others."""
+        caption = record["caption"]
+        captions = caption if isinstance(caption, list) else [caption]
+        captions = [c for c in captions if isinstance(c, str) and c.strip()]
+        if not captions:
+            reason = "no caption" if caption is None else "empty caption"
+            self._report(record["source"], reason)
+            return False
+        record["caption"] = captions
+        return True
+
+    # ---- splits and identity ---------------------------------------------------------------
+
+    def split(self, num_val: int, seed: int = 0) -> tuple[CaptionedDataset, CaptionedDataset]:
+        """A seeded (train, validation) split; validation gets num_val samples (at most a tenth).
+
+        Args:
+            num_val: validation samples wanted.
+            seed: seeds the shuffle.
+        """
+        order = torch.randperm(len(self.records), generator=torch.Generator().manual_seed(seed))
+        n_val = max(1, min(num_val, len(self.records) // 10))
+        return self._subset(order[n_val:].tolist(), "train"), self._subset(
+            order[:n_val].tolist(), "val"
+        )
+
+    def _subset(self, indices: list[int], name: str) -> CaptionedDataset:
+        part = copy.copy(self)
+        part.records = [self.records[i] for i in sorted(indices)]
+        part.part = name
+        return part
+
+    @property
+    def description(self) -> dict[str, Any]:
+        """What fixes the samples (for the token cache's keys): the data set, its files'
+        modification times, this part's samples and the image settings."""
+        stamp = hashlib.sha256("\n".join(r["source"] for r in self.records).encode()).hexdigest()
+        return {
+            "path": str(self.path.resolve()),
+            "format": self.format,
+            "modified": max(p.stat().st_mtime for p in [self.path, *self.path.glob("*")]),
+            "samples": len(self.records),
+            "sources": stamp,
+            "image_size": self.image_size,
+            "random_crop": self.random_crop,
+            "background": list(self.background),
+            "part": getattr(self, "part", "all"),
+        }
+
+    # ---- samples ---------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """Sample `index`, or the next readable one when its image is bad."""
+        for k in range(len(self.records)):
+            record = self.records[(index + k) % len(self.records)]
+            if record["source"] in self.bad:
+                continue
+            try:
+                return self._sample(record)
+            except (BadImageError, OSError) as err:
+                self._report(record["source"], str(err))
+        raise RuntimeError(f"{self.path}: no readable image among {len(self.records)} samples")
+
+    def _sample(self, record: dict) -> dict[str, Any]:
+        image = record["image"]
+        if image is None:
+            raise BadImageError("no image given")
+        if not isinstance(image, bytes) and not Path(image).is_file():
+            raise BadImageError("file not found")
+        picture = fit(load_image(image, self.background), self.image_size, self.random_crop)
+        captions = record["caption"]
+        sample = {
+            "pixel_values": to_tensor(picture),
+            "caption": captions[0] if len(captions) == 1 else random.choice(captions),
+        }
+        if self.has_spec:
+            sample["spec"] = record["spec"]
+        return sample
+
+    # ---- reporting -------------------------------------------------------------------------
+
+    def _report(self, source: str, reason: str) -> None:
+        if source not in self.bad:
+            self.bad[source] = reason
+            logger.warning("skipping %s: %s", source, reason)
+
+    def report(self) -> dict[str, Any]:
+        """What was skipped so far: {"bad": {source: reason}, "count": n, "reasons": {...}}."""
+        reasons = Counter(r.split(":")[0] for r in self.bad.values())
+        return {"bad": dict(self.bad), "count": len(self.bad), "reasons": dict(reasons)}
+
+    def check_all(self) -> dict[str, Any]:
+        """Read every image once (to find all bad files up front); return `report()`."""
+        for record in self.records:
+            if record["source"] not in self.bad:
+                try:
+                    self._sample(record)
+                except (BadImageError, OSError) as err:
+                    self._report(record["source"], str(err))
+        return self.report()
+
+
+def inspect(path: str | Path, **kwargs: Any) -> dict[str, Any]:
+    """Read every sample of a data set once: counts, image sizes, caption lengths, bad files.
+
+    Args:
+        path: the data set.
+        kwargs: `CaptionedDataset` arguments (caption_column, image_column).
+    """
+    data = CaptionedDataset(path, **kwargs)
+    sizes: Counter = Counter()
+    for record in data.records:
+        try:
+            if record["image"] is None:
+                raise BadImageError("no image given")
+            image = load_image(record["image"], data.background)
+        except (BadImageError, OSError) as err:
+            data._report(record["source"], str(err))
+            continue
+        sizes[f"{image.width}x{image.height}"] += 1
+    words = [len(c.split()) for r in data.records for c in r["caption"]]
+    return {
+        "path": str(data.path),
+        "format": data.format,
+        "samples": len(data.records) + sum(1 for s in data.bad if "caption" in data.bad[s]),
+        "readable": sum(sizes.values()),
+        "image_sizes": dict(sizes.most_common()),
+        "caption_words": {
+            "min": min(words),
+            "mean": round(sum(words) / len(words), 2),
+            "max": max(words),
+        },
+        **data.report(),
+    }

@@ -1,0 +1,218 @@
+"""Custom captioned data sets: every layout, every image mode, and bad files that break nothing."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from t2i.data.__main__ import main as data_main
+from t2i.data.captioned import CaptionedDataset, detect_format, inspect
+from t2i.data.images import BadImageError, fit, load_image
+from t2i.data.shapes import export
+
+
+def png_bytes(image: Image.Image, fmt: str = "PNG", **kw) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def messy(tmp_path):
+    """20 good shapes images plus every kind of trouble, in an imagefolder layout."""
+    root = export(tmp_path / "messy", n=20, seed=0)
+    rows = [json.loads(line) for line in (root / "metadata.jsonl").read_text().splitlines()]
+    good = Image.open(root / rows[0]["file_name"]).convert("RGB")
+    jpeg = png_bytes(good, "JPEG")
+    files = {
+        "truncated.jpg": jpeg[: len(jpeg) // 2],
+        "zero.png": b"",
+        "text.png": b"this is not an image\n",
+        "cmyk.jpg": png_bytes(good.convert("CMYK"), "JPEG"),
+        "deep.png": png_bytes(
+            Image.fromarray(np.asarray(good.convert("L")).astype(np.uint16) * 257)
+        ),
+        "alpha.png": png_bytes(Image.new("RGBA", (40, 40), (255, 0, 0, 0))),
+        "nocaption.png": png_bytes(good),
+        "emptycaption.png": png_bytes(good),
+    }
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    extra = [{"file_name": n, "caption": "a red circle"} for n in files if "caption" not in n]
+    extra += [
+        {"file_name": "nocaption.png"},
+        {"file_name": "emptycaption.png", "caption": "  "},
+        {"file_name": "missing.png", "caption": "a blue square"},
+    ]
+    with (root / "metadata.jsonl").open("a") as f:
+        f.writelines(json.dumps(r) + "\n" for r in extra)
+    return root
+
+
+def test_bad_files_are_reported_by_name_and_skipped_and_every_good_one_is_read(messy):
+    data = CaptionedDataset(messy, image_size=16)
+    samples = [data[i] for i in range(len(data))]
+    assert all(s["pixel_values"].shape == (3, 16, 16) for s in samples)
+    report = data.report()
+    bad = {k.rsplit("/", 1)[-1]: v for k, v in report["bad"].items()}
+    assert set(bad) == {
+        "truncated.jpg",
+        "zero.png",
+        "text.png",
+        "nocaption.png",
+        "emptycaption.png",
+        "missing.png",
+    }
+    assert bad["zero.png"] == "empty file (0 bytes)"
+    assert bad["text.png"] == "not an image PIL can read"
+    assert bad["truncated.jpg"].startswith("unreadable image data")
+    assert bad["nocaption.png"] == "no caption" and bad["emptycaption.png"] == "empty caption"
+    assert bad["missing.png"] == "file not found"
+    assert report["count"] == 6
+    # captioned records: 20 good, 6 odd files and 1 missing; the bad ones are skipped on read
+    assert len(data) == 27
+    # a bad sample's place is taken by the next readable one
+    index = next(i for i, r in enumerate(data.records) if r["source"].endswith("zero.png"))
+    assert torch.equal(data[index]["pixel_values"], data[index + 1]["pixel_values"])
+
+
+def test_inspect_counts_sizes_captions_and_bad_files(messy, capsys):
+    report = inspect(messy)
+    assert report["format"] == "imagefolder" and report["readable"] == 23
+    assert report["image_sizes"]["32x32"] == 22 and report["image_sizes"]["40x40"] == 1
+    assert report["caption_words"]["min"] >= 2 and report["count"] == 6
+    assert data_main(["inspect", str(messy)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["count"] == 6 and printed["readable"] == 23
+    assert data_main(["inspect", str(messy / "nothing")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_modes_are_converted_to_rgb_as_users_expect():
+    gray16 = Image.fromarray(np.full((4, 4), 65535, dtype=np.uint16))
+    assert load_image(png_bytes(gray16)).getpixel((0, 0)) == (255, 255, 255)
+    clear = Image.new("RGBA", (4, 4), (255, 0, 0, 0))
+    assert load_image(png_bytes(clear), background=(0, 0, 255)).getpixel((0, 0)) == (0, 0, 255)
+    half = Image.new("LA", (4, 4), (0, 128))
+    assert load_image(png_bytes(half), background=(255, 255, 255)).getpixel((0, 0))[0] in (126, 127)
+    palette = Image.new("P", (4, 4), 3)
+    palette.putpalette([0, 0, 0] * 3 + [10, 200, 30] + [0, 0, 0] * 252)
+    assert load_image(png_bytes(palette)).getpixel((0, 0)) == (10, 200, 30)
+    cmyk = load_image(png_bytes(Image.new("CMYK", (8, 8), (0, 255, 255, 0)), "JPEG"))
+    r, g, b = cmyk.getpixel((4, 4))
+    assert r > 200 and g < 60 and b < 60  # red
+
+
+def test_exif_orientation_is_applied():
+    wide = Image.new("RGB", (8, 4), (0, 0, 0))
+    wide.paste((255, 255, 255), (0, 0, 4, 4))  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    shown = load_image(png_bytes(wide, "JPEG", exif=exif.tobytes(), quality=100))
+    assert shown.size == (4, 8)
+    assert shown.getpixel((2, 1))[0] > 200 and shown.getpixel((2, 6))[0] < 50  # top half white
+
+
+def test_decompression_bombs_are_refused(monkeypatch):
+    monkeypatch.setattr("t2i.data.images.MAX_PIXELS", 100)
+    with pytest.raises(BadImageError, match="decompression bomb"):
+        load_image(png_bytes(Image.new("RGB", (20, 20))))
+
+
+def test_fit_resizes_the_short_side_and_crops_centre_or_at_random():
+    image = Image.new("RGB", (60, 30))
+    image.paste((255, 0, 0), (0, 0, 30, 30))
+    centre = fit(image, 10)
+    assert (
+        centre.size == (10, 10)
+        and centre.getpixel((0, 5))[0] > 200
+        and centre.getpixel((9, 5))[0] < 50
+    )
+    crops = {fit(image, 10, True, torch.Generator().manual_seed(s)).tobytes() for s in range(8)}
+    assert len(crops) > 1
+
+
+def test_text_pairs_layout_with_nested_folders_and_caption_lists(tmp_path):
+    root = tmp_path / "pairs"
+    (root / "a" / "b").mkdir(parents=True)
+    for i, folder in enumerate([root, root / "a", root / "a" / "b"]):
+        Image.new("RGB", (20, 20), (i * 100, 0, 0)).save(folder / f"{i}.jpg")
+    (root / "0.txt").write_text("a red circle\n")
+    (root / "a" / "1.txt").write_text("a blue square\nthe blue square\n")
+    assert detect_format(root) == "text_pairs"
+    data = CaptionedDataset(root, image_size=8)
+    assert len(data) == 2 and data.report()["count"] == 1  # 2.jpg has no .txt
+    random_captions = {data[1]["caption"] for _ in range(20)}
+    assert random_captions == {"a blue square", "the blue square"}
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".parquet"])
+def test_tables_name_images_relative_to_their_folder(tmp_path, suffix):
+    root = export(tmp_path / "imgs", n=4, seed=0)
+    rows = [json.loads(line) for line in (root / "metadata.jsonl").read_text().splitlines()]
+    table = datasets.Dataset.from_dict(
+        {"path": [f"imgs/{r['file_name']}" for r in rows], "text": [r["caption"] for r in rows]}
+    )
+    file = tmp_path / f"data{suffix}"
+    if suffix == ".parquet":
+        table.to_parquet(str(file))
+    else:
+        table.to_csv(str(file), sep="\t" if suffix == ".tsv" else ",", index=False)
+    data = CaptionedDataset(file, image_size=32)
+    assert data.format == "table" and len(data) == 4
+    assert data[2]["caption"] == rows[2]["caption"]
+    want = torch.from_numpy(np.array(Image.open(root / rows[2]["file_name"]).convert("RGB")))
+    got = ((data[2]["pixel_values"] + 1) * 127.5).round().permute(1, 2, 0)
+    assert torch.equal(got.to(torch.uint8), want)
+
+
+def test_a_saved_datasets_folder_with_image_bytes(tmp_path):
+    images = [Image.new("RGB", (12, 12), (0, 200, 0)), Image.new("RGB", (12, 12), (0, 0, 200))]
+    table = datasets.Dataset.from_dict({"image": images, "caption": ["green", "blue"]})
+    table = table.cast_column("image", datasets.Image())
+    table.save_to_disk(str(tmp_path / "saved"))
+    data = CaptionedDataset(tmp_path / "saved", image_size=12)
+    assert data.format == "saved" and data[1]["caption"] == "blue"
+    assert data[1]["pixel_values"][2].mean() > 0.5  # blue channel
+
+
+def test_unknown_layouts_and_columns_are_named(tmp_path):
+    (tmp_path / "x.bin").write_bytes(b"0")
+    with pytest.raises(ValueError, match="not a captioned data set t2i reads"):
+        detect_format(tmp_path / "x.bin")
+    root = export(tmp_path / "imgs", n=2, seed=0)
+    with pytest.raises(ValueError, match="no caption column 'title'"):
+        CaptionedDataset(root, caption_column="title")
+
+
+def test_training_on_a_messy_folder_goes_on_and_names_the_bad_files(messy, tmp_path, caplog):
+    from t2i import train
+
+    out = tmp_path / "run"
+    argv = [
+        "configs/shapes/vqvae.yaml",
+        f"data.path={messy}",
+        "data.num_val=2",
+        "train.batch_size=8",
+        "train.max_steps=4",
+        "train.sample_every=100",
+        f"train.output_dir={out}",
+        "model.channels=[8, 16]",
+        "model.num_res_blocks=1",
+        "model.embed_dim=8",
+        "model.codebook_size=16",
+    ]
+    with caplog.at_level("WARNING"):
+        assert train.main(argv) == 0
+    assert (out / "model" / "config.json").is_file()
+    summary = [r.getMessage() for r in caplog.records if "bad samples" in r.getMessage()]
+    assert len(summary) == 1
+    for name in ("truncated.jpg", "zero.png", "text.png", "nocaption.png", "missing.png"):
+        assert name in summary[0]
+    assert train.main(["configs/shapes/vqvae.yaml", f"data.path={tmp_path / 'none'}"]) == 2
