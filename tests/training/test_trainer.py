@@ -151,3 +151,28 @@ def test_ema_weights_are_what_the_final_model_saves(tmp_path):
     assert not torch.equal(saved.lin.weight, trainer.model.lin.weight)
     state = json.loads((list_checkpoints(tmp_path / "run")[-1] / "trainer_state.json").read_text())
     assert state["step"] == 10 and state["ema"]["decay"] == 0.5
+
+
+def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one_to_resume(tmp_path, monkeypatch):
+    straight = make(tmp_path / "a")
+    straight.train()
+    from t2i.training import checkpoints
+
+    write = checkpoints._write_json_atomic
+
+    def dies_at_step_20(path, data):
+        if data["step"] == 20:
+            raise KeyboardInterrupt  # the state file of checkpoint 20 never lands
+        write(path, data)
+
+    monkeypatch.setattr(checkpoints, "_write_json_atomic", dies_at_step_20)
+    with pytest.raises(KeyboardInterrupt):
+        make(tmp_path / "b").train()
+    monkeypatch.undo()
+    run = tmp_path / "b" / "run"
+    assert (run / "checkpoints" / ".tmp-checkpoint-0000020").is_dir()  # the half-written one
+    assert [c.name for c in list_checkpoints(run)] == ["checkpoint-0000010"]
+    resumed = make(tmp_path / "b", resume="latest")
+    assert resumed.train().step == 20
+    for p, q in zip(straight.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(p, q)
