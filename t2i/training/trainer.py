@@ -81,6 +81,13 @@ def resolve_mixed_precision(setting: str) -> str:
     return setting
 
 
+def _cpu_processes() -> bool:
+    """Several processes (torchrun, mpirun) and no CUDA: join them over gloo on the CPU, as
+    `accelerate launch --cpu` would (Accelerate only does so when told it is on the CPU)."""
+    world = max(int(os.environ.get(k, "1")) for k in ("WORLD_SIZE", "PMI_SIZE"))
+    return world > 1 and not torch.cuda.is_available()
+
+
 class Trainer:
     """Trains `model` on `train_dataset` as `config` says.
 
@@ -117,6 +124,7 @@ class Trainer:
         self.score_samples = score_samples
         self.out = Path(config.output_dir)
         self.accelerator = Accelerator(
+            cpu=_cpu_processes(),
             mixed_precision=resolve_mixed_precision(config.mixed_precision),
             gradient_accumulation_steps=config.gradient_accumulation_steps,
             log_with=default_trackers(self.out / "logs"),
