@@ -28,7 +28,7 @@ from t2i.config import (
     load_config,
     save_config,
 )
-from t2i.data.captioned import CaptionedDataset
+from t2i.data.captioned import CaptionedDataset, WebDatasetShards, detect_format
 from t2i.data.shapes import ShapesDataset
 from t2i.data.text import CaptionCollator
 from t2i.data.tokens import TokenDataset, cached_tokens, encode_dataset, fingerprint
@@ -89,6 +89,11 @@ def captioned_datasets(data: DataConfig, where: str) -> tuple[Dataset, Dataset]:
     if not data.path:
         raise ConfigError(f"{where}: data.dataset=captioned needs data.path")
     try:
+        if detect_format(data.path) == "webdataset":
+            stream = WebDatasetShards(
+                data.path, data.image_size, data.caption_column, data.random_crop, seed=data.seed
+            )
+            return stream.split(data.num_val)
         full = CaptionedDataset(
             data.path, data.image_size, data.caption_column, data.image_column, data.random_crop
         )
@@ -266,7 +271,7 @@ def run(config: ExperimentConfig, where: str = "config") -> TrainResult:
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("training %s (%.2fM parameters) into %s", config.model["type"], n_params / 1e6, out)
     result = trainer.train()
-    if isinstance(images, CaptionedDataset) and images.bad:
+    if isinstance(images, (CaptionedDataset, WebDatasetShards)) and images.bad:
         report = images.report()
         logger.warning(
             "skipped %d bad samples of %s: %s",

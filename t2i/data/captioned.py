@@ -9,7 +9,9 @@ Layouts (`detect_format`):
 - "table": a CSV, TSV or Parquet file with an image path column (relative to the file's
   folder) and a caption column, read with `datasets`;
 - "saved": a `datasets` directory written by `save_to_disk`, with an image column (an
-  `Image` feature, or paths) and a caption column.
+  `Image` feature, or paths) and a caption column;
+- "webdataset": .tar shards (a file, a folder of them, or a glob), streamed by
+  `WebDatasetShards` for data sets larger than a disk's worth of loose files.
 A caption may be a list of captions; each time the image is drawn, one is picked at random.
 
 Nothing bad stops a run: a sample without a caption is left out when the set is built; a
@@ -21,6 +23,7 @@ is logged once with its file and reason and kept in `bad` (`report()` sums them 
 from __future__ import annotations
 
 import copy
+import glob
 import hashlib
 import json
 import logging
@@ -31,14 +34,14 @@ from typing import Any
 
 import datasets
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, IterableDataset
 
 from t2i.data.images import IMAGE_EXTENSIONS, BadImageError, fit, load_image
 from t2i.data.shapes import to_tensor
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("imagefolder", "text_pairs", "table", "saved")
+FORMATS = ("imagefolder", "text_pairs", "table", "saved", "webdataset")
 CAPTION_COLUMNS = ("caption", "text", "captions", "prompt")
 IMAGE_COLUMNS = ("file_name", "image", "image_path", "path", "filename")
 TABLE_LOADERS = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
@@ -47,6 +50,8 @@ TABLE_LOADERS = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
 def detect_format(path: str | Path) -> str:
     """Which layout `path` holds (see the module docstring); a ValueError naming what was
     looked for when it is none of them."""
+    if any(c in str(path) for c in "*?[") or str(path).endswith(".tar"):
+        return "webdataset"
     path = Path(path)
     if path.is_file() and path.suffix.lower() in TABLE_LOADERS:
         return "table"
@@ -55,6 +60,8 @@ def detect_format(path: str | Path) -> str:
             return "saved"
         if (path / "metadata.jsonl").is_file():
             return "imagefolder"
+        if any(path.glob("*.tar")):
+            return "webdataset"
         if any(p.suffix == ".txt" for p in path.rglob("*.txt")):
             return "text_pairs"
     if not path.exists():
@@ -110,6 +117,8 @@ class CaptionedDataset(Dataset):
         self.path, self.image_size = Path(path), image_size
         self.random_crop, self.background = random_crop, tuple(background)
         self.format = detect_format(self.path)
+        if self.format == "webdataset":
+            raise ValueError(f"{self.path}: WebDataset shards are streamed; use WebDatasetShards")
         self.bad: dict[str, str] = {}  # source -> reason
         records = getattr(self, f"_read_{self.format}")(caption_column, image_column)
         self.records = [r for r in records if self._has_caption(r)]
@@ -288,6 +297,8 @@ def inspect(path: str | Path, **kwargs: Any) -> dict[str, Any]:
         path: the data set.
         kwargs: `CaptionedDataset` arguments (caption_column, image_column).
     """
+    if detect_format(path) == "webdataset":
+        return WebDatasetShards(path, caption_column=kwargs.get("caption_column")).inspect()
     data = CaptionedDataset(path, **kwargs)
     sizes: Counter = Counter()
     for record in data.records:
@@ -300,16 +311,168 @@ def inspect(path: str | Path, **kwargs: Any) -> dict[str, Any]:
             continue
         sizes[f"{image.width}x{image.height}"] += 1
     words = [len(c.split()) for r in data.records for c in r["caption"]]
+    samples = len(data.records) + sum(1 for s in data.bad if "caption" in data.bad[s])
+    return _summary(data.path, data.format, samples, sizes, words, data.report())
+
+
+def _summary(
+    path: Any, fmt: str, samples: int, sizes: Counter, words: list[int], report: dict
+) -> dict[str, Any]:
+    """The report `python -m t2i.data inspect` prints."""
     return {
-        "path": str(data.path),
-        "format": data.format,
-        "samples": len(data.records) + sum(1 for s in data.bad if "caption" in data.bad[s]),
+        "path": str(path),
+        "format": fmt,
+        "samples": samples,
         "readable": sum(sizes.values()),
         "image_sizes": dict(sizes.most_common()),
         "caption_words": {
-            "min": min(words),
-            "mean": round(sum(words) / len(words), 2),
-            "max": max(words),
+            "min": min(words, default=0),
+            "mean": round(sum(words) / max(len(words), 1), 2),
+            "max": max(words, default=0),
         },
-        **data.report(),
+        **report,
     }
+
+
+def shard_files(path: str | Path) -> list[str]:
+    """The .tar shards a path names: a .tar file, a folder of them, or a glob pattern."""
+    text = str(path)
+    if any(c in text for c in "*?["):
+        files = sorted(glob.glob(text))
+    elif Path(text).is_dir():
+        files = sorted(str(p) for p in Path(text).glob("*.tar"))
+    else:
+        files = [text] if Path(text).is_file() else []
+    if not files:
+        raise FileNotFoundError(f"{path}: no WebDataset .tar shards")
+    return files
+
+
+class WebDatasetShards(IterableDataset):
+    """WebDataset tar shards streamed through `datasets` (nothing is unpacked to disk): the
+    files of one sample share a key, the image under its extension (png, jpg, ...) and the
+    caption in a .txt (or a field of a .json). Shards are split among DataLoader workers and
+    shuffled with a seeded buffer, anew each epoch; bad samples are reported and skipped.
+
+    Args:
+        path: a .tar file, a folder of .tar shards, or a glob pattern ("data/shard-*.tar").
+        image_size: the side S images are resized and cropped to.
+        caption_column: "txt" (default), or a field of the samples' .json.
+        random_crop: crop at random offsets (else the centre).
+        background: the colour transparent pixels are composited on.
+        shuffle_buffer: samples in the shuffle buffer (0: stream order).
+        seed: seeds the shuffle.
+        skip_keys: sample keys left out (those taken for validation).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        image_size: int = 32,
+        caption_column: str | None = None,
+        random_crop: bool = False,
+        background: tuple[int, int, int] = (255, 255, 255),
+        shuffle_buffer: int = 1000,
+        seed: int = 0,
+        skip_keys: frozenset[str] = frozenset(),
+    ) -> None:
+        self.path, self.files = str(path), shard_files(path)
+        self.skip_keys = frozenset(skip_keys)
+        self.image_size, self.random_crop, self.background = image_size, random_crop, background
+        self.caption_column = caption_column or "txt"
+        self.shuffle_buffer, self.seed, self.epoch = shuffle_buffer, seed, 0
+        self.bad: dict[str, str] = {}
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffle for this epoch (the trainer calls it)."""
+        self.epoch = epoch
+
+    def _stream(self) -> datasets.IterableDataset:
+        stream = datasets.load_dataset(
+            "webdataset", data_files={"train": self.files}, split="train", streaming=True
+        )
+        for name, feature in stream.features.items():
+            if isinstance(feature, datasets.Image):
+                stream = stream.cast_column(name, datasets.Image(decode=False))
+        if self.shuffle_buffer:
+            stream = stream.shuffle(seed=self.seed, buffer_size=self.shuffle_buffer)
+            stream.set_epoch(self.epoch)
+        return stream
+
+    def __iter__(self):
+        for row in self._stream():
+            if row.get("__key__") in self.skip_keys:
+                continue
+            source = f"{row.get('__url__')}:{row.get('__key__')}"
+            try:
+                yield self._sample(row)
+            except (BadImageError, OSError) as err:
+                if source not in self.bad:
+                    self.bad[source] = str(err)
+                    logger.warning("skipping %s: %s", source, err)
+
+    def _sample(self, row: dict) -> dict[str, Any]:
+        image = next((row[k] for k in row if k.lower() in _IMAGE_KEYS and row[k]), None)
+        if image is None:
+            raise BadImageError("no image in the sample")
+        caption = self._caption(row)
+        picture = load_image(image["bytes"] if isinstance(image, dict) else image, self.background)
+        picture = fit(picture, self.image_size, self.random_crop)
+        return {"pixel_values": to_tensor(picture), "caption": caption}
+
+    def _caption(self, row: dict) -> str:
+        if self.caption_column in row:
+            caption = row[self.caption_column]
+        else:
+            caption = (row.get("json") or {}).get(self.caption_column)
+        captions = caption if isinstance(caption, list) else [caption]
+        captions = [c.strip() for c in captions if isinstance(c, str) and c.strip()]
+        if not captions:
+            raise BadImageError("no caption" if caption is None else "empty caption")
+        return random.choice(captions)
+
+    def report(self) -> dict[str, Any]:
+        """What was skipped so far (in this process)."""
+        return {"bad": dict(self.bad), "count": len(self.bad)}
+
+    def split(self, num_val: int) -> tuple[WebDatasetShards, list[dict]]:
+        """(a training stream without them, the first num_val readable samples in shard order)."""
+        head = copy.copy(self)
+        head.shuffle_buffer = 0
+        val, keys = [], set()
+        for row in head._stream():
+            if len(val) >= num_val:
+                break
+            try:
+                val.append(self._sample(row))
+                keys.add(row["__key__"])
+            except (BadImageError, OSError):
+                continue
+        train = copy.copy(self)
+        train.skip_keys = frozenset(keys)
+        return train, val
+
+    def inspect(self) -> dict[str, Any]:
+        """One pass over the shards: counts, image sizes, caption lengths, bad samples."""
+        sizes: Counter = Counter()
+        words, samples = [], 0
+        head = copy.copy(self)
+        head.shuffle_buffer = 0
+        for row in head._stream():
+            samples += 1
+            source = f"{row.get('__url__')}:{row.get('__key__')}"
+            try:
+                caption = self._caption(row)
+                image = next((row[k] for k in row if k.lower() in _IMAGE_KEYS and row[k]), None)
+                if image is None:
+                    raise BadImageError("no image in the sample")
+                picture = load_image(image["bytes"], self.background)
+            except (BadImageError, OSError) as err:
+                self.bad.setdefault(source, str(err))
+                continue
+            sizes[f"{picture.width}x{picture.height}"] += 1
+            words.append(len(caption.split()))
+        return _summary(self.path, "webdataset", samples, sizes, words, self.report())
+
+
+_IMAGE_KEYS = tuple(e.lstrip(".") for e in IMAGE_EXTENSIONS)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import logging
 import math
 import os
@@ -29,7 +30,7 @@ from accelerate.utils import (
 )
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
@@ -137,10 +138,11 @@ class Trainer:
         )
         self.model = model
         self.sample_batch = self._sample_batch(sample_dataset or train_dataset, collate_fn)
+        self.streaming = isinstance(train_dataset, IterableDataset)  # shuffles itself
         loader = DataLoader(
             train_dataset,
             batch_size=config.batch_size,
-            shuffle=True,
+            shuffle=not self.streaming,
             drop_last=True,
             collate_fn=collate_fn,
             num_workers=num_workers,
@@ -164,7 +166,7 @@ class Trainer:
         self.wrapped, self.optimizer, self.loader, self.scheduler = self.accelerator.prepare(
             _LossModule(model), optimizer, loader, scheduler
         )
-        if len(self.loader) == 0:
+        if not self.streaming and len(self.loader) == 0:
             raise ValueError(
                 f"the data set has {len(train_dataset)} samples, fewer than one "
                 f"batch (train.batch_size={config.batch_size})"
@@ -185,8 +187,10 @@ class Trainer:
         """A fixed batch for sample grids, so grids over training are comparable."""
         if not hasattr(self.model, "log_images"):
             return None
-        n = min(self.config.num_samples, len(dataset))
-        items = [dataset[i] for i in range(n)]
+        if isinstance(dataset, IterableDataset):
+            items = list(itertools.islice(iter(dataset), self.config.num_samples))
+        else:
+            items = [dataset[i] for i in range(min(self.config.num_samples, len(dataset)))]
         return collate_fn(items) if collate_fn else torch.utils.data.default_collate(items)
 
     # ---- the loop ------------------------------------------------------------------------
@@ -227,10 +231,24 @@ class Trainer:
 
     def _batches(self):
         """This epoch's batches, skipping those a resumed run already consumed."""
+        if self.streaming:
+            return self._stream()
         micro = self.step * self.config.gradient_accumulation_steps
         epoch, skip = divmod(micro, len(self.loader))
         self.loader.set_epoch(epoch)
         return self.accelerator.skip_first_batches(self.loader, skip) if skip else self.loader
+
+    def _stream(self):
+        """Batches of a streamed data set, epoch after epoch without end; a resumed run reads
+        past the batches it already consumed, so the data order continues."""
+        skip = self.step * self.config.gradient_accumulation_steps
+        for epoch in itertools.count():
+            self.loader.set_epoch(epoch)
+            for batch in self.loader:
+                if skip:
+                    skip -= 1
+                    continue
+                yield batch
 
     def _update(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """One micro-batch: forward, backward, and on the last micro-batch an optimizer step."""

@@ -12,7 +12,11 @@ from t2i.config import load_config
 from t2i.models import VAE
 from t2i.training import read_metrics
 
-CONFIGS = sorted(Path(__file__).resolve().parents[2].glob("configs/**/*.yaml"))
+CONFIGS = sorted(  # training configs; configs/accelerate/ holds launch configs
+    p
+    for p in Path(__file__).resolve().parents[2].glob("configs/**/*.yaml")
+    if p.parent.name != "accelerate"
+)
 TINY_VAE = [
     "model.channels=[8, 16]",
     "model.latent_dim=8",
