@@ -128,14 +128,41 @@ class ExperimentConfig:
     """One training run: which model, on which data, trained how.
 
     Args:
-        model: `type` (a key of `t2i.models.MODELS`) and that class's constructor arguments.
+        model: `type` (a key of `t2i.models.MODELS`) and that class's constructor arguments;
+            `type: pipeline` fine-tunes the `stages` of a saved pipeline instead.
         data: the data set.
         train: the training loop.
+        init_from: start from saved weights: a saved model or run directory, or a saved
+            pipeline (its component of the model's family; the architecture comes with the
+            weights, so the model section's other keys are ignored). For `type: pipeline`,
+            the pipeline to fine-tune (None: the default shipped with t2i).
     """
 
     model: dict = dataclasses.field(default_factory=dict)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    init_from: str | None = None
+
+
+def _full_key(key: str, where: str) -> str:
+    """A shorthand override key (`max_steps`) as its section's key (`train.max_steps`)."""
+    if "." in key or key in ("init_from", "model", "data", "train"):
+        return key
+    sections = [
+        f.name
+        for f in dataclasses.fields(ExperimentConfig)
+        if dataclasses.is_dataclass(f.default_factory)
+        and key in {g.name for g in dataclasses.fields(f.default_factory)}
+    ]
+    if len(sections) != 1:
+        raise ConfigError(
+            f"{where}: override '{key}' names no single setting; write section.key "
+            f"(e.g. train.{key})"
+            if not sections
+            else f"{where}: override '{key}' is in several sections ({', '.join(sections)}); "
+            "write section.key"
+        )
+    return f"{sections[0]}.{key}"
 
 
 def _unknown_key(key: str, valid: list[str], where: str) -> ConfigError:
@@ -204,14 +231,16 @@ def apply_overrides(data: dict, overrides: list[str], where: str = "command line
 
     Args:
         data: the nested config dict (changed in place and returned).
-        overrides: strings like "train.max_steps=100".
+        overrides: strings like "train.max_steps=100"; a key that only one section has may
+            go without it ("max_steps=100", "output_dir=runs/x").
         where: the source named in errors.
     """
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"{where}: override '{item}' is not of the form key=value.")
         key, raw = item.split("=", 1)
-        parts = key.strip().split(".")
+        key = _full_key(key.strip(), where)
+        parts = key.split(".")
         node = data
         for part in parts[:-1]:
             node = node.setdefault(part, {})

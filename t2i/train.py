@@ -13,6 +13,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -33,7 +34,7 @@ from t2i.data.shapes import ShapesDataset
 from t2i.data.text import CaptionCollator
 from t2i.data.tokens import TokenDataset, cached_tokens, encode_dataset, fingerprint
 from t2i.evaluation import judge_many
-from t2i.models import MODELS, CLIPModel, ImageTokenizer, load_model, model_dir
+from t2i.models import MODELS, CLIPModel, DALLEPrior, ImageTokenizer, load_model, model_dir
 from t2i.training import Trainer, TrainResult, seed_everything
 
 logger = logging.getLogger("t2i.train")
@@ -55,6 +56,100 @@ def build_model(config: ExperimentConfig, where: str) -> torch.nn.Module:
         )
     cls = MODELS[name]
     return cls(**check_kwargs(cls.__init__, kwargs, f"{where}: model ({name})"))
+
+
+COMPONENTS: dict[str, type] = {  # a pipeline's components by the model families they hold
+    "image_tokenizer": ImageTokenizer,
+    "clip": CLIPModel,
+    "prior": DALLEPrior,
+}
+
+
+def initial_model(config: ExperimentConfig, where: str) -> torch.nn.Module:
+    """The model to train: new from the model section, or the saved one `init_from` names
+    (a model or run directory, or a pipeline's component of the model's family), in float32.
+
+    Args:
+        config: the experiment config.
+        where: the config's source, named in errors.
+    """
+    if config.init_from is None:
+        return build_model(config, where)
+    name = config.model["type"]
+    if name not in MODELS:
+        raise ConfigError(f"{where}: model.type={name!r} is not a t2i model")
+    cls, path = MODELS[name], Path(config.init_from)
+    if (path / "model_index.json").is_file():
+        path = path / next(c for c, kind in COMPONENTS.items() if issubclass(cls, kind))
+    try:
+        model = load_model(path)
+    except (FileNotFoundError, ValueError, StopIteration) as err:
+        raise ConfigError(f"{where}: init_from={config.init_from!r}: {err}") from err
+    if not isinstance(model, cls):
+        raise ConfigError(
+            f"{where}: init_from={config.init_from!r} holds a {type(model).__name__}, "
+            f"not the {cls.__name__} that model.type={name!r} trains"
+        )
+    logger.info("starting from the weights in %s", path)
+    return model.float().train()
+
+
+def finetune_pipeline(config: ExperimentConfig, where: str) -> TrainResult:
+    """Fine-tune the `model.stages` of a saved pipeline, in pipeline order, each stage
+    reading the stages before it as they now are, and save the new pipeline to
+    `train.output_dir` (the stages' runs go to its runs/ folder).
+
+    Args:
+        config: the experiment config (`model: {type: pipeline, stages: [...]}`).
+        where: the config's source, named in errors.
+    """
+    from t2i.pipelines import DEFAULT_PIPELINE, TextToImagePipeline, check_pipeline_dir
+
+    stages = config.model.get("stages") or ["prior"]
+    unknown = [s for s in stages if s not in COMPONENTS]
+    if unknown or set(config.model) - {"type", "stages"}:
+        raise ConfigError(
+            f"{where}: model.type=pipeline takes only model.stages, a list of "
+            f"{', '.join(COMPONENTS)} (got {unknown or sorted(config.model)})"
+        )
+    source = Path(config.init_from) if config.init_from else DEFAULT_PIPELINE
+    try:
+        check_pipeline_dir(source)
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(f"{where}: init_from={str(source)!r}: {err}") from err
+    out = Path(config.train.output_dir)
+    current = {name: source / name for name in COMPONENTS}
+    result = None
+    for stage in (s for s in COMPONENTS if s in stages):
+        result = run(stage_config(config, stage, current, out), f"{where} [{stage}]")
+        current[stage] = result.model_dir
+    parts = {name: load_model(path).eval() for name, path in current.items()}
+    TextToImagePipeline(**parts).save_pretrained(out)
+    logger.info("fine-tuned pipeline (%s) saved to %s", ", ".join(stages), out)
+    return dataclasses.replace(result, model_dir=out)
+
+
+def stage_config(
+    config: ExperimentConfig, stage: str, current: dict[str, Path], out: Path
+) -> ExperimentConfig:
+    """One fine-tuning stage's config: the component as the model, the data at the sizes of
+    the pipeline's tokenizer and CLIP, the stage's run folder."""
+    tokenizer, clip = load_model(current["image_tokenizer"]), load_model(current["clip"])
+    kind = type(load_model(current[stage]))
+    data = dataclasses.replace(
+        config.data,
+        image_size=tokenizer.config.image_size if stage != "clip" else config.data.image_size,
+        context_length=clip.config.context_length,
+        tokenizer=str(current["image_tokenizer"]) if stage == "prior" else None,
+        clip=str(current["clip"]) if stage == "prior" else None,
+    )
+    return dataclasses.replace(
+        config,
+        model={"type": next(k for k, v in MODELS.items() if v is kind)},
+        data=data,
+        train=dataclasses.replace(config.train, output_dir=str(out / "runs" / stage)),
+        init_from=str(current[stage]),
+    )
 
 
 def build_datasets(data: DataConfig, where: str) -> tuple[Dataset, Dataset]:
@@ -232,8 +327,10 @@ def run(config: ExperimentConfig, where: str = "config") -> TrainResult:
         config: the experiment config.
         where: the config's source, named in errors.
     """
+    if config.model.get("type") == "pipeline":
+        return finetune_pipeline(config, where)
     seed_everything(config.train.seed)
-    model = build_model(config, where)
+    model = initial_model(config, where)
     context = model.config.get("context_length")
     if context is not None and context != config.data.context_length:
         raise ConfigError(

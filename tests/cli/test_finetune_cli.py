@@ -1,0 +1,89 @@
+"""Fine-tuning a saved pipeline on a custom captioned folder, and starting any stage from
+saved weights (`init_from`)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from t2i import train
+from t2i.config import ConfigError, load_config
+from t2i.data.shapes import export
+from t2i.pipelines import load_pipeline
+
+TINY = [
+    "data.num_val=4",
+    "train.batch_size=8",
+    "train.warmup_steps=1",
+    "train.log_every=2",
+    "train.sample_every=100",
+    "train.checkpoint_every=100",
+]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return export(tmp_path_factory.mktemp("data") / "mine", n=48, seed=3, size=16)
+
+
+def weights(path):
+    return load_file(path / "diffusion_pytorch_model.safetensors")
+
+
+def test_finetune_the_prior_writes_a_pipeline_that_generate_loads(saved_pipeline, folder, tmp_path):
+    out = tmp_path / "tuned"
+    argv = [
+        "configs/custom/finetune.yaml",
+        f"data.path={folder}",
+        f"init_from={saved_pipeline}",
+        f"output_dir={out}",
+        "max_steps=4",
+        *TINY,
+    ]
+    assert train.main(argv) == 0
+    before, after = weights(saved_pipeline / "prior"), weights(out / "prior")
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the prior trained
+    tokenizer_before = weights(saved_pipeline / "image_tokenizer")
+    tokenizer_after = weights(out / "image_tokenizer")
+    assert all(torch.equal(tokenizer_before[k], tokenizer_after[k]) for k in tokenizer_before)
+    assert (out / "runs" / "prior" / "logs" / "metrics.csv").is_file()
+    pipe = load_pipeline(out, device="cpu")
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe("a red circle", num_images_per_prompt=1, output_type="pt").images.shape == (
+        1,
+        3,
+        16,
+        16,
+    )
+
+
+def test_init_from_starts_a_stage_from_a_pipeline_component(saved_pipeline, folder, tmp_path):
+    argv = [
+        "configs/shapes/vqvae.yaml",
+        f"data.path={folder}",
+        "data.image_size=16",
+        f"init_from={saved_pipeline}",
+        f"output_dir={tmp_path / 'vq'}",
+        "max_steps=0",
+        *TINY,
+    ]
+    assert train.main(argv) == 0
+    start, saved = weights(saved_pipeline / "image_tokenizer"), weights(tmp_path / "vq" / "model")
+    assert all(torch.equal(start[k].float(), saved[k]) for k in start)  # max_steps=0: as loaded
+
+
+def test_mismatched_init_and_shorthand_keys_are_named(saved_pipeline, tmp_path):
+    config = load_config("configs/shapes/dvae.yaml", [f"init_from={saved_pipeline / 'prior'}"])
+    with pytest.raises(ConfigError, match="holds a DALLEPrior, not the DiscreteVAE"):
+        train.initial_model(config, "cfg")
+    with pytest.raises(ConfigError, match="'seed' is in several sections"):
+        load_config("configs/shapes/vae.yaml", ["seed=1"])
+    with pytest.raises(ConfigError, match="'nonsense' names no single setting"):
+        load_config("configs/shapes/vae.yaml", ["nonsense=1"])
+    bad = load_config(
+        "configs/custom/finetune.yaml",
+        ["model.stages=[decoder]", "data.path=x", f"init_from={tmp_path}"],
+    )
+    with pytest.raises(ConfigError, match="takes only model.stages"):
+        train.run(bad, "cfg")
