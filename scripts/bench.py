@@ -77,6 +77,55 @@ def bench_data(repeats: int) -> list[tuple[str, str, float]]:
     return rows
 
 
+def _write_shards(folder: Path, out: Path, shards: int = 4) -> None:
+    """The images and captions of an exported folder as WebDataset .tar shards."""
+    import io
+    import json
+    import tarfile
+
+    rows = [json.loads(line) for line in (folder / "metadata.jsonl").read_text().splitlines()]
+    out.mkdir(parents=True, exist_ok=True)
+    for k in range(shards):
+        with tarfile.open(out / f"shard-{k}.tar", "w") as tf:
+            for row in rows[k::shards]:
+                key = Path(row["file_name"]).stem
+                for name, data in (
+                    (f"{key}.png", (folder / row["file_name"]).read_bytes()),
+                    (f"{key}.txt", row["caption"].encode()),
+                ):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tf.addfile(info, io.BytesIO(data))
+
+
+def bench_loading(n: int = 512) -> list[tuple[str, str, float]]:
+    """Data-loading throughput, 64 px images, batch 64: an image folder (metadata.jsonl) and
+    WebDataset shards, with 0, 1 and 2 DataLoader workers; one full pass each."""
+    import tempfile
+
+    from torch.utils.data import DataLoader
+
+    from t2i.data.captioned import CaptionedDataset, WebDatasetShards
+    from t2i.data.shapes import export
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = export(Path(tmp) / "folder", n=n, seed=0, size=64)
+        _write_shards(folder, Path(tmp) / "shards")
+        sets = {
+            "image folder": CaptionedDataset(folder, image_size=64),
+            "WebDataset shards": WebDatasetShards(Path(tmp) / "shards", image_size=64),
+        }
+        for name, data in sets.items():
+            for workers in (0, 1, 2):
+                loader = DataLoader(
+                    data, batch_size=64, num_workers=workers, collate_fn=CaptionCollator(32)
+                )
+                seconds = timed(lambda ld=loader: sum(1 for _ in ld), 1, torch.device("cpu"))
+                rows.append((f"data loading, {name}, {workers} workers", "images/s", n / seconds))
+    return rows
+
+
 def _batch(config, batch_size: int, device: torch.device) -> dict:
     """A batch of shapes samples for a config: pixels, captions and their tokens."""
     items = [make_sample(i, 0, config.data.image_size) for i in range(batch_size)]
@@ -212,10 +261,15 @@ def main(argv: list[str] | None = None) -> int:
         help="the shipped configs to time (default: all)",
     )
     parser.add_argument("--prior-batch-size", type=int, default=16, help="prompts per sample")
+    parser.add_argument(
+        "--no-loading", dest="loading", action="store_false", help="skip the data-loading rows"
+    )
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     rows = bench_data(args.repeats)
+    if args.loading:
+        rows += bench_loading()
     for name in args.models:
         batch_size = args.prior_batch_size if name == "prior" else args.batch_size
         rows += bench_model(name, batch_size, args.repeats, device, dtype)
