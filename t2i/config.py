@@ -40,6 +40,8 @@ class DataConfig:
         caption_column: the caption column of `path` (default: caption, text, ...).
         image_column: the image column of `path` (default: file_name, image, ...).
         random_crop: crop custom images at random offsets (else the centre).
+        check_images: read every image of `path` once before training, so that all bad
+            files are known (and reported) at the start; else they are found as read.
         image_size: side of the square images, in pixels.
         num_train: number of training samples.
         num_val: number of held-back samples used for sample grids and evaluation.
@@ -61,6 +63,7 @@ class DataConfig:
     caption_column: str | None = None
     image_column: str | None = None
     random_crop: bool = False
+    check_images: bool = True
     image_size: int = 32
     num_train: int = 50_000
     num_val: int = 512

@@ -194,6 +194,12 @@ def captioned_datasets(data: DataConfig, where: str) -> tuple[Dataset, Dataset]:
         )
     except (FileNotFoundError, ValueError) as err:
         raise ConfigError(f"{where}: data.path={data.path!r}: {err}") from err
+    if data.check_images:
+        report = full.check_all()
+        if report["count"]:
+            logger.warning(
+                "%s: %d bad samples will be skipped (listed at the end)", data.path, report["count"]
+            )
     train_set, val_set = full.split(data.num_val, data.seed)
     logger.info(
         "%s: %d training and %d validation samples (%s)",

@@ -35,6 +35,7 @@ from typing import Any
 import datasets
 import torch
 from torch.utils.data import Dataset, IterableDataset
+from tqdm.auto import tqdm
 
 from t2i.data.images import IMAGE_EXTENSIONS, BadImageError, fit, load_image
 from t2i.data.shapes import to_tensor
@@ -281,7 +282,7 @@ class CaptionedDataset(Dataset):
 
     def check_all(self) -> dict[str, Any]:
         """Read every image once (to find all bad files up front); return `report()`."""
-        for record in self.records:
+        for record in tqdm(self.records, desc="checking images", unit="img", leave=False):
             if record["source"] not in self.bad:
                 try:
                     self._sample(record)

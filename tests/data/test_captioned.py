@@ -25,8 +25,8 @@ def png_bytes(image: Image.Image, fmt: str = "PNG", **kw) -> bytes:
 
 @pytest.fixture
 def messy(tmp_path):
-    """20 good shapes images plus every kind of trouble, in an imagefolder layout."""
-    root = export(tmp_path / "messy", n=20, seed=0)
+    """100 image files: 92 good shapes images and 8 of every kind of trouble (imagefolder)."""
+    root = export(tmp_path / "messy", n=92, seed=0)
     rows = [json.loads(line) for line in (root / "metadata.jsonl").read_text().splitlines()]
     good = Image.open(root / rows[0]["file_name"]).convert("RGB")
     jpeg = png_bytes(good, "JPEG")
@@ -75,8 +75,8 @@ def test_bad_files_are_reported_by_name_and_skipped_and_every_good_one_is_read(m
     assert bad["nocaption.png"] == "no caption" and bad["emptycaption.png"] == "empty caption"
     assert bad["missing.png"] == "file not found"
     assert report["count"] == 6
-    # captioned records: 20 good, 6 odd files and 1 missing; the bad ones are skipped on read
-    assert len(data) == 27
+    # captioned records: 92 good, 6 odd files and 1 missing; the bad ones are skipped on read
+    assert len(data) == 99
     # a bad sample's place is taken by the next readable one
     index = next(i for i, r in enumerate(data.records) if r["source"].endswith("zero.png"))
     assert torch.equal(data[index]["pixel_values"], data[index + 1]["pixel_values"])
@@ -84,12 +84,12 @@ def test_bad_files_are_reported_by_name_and_skipped_and_every_good_one_is_read(m
 
 def test_inspect_counts_sizes_captions_and_bad_files(messy, capsys):
     report = inspect(messy)
-    assert report["format"] == "imagefolder" and report["readable"] == 23
-    assert report["image_sizes"]["32x32"] == 22 and report["image_sizes"]["40x40"] == 1
+    assert report["format"] == "imagefolder" and report["readable"] == 95
+    assert report["image_sizes"]["32x32"] == 94 and report["image_sizes"]["40x40"] == 1
     assert report["caption_words"]["min"] >= 2 and report["count"] == 6
     assert data_main(["inspect", str(messy)]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["count"] == 6 and printed["readable"] == 23
+    assert printed["count"] == 6 and printed["readable"] == 95
     assert data_main(["inspect", str(messy / "nothing")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
 
@@ -211,10 +211,20 @@ def test_training_on_a_messy_folder_goes_on_and_names_the_bad_files(messy, tmp_p
     with caplog.at_level("WARNING"):
         assert train.main(argv) == 0
     assert (out / "model" / "config.json").is_file()
-    summary = [r.getMessage() for r in caplog.records if "bad samples" in r.getMessage()]
-    assert len(summary) == 1
-    for name in ("truncated.jpg", "zero.png", "text.png", "nocaption.png", "missing.png"):
-        assert name in summary[0]
+    summary = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped")]
+    assert len(summary) == 1 and summary[0].startswith("skipped 6 bad samples")
+    named = {
+        "truncated.jpg",
+        "zero.png",
+        "text.png",
+        "nocaption.png",
+        "emptycaption.png",
+        "missing.png",
+    }
+    for name in named:
+        assert f"/{name} (" in summary[0]
+    for name in ("cmyk.jpg", "deep.png", "alpha.png"):  # odd but readable: trained on
+        assert name not in summary[0]
     assert train.main(["configs/shapes/vqvae.yaml", f"data.path={tmp_path / 'none'}"]) == 2
 
 
