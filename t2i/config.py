@@ -102,6 +102,7 @@ class TrainConfig:
         checkpoints_total_limit: keep only the newest this many checkpoints.
         max_nonfinite_steps: stop with an error after this many non-finite losses in a row.
         resume: "latest", a checkpoint directory, or null to start fresh.
+        compile: run the model through `torch.compile` (inductor).
     """
 
     output_dir: str = "runs/default"
@@ -123,6 +124,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     checkpoints_total_limit: int = 3
     max_nonfinite_steps: int = 10
+    compile: bool = False
     resume: str | None = None
 
 

@@ -166,6 +166,8 @@ class Trainer:
         self.wrapped, self.optimizer, self.loader, self.scheduler = self.accelerator.prepare(
             _LossModule(model), optimizer, loader, scheduler
         )
+        if config.compile:  # inductor; the first steps pay for the compilation
+            self.wrapped = torch.compile(self.wrapped)
         if not self.streaming and len(self.loader) == 0:
             raise ValueError(
                 f"the data set has {len(train_dataset)} samples, fewer than one "

@@ -176,3 +176,25 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one_to_resume(tmp_
     assert resumed.train().step == 20
     for p, q in zip(straight.model.parameters(), resumed.model.parameters(), strict=True):
         assert torch.equal(p, q)
+
+
+def test_compile_runs_the_model_through_torch_compile_on_the_cpu(tmp_path):
+    trainer = make(tmp_path, compile=True, max_steps=10)
+    assert type(trainer.wrapped).__name__ == "OptimizedModule"
+    result = trainer.train()
+    rows = read_metrics(tmp_path / "run" / "logs" / "metrics.csv")
+    assert result.step == 10 and rows[-1]["loss"] < rows[0]["loss"]
+    assert Toy.from_pretrained(result.model_dir).lin.weight.dtype == torch.float32
+
+
+def test_bf16_autocast_trains_fp32_weights_on_the_cpu(tmp_path):
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()  # one precision per process: this test's own
+    trainer = make(tmp_path, mixed_precision="bf16", max_steps=10)
+    assert trainer.accelerator.mixed_precision == "bf16"
+    result = trainer.train()
+    assert result.step == 10 and trainer.model.lin.weight.dtype == torch.float32
+    rows = read_metrics(tmp_path / "run" / "logs" / "metrics.csv")
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    AcceleratorState._reset_state()
