@@ -354,7 +354,7 @@ def run(config: ExperimentConfig, where: str = "config") -> TrainResult:
         train_set = token_dataset(tokenizer, train_set, config.data)
         val_set = token_dataset(tokenizer, val_set, config.data)
         decode_tokens = token_decoder(tokenizer)
-        judged = getattr(images, "has_spec", True)  # shapes specs (the world, or an export)
+        judged = getattr(images, "has_spec", isinstance(images, ShapesDataset))  # shapes specs
         if judged and model.config.get("context_length"):
             score = judge_samples  # a caption-conditioned prior: is it drawing the captions?
     out = Path(config.train.output_dir)

@@ -436,7 +436,22 @@ class WebDatasetShards(IterableDataset):
         """What was skipped so far (in this process)."""
         return {"bad": dict(self.bad), "count": len(self.bad)}
 
-    def split(self, num_val: int) -> tuple[WebDatasetShards, list[dict]]:
+    @property
+    def description(self) -> dict[str, Any]:
+        """What fixes the samples (for the token cache's keys): the shards and their
+        modification times, the samples left out and the image settings."""
+        skipped = hashlib.sha256("\n".join(sorted(self.skip_keys)).encode()).hexdigest()
+        return {
+            "shards": [str(Path(f).resolve()) for f in self.files],
+            "modified": max(Path(f).stat().st_mtime for f in self.files),
+            "skip_keys": skipped,
+            "image_size": self.image_size,
+            "random_crop": self.random_crop,
+            "background": list(self.background),
+            "caption_column": self.caption_column,
+        }
+
+    def split(self, num_val: int) -> tuple[WebDatasetShards, SampleList]:
         """(a training stream without them, the first num_val readable samples in shard order)."""
         head = copy.copy(self)
         head.shuffle_buffer = 0
@@ -451,7 +466,7 @@ class WebDatasetShards(IterableDataset):
                 continue
         train = copy.copy(self)
         train.skip_keys = frozenset(keys)
-        return train, val
+        return train, SampleList(val, {**self.description, "validation": sorted(keys)})
 
     def inspect(self) -> dict[str, Any]:
         """One pass over the shards: counts, image sizes, caption lengths, bad samples."""
@@ -474,6 +489,19 @@ class WebDatasetShards(IterableDataset):
             sizes[f"{picture.width}x{picture.height}"] += 1
             words.append(len(caption.split()))
         return _summary(self.path, "webdataset", samples, sizes, words, self.report())
+
+
+class SampleList(Dataset):
+    """Samples held in memory (a stream's validation head), with a description for caches."""
+
+    def __init__(self, samples: list[dict], description: dict[str, Any]) -> None:
+        self.samples, self.description = samples, description
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.samples[index]
 
 
 _IMAGE_KEYS = tuple(e.lstrip(".") for e in IMAGE_EXTENSIONS)

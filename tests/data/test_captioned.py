@@ -307,3 +307,43 @@ def test_training_streams_webdataset_shards_and_resumes(tmp_path):
     assert [r["step"] for r in read_metrics(out / "logs" / "metrics.csv")] == [3, 6]
     assert train.main([*argv, "train.max_steps=9", "train.resume=latest"]) == 0
     assert [r["step"] for r in read_metrics(out / "logs" / "metrics.csv")] == [3, 6, 9]
+
+
+def test_a_prior_trains_on_the_codes_of_streamed_shards(tmp_path):
+    from t2i import train
+
+    root = write_shards(tmp_path / "shards", bad=False)
+    common = [
+        f"data.path={root}",
+        "data.num_val=4",
+        "train.batch_size=8",
+        "train.sample_every=100",
+        "train.log_every=2",
+    ]
+    vq = [
+        "configs/shapes/vqvae.yaml",
+        *common,
+        "train.max_steps=2",
+        f"output_dir={tmp_path / 'vq'}",
+        "model.channels=[8, 16]",
+        "model.num_res_blocks=1",
+        "model.embed_dim=8",
+        "model.codebook_size=16",
+    ]
+    assert train.main(vq) == 0
+    prior = [
+        "configs/shapes/pixelcnn.yaml",
+        *common,
+        "train.max_steps=2",
+        f"output_dir={tmp_path / 'prior'}",
+        f"data.tokenizer={tmp_path / 'vq'}",
+        f"data.token_cache={tmp_path / 'cache'}",
+        "model.num_tokens=16",
+        "model.channels=8",
+        "model.num_layers=2",
+        "model.text_width=8",
+    ]
+    assert train.main(prior) == 0
+    assert len(list((tmp_path / "cache").iterdir())) == 2  # the stream's codes and the head's
+    assert train.main(prior) == 0  # a second run hits the cache
+    assert len(list((tmp_path / "cache").iterdir())) == 2
