@@ -79,6 +79,12 @@ def resolve_mixed_precision(setting: str) -> str:
         return "bf16" if torch.cuda.is_available() else "no"
     if setting not in ("no", "bf16", "fp16"):
         raise ValueError(f"train.mixed_precision={setting!r}: use 'auto', 'no', 'bf16' or 'fp16'")
+    if setting == "fp16" and not torch.cuda.is_available():
+        # Accelerate would quietly train in fp32 here: no fp16 autocast, no gradient scaler
+        raise ValueError(
+            "train.mixed_precision='fp16' needs a CUDA GPU (its gradient scaler is a CUDA "
+            "feature in Accelerate); on the CPU use 'bf16' or 'no'"
+        )
     return setting
 
 
@@ -180,6 +186,7 @@ class Trainer:
             self.ema.to(self.accelerator.device)
         self.step = 0  # optimizer updates done
         self.skipped = 0  # updates skipped for a non-finite loss
+        self.scaler_skipped = 0  # fp16 updates the gradient scaler dropped (inf/nan grads)
         self.nonfinite_in_a_row = 0
         self.bad_window = False  # a micro-batch of the current update had a non-finite loss
         self.grad_norm: torch.Tensor | None = None
@@ -303,8 +310,11 @@ class Trainer:
                 self.wrapped.parameters(), self.config.max_grad_norm
             )
         self.optimizer.step()
-        self.scheduler.step()
+        self.scheduler.step()  # Accelerate's scheduler holds still when the scaler skipped
         self.optimizer.zero_grad(set_to_none=True)
+        if self.optimizer.step_was_skipped:  # fp16: the scaler found inf/nan gradients
+            self.scaler_skipped += 1
+            return
         if self.ema is not None:
             self.ema.step(self.model.parameters())
 
@@ -321,6 +331,8 @@ class Trainer:
         metrics = {k: v / n for k, v in window.items()}
         metrics["lr"] = self.scheduler.get_last_lr()[0]
         metrics["skipped_steps"] = self.skipped
+        if self.accelerator.scaler is not None:
+            metrics["scaler_skipped_steps"] = self.scaler_skipped
         if self.grad_norm is not None:
             metrics["grad_norm"] = float(self.grad_norm)
         self.accelerator.log(metrics, step=self.step)

@@ -198,3 +198,9 @@ def test_bf16_autocast_trains_fp32_weights_on_the_cpu(tmp_path):
     rows = read_metrics(tmp_path / "run" / "logs" / "metrics.csv")
     assert rows[-1]["loss"] < rows[0]["loss"]
     AcceleratorState._reset_state()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 trains on CUDA")
+def test_fp16_on_the_cpu_is_an_error_not_a_silent_fp32_run(tmp_path):
+    with pytest.raises(ValueError, match="mixed_precision='fp16' needs a CUDA GPU"):
+        make(tmp_path, mixed_precision="fp16")
