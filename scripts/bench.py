@@ -41,7 +41,10 @@ MODEL_CONFIGS = (
     "pixelcnn_vqvae2",
     "clip",
     "prior",
+    "prior_embed",
 )
+# variants of a shipped config: name -> (config, model overrides)
+VARIANTS = {"prior_embed": ("prior", {"text_encoder": "embed"})}  # own BPE embedding
 
 
 def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
@@ -140,11 +143,14 @@ def bench_model(
 ) -> list[tuple[str, str, float]]:
     """Throughput of one shipped config's model: a training step (forward, backward, AdamW)
     and the inference paths of its family (sampling; encode and decode for tokenizers)."""
-    config = load_config(ROOT / "configs" / "shapes" / f"{name}.yaml")
+    base, overrides = VARIANTS.get(name, (name, {}))
+    config = load_config(ROOT / "configs" / "shapes" / f"{base}.yaml")
+    config.model.update(overrides)
     torch.manual_seed(0)
     model = build_model(config, name).to(device)
     batch = _batch(config, batch_size, device)
-    if isinstance(model, DALLEPrior):  # random CLIP states stand in for a CLIP model's
+    if isinstance(model, DALLEPrior) and model.config.text_encoder == "clip":
+        # random CLIP states stand in for a CLIP model's
         states = torch.randn(batch_size, model.config.context_length, model.config.clip_width)
         batch["text_states"] = states.to(device)
     if isinstance(model, TOKEN_PRIORS):  # random codes stand in for a tokenizer's
@@ -170,7 +176,10 @@ def bench_model(
 
         return run
 
-    label = f"{config.model['type']} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M)"
+    kind = config.model["type"]
+    if "text_encoder" in config.model:
+        kind += f", {config.model['text_encoder']} text"
+    label = f"{kind} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M)"
 
     def train_row() -> list[tuple[str, str, float]]:
         model.train()
@@ -205,7 +214,8 @@ def bench_prior_sampling(
     prior.eval()
     n = len(batch["input_ids"])
     label = (
-        f"dalle_prior dim {prior.config.dim}, depth {prior.config.depth}, "
+        f"dalle_prior ({prior.config.text_encoder} text) dim {prior.config.dim}, "
+        f"depth {prior.config.depth}, "
         f"{prior.config.context_length} text + {prior.image_len} image tokens, batch {n}"
     )
     seconds = {}
@@ -214,7 +224,10 @@ def bench_prior_sampling(
         def run(cache: bool = cache) -> None:
             with torch.no_grad(), autocast:
                 prior.sample(
-                    batch["input_ids"], batch["text_states"], guidance_scale=3.0, use_cache=cache
+                    batch["input_ids"],
+                    batch.get("text_states"),
+                    guidance_scale=3.0,
+                    use_cache=cache,
                 )
 
         seconds[cache] = timed(run, repeats, device)
@@ -271,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.loading:
         rows += bench_loading()
     for name in args.models:
-        batch_size = args.prior_batch_size if name == "prior" else args.batch_size
+        batch_size = args.prior_batch_size if name.startswith("prior") else args.batch_size
         rows += bench_model(name, batch_size, args.repeats, device, dtype)
     precision = "bf16 autocast" if dtype == torch.bfloat16 else "fp32"
     lines = [
