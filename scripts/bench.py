@@ -5,6 +5,10 @@ Measures, on this machine's device (CUDA with bf16 autocast when present, else t
 - each model family: training throughput (forward + backward + AdamW, images/s) at the
   shipped config's size, and its inference paths (images/s): sampling for the generative
   models, encode and decode for the tokenizers, sampling code grids for the PixelCNN priors.
+For the DALL-E prior also training tokens/s and, where the device's peak is known (a table of
+data-centre GPUs' dense bf16 peaks, or --peak-tflops), model FLOPs utilization: training
+FLOPs per token = 6 N + 12 L d T (N the non-embedding parameters, L layers, width d,
+sequence T; Chowdhery et al. 2022, appendix B) times tokens/s, over the peak.
 Each figure is the median of `--repeats` timed runs after a warm-up. The table is written to
 the output file under a heading that names the machine, so runs on other machines add up.
 """
@@ -139,7 +143,12 @@ def _batch(config, batch_size: int, device: torch.device) -> dict:
 
 
 def bench_model(
-    name: str, batch_size: int, repeats: int, device: torch.device, dtype: torch.dtype
+    name: str,
+    batch_size: int,
+    repeats: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    peak: float | None = None,
 ) -> list[tuple[str, str, float]]:
     """Throughput of one shipped config's model: a training step (forward, backward, AdamW)
     and the inference paths of its family (sampling; encode and decode for tokenizers)."""
@@ -192,7 +201,9 @@ def bench_model(
         tokens = model.eval().encode(x)
         paths = {"encode": lambda: model.encode(x), "decode": lambda: model.decode(tokens)}
     elif isinstance(model, DALLEPrior):
-        return [*train_row(), *bench_prior_sampling(model, batch, repeats, device, autocast)]
+        rows = train_row()
+        rows += prior_token_rows(model, rows[0][2], peak, label)
+        return [*rows, *bench_prior_sampling(model, batch, repeats, device, autocast)]
     elif isinstance(model, TOKEN_PRIORS):
         n, ids = batch_size, batch["input_ids"]
         paths = {"sample codes": lambda: model.sample(n, input_ids=ids)}
@@ -238,6 +249,56 @@ def bench_prior_sampling(
     ]
 
 
+# dense bf16 tensor-core peaks (no sparsity), TFLOP/s, from the vendors' data sheets
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0}
+
+
+def peak_tflops(device: torch.device, given: float | None) -> float | None:
+    """The device's dense peak in TFLOP/s: `given`, else the table's entry for a CUDA GPU."""
+    if given is not None or device.type != "cuda":
+        return given
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+
+
+def prior_flops_per_token(prior: DALLEPrior) -> tuple[float, int]:
+    """Training FLOPs per token of the prior and its sequence length T: 6 N T + 12 L d T^2 per
+    sample for the transformer's N weights and attention (Chowdhery et al. 2022, appendix
+    B; N counts weight matrices, not biases or norms), plus 6 x weights x positions for the
+    heads and 4 x for the text projection (its input needs no gradient), each over its own
+    part of the sequence (the text head as if no caption token were padding)."""
+    c = prior.config
+    text, image = c.context_length, prior.image_len
+    seq = text + image - 1  # the last image token is a target, never an input
+    matrices = sum(p.numel() for p in prior.transformer.parameters() if p.ndim == 2)
+    flops = 6.0 * matrices * seq
+    flops += 12.0 * c.depth * c.dim * seq * seq
+    flops += 6.0 * prior.image_head.weight.numel() * image
+    if c.text_encoder == "embed":  # the text head, tied to the embedding
+        flops += 6.0 * prior.text_embed.weight.numel() * (text - 1)
+    else:
+        flops += 4.0 * prior.text_proj.weight.numel() * text  # its input needs no gradient
+    return flops / seq, seq
+
+
+def prior_token_rows(
+    prior: DALLEPrior, images_per_s: float, peak: float | None, label: str
+) -> list[tuple[str, str, float]]:
+    """Training tokens/s of the prior and, with a peak, its model FLOPs utilization."""
+    flops, seq = prior_flops_per_token(prior)
+    tokens = images_per_s * seq
+    rows = [(f"{label} train ({seq} tokens/sample)", "tokens/s", tokens)]
+    if peak:
+        rows.append(
+            (
+                f"{label} train MFU (peak {peak:g} TFLOP/s)",
+                "%",
+                100 * tokens * flops / (peak * 1e12),
+            )
+        )
+    return rows
+
+
 def machine() -> str:
     """A one-line description of this machine."""
     cpu = platform.processor() or platform.machine()
@@ -273,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
         default=list(MODEL_CONFIGS),
         help="the shipped configs to time (default: all)",
     )
+    parser.add_argument(
+        "--peak-tflops", type=float, help="the device's peak TFLOP/s, for MFU (GPUs: a table)"
+    )
     parser.add_argument("--prior-batch-size", type=int, default=16, help="prompts per sample")
     parser.add_argument(
         "--no-loading", dest="loading", action="store_false", help="skip the data-loading rows"
@@ -285,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         rows += bench_loading()
     for name in args.models:
         batch_size = args.prior_batch_size if name.startswith("prior") else args.batch_size
-        rows += bench_model(name, batch_size, args.repeats, device, dtype)
+        peak = peak_tflops(device, args.peak_tflops)
+        rows += bench_model(name, batch_size, args.repeats, device, dtype, peak)
     precision = "bf16 autocast" if dtype == torch.bfloat16 else "fp32"
     lines = [
         f"### {date.today()}: {device.type}, {precision}",
