@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_pipeline
 from torch.utils.flop_counter import FlopCounterMode
-
-from t2i.models.prior import DALLEPrior
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench.py"
 spec = importlib.util.spec_from_file_location("bench", SCRIPT)
@@ -19,28 +18,17 @@ spec.loader.exec_module(bench)
 
 @pytest.mark.parametrize("text_encoder", ["clip", "embed"])
 def test_prior_flops_match_torch_flop_counter_on_a_training_step(text_encoder):
-    torch.manual_seed(0)
-    prior = DALLEPrior(
-        num_tokens=64,
-        grid_sizes=(4,),
-        context_length=8,
-        text_encoder=text_encoder,
-        text_vocab_size=500,
-        clip_width=16,
-        dim=32,
-        depth=2,
-        heads=4,
-    )
+    prior = tiny_pipeline(text_encoder).prior.train()  # 32 text + 4 x 4 image tokens
     n = 4
     batch = {
-        "image_tokens": torch.randint(0, 64, (n, 4, 4)),
-        "input_ids": torch.randint(1, 500, (n, 8)),  # no padding: the text head sees all
-        "text_states": torch.randn(n, 8, 16),
+        "image_tokens": torch.randint(0, 32, (n, 4, 4)),
+        "input_ids": torch.randint(1, 49408, (n, 32)),  # no padding: the text head sees all
+        "text_states": torch.randn(n, 32, 32),
     }
     with FlopCounterMode(display=False) as counter:
         prior.training_losses(batch)["loss"].backward()
     per_token, seq = bench.prior_flops_per_token(prior)
-    assert seq == 8 + 16 - 1
+    assert seq == 32 + 16 - 1
     # the counter skips the CPU's fused attention kernel: take the attention term out
     attention = 12.0 * prior.config.depth * prior.config.dim * seq * seq
     counted = counter.get_total_flops()
@@ -48,7 +36,7 @@ def test_prior_flops_match_torch_flop_counter_on_a_training_step(text_encoder):
 
 
 def test_mfu_row_needs_a_peak_and_divides_by_it():
-    prior = DALLEPrior(num_tokens=64, grid_sizes=(4,), context_length=8, clip_width=16, dim=32)
+    prior = tiny_pipeline().prior
     assert len(bench.prior_token_rows(prior, 10.0, None, "p")) == 1  # tokens/s only
     (_, unit, tokens), (_, pct, mfu) = bench.prior_token_rows(prior, 10.0, 1.0, "p")
     per_token, seq = bench.prior_flops_per_token(prior)
