@@ -244,6 +244,7 @@ def evaluate_shapes(
 PIPELINE_SETTINGS: dict[str, dict[str, Any]] = {
     "plain": dict(guidance_scale=1.0),
     "guidance": dict(guidance_scale=3.0),
+    "rerank": dict(guidance_scale=1.0, rerank=4),
     "guidance_rerank": dict(guidance_scale=3.0, rerank=4),  # rerank: candidates per image kept
 }
 

@@ -60,7 +60,7 @@ def test_a_pipeline_is_scored_per_setting_and_prompt_set(saved_pipeline, tmp_pat
     report = json.loads(out.read_text())
     assert report["prompts"] == 3 and report["images_per_prompt"] == 2
     assert report["guidance_rerank"]["settings"] == {"guidance_scale": 3.0, "rerank": 8}
-    for setting in ("plain", "guidance", "guidance_rerank"):
+    for setting in ("plain", "guidance", "rerank", "guidance_rerank"):
         for prompts in ("one_object", "two_objects", "holdout"):
             scores = report[setting][prompts]
             assert scores["n"] == 6 and 0.0 <= scores["fidelity"] <= 1.0
