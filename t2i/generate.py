@@ -8,6 +8,7 @@ Examples:
     python -m t2i.generate "a red circle" "a blue square" -n 8 --seed 1 --grid
     python -m t2i.generate "a green triangle" --model runs/shapes/pipeline --rerank 16
     python -m t2i.generate "a red circle below a cyan square" --init-image in.png --prime-rows 3
+    python -m t2i.generate "a small blue square in the top left" --route unclip
 """
 
 from __future__ import annotations
@@ -58,6 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--init-image", help="an image whose top code rows prime the sample")
     p.add_argument("--prime-rows", type=int, default=2, help="code rows kept from --init-image")
+    p.add_argument(
+        "--route",
+        choices=("dalle", "unclip"),
+        default="dalle",
+        help="dalle: the prior reads the caption; unclip: a diffusion prior draws a CLIP "
+        "image embedding that the decoder reads",
+    )
+    p.add_argument(
+        "--prior-guidance-scale", type=float, default=4.0, help="the diffusion prior's guidance"
+    )
+    p.add_argument("--steps", type=int, default=25, help="the diffusion prior's denoising steps")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     return p
 
@@ -137,7 +149,10 @@ def run(args: argparse.Namespace) -> list[Path]:
         rerank=args.rerank,
         init_image=args.init_image,
         prime_rows=args.prime_rows if init else 0,
+        route=args.route,
     )
+    if args.route == "unclip":
+        settings.update(prior_guidance_scale=args.prior_guidance_scale, steps=args.steps)
     result = pipe(
         args.prompts,
         num_images_per_prompt=args.num_images,
@@ -149,6 +164,9 @@ def run(args: argparse.Namespace) -> list[Path]:
         rerank=args.rerank,
         image=init,
         num_prime_rows=settings["prime_rows"],
+        route=args.route,
+        prior_guidance_scale=args.prior_guidance_scale,
+        num_inference_steps=args.steps,
     )
     return save_images(
         result.images, args.prompts, args.num_images, Path(args.out), settings, args.grid

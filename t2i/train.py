@@ -30,11 +30,20 @@ from t2i.config import (
     save_config,
 )
 from t2i.data.captioned import CaptionedDataset, WebDatasetShards, detect_format
+from t2i.data.embeddings import EmbeddingDataset, encode_embeddings
 from t2i.data.shapes import ShapesDataset
 from t2i.data.text import CaptionCollator
 from t2i.data.tokens import TokenDataset, cached_tokens, encode_dataset, fingerprint
 from t2i.evaluation import judge_many
-from t2i.models import MODELS, CLIPModel, DALLEPrior, ImageTokenizer, load_model, model_dir
+from t2i.models import (
+    MODELS,
+    CLIPModel,
+    DALLEPrior,
+    DiffusionPrior,
+    ImageTokenizer,
+    load_model,
+    model_dir,
+)
 from t2i.training import Trainer, TrainResult, seed_everything
 
 logger = logging.getLogger("t2i.train")
@@ -253,7 +262,10 @@ def _as_tuple(value: object) -> tuple:
 
 
 def token_dataset(
-    tokenizer: ImageTokenizer, dataset: ShapesDataset, data: DataConfig
+    tokenizer: ImageTokenizer,
+    dataset: ShapesDataset,
+    data: DataConfig,
+    clip: CLIPModel | None = None,
 ) -> TokenDataset:
     """A data set's code grids under `tokenizer`, from the cache (encoded on a miss).
 
@@ -261,38 +273,84 @@ def token_dataset(
         tokenizer: the trained tokenizer.
         dataset: the image data set.
         data: the data section (the tokenizer path and the cache folder).
+        clip: also keep each image's CLIP embedding (`image_embeds`: unCLIP's decoder).
     """
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    key = fingerprint(tokenizer.state_dict().items(), dict(tokenizer.config), dataset.description)
+    weights = list(tokenizer.state_dict().items())
+    described = [dict(tokenizer.config), dataset.description]
     source = f"{model_dir(data.tokenizer).resolve()} {dataset.description}"
+    extras = None
+    if clip is not None:
+        weights += [(f"clip.{k}", v) for k, v in clip.state_dict().items()]
+        described.append(dict(clip.config))
+        source += f" + {model_dir(data.clip).resolve()}"
+        extras = {"image_embeds": clip.encode_image}
 
     def build():
-        tokenizer.to(device)
-        return encode_dataset(dataset, tokenizer.encode, device=device)
+        for model in (tokenizer, clip):
+            if model is not None:
+                model.to(device)
+        return encode_dataset(dataset, tokenizer.encode, device=device, extras=extras)
 
+    key = fingerprint(weights, *described)
     return TokenDataset(cached_tokens(data.token_cache, key, source, build))
 
 
+def embedding_dataset(clip: CLIPModel, dataset: ShapesDataset, data: DataConfig) -> Dataset:
+    """A data set's CLIP image and text embeddings, from the cache (encoded on a miss).
+
+    Args:
+        clip: the trained CLIP model.
+        dataset: the image data set.
+        data: the data section (the CLIP path and the cache folder).
+    """
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    key = fingerprint(clip.state_dict().items(), dict(clip.config), dataset.description, "embeds")
+    source = f"{model_dir(data.clip).resolve()} {dataset.description} embeddings"
+
+    def build():
+        def texts(captions: list[str]) -> torch.Tensor:
+            return clip.encode_text(clip.tokenize(captions).to(device))
+
+        clip.to(device)
+        return encode_embeddings(dataset, clip.encode_image, texts, device=device)
+
+    return EmbeddingDataset(cached_tokens(data.token_cache, key, source, build))
+
+
+def clip_reads(model: torch.nn.Module) -> tuple[bool, bool]:
+    """Whether a model reads CLIP's caption token states, and CLIP's embeddings."""
+    if isinstance(model, DiffusionPrior):
+        return True, True
+    mode = model.config.get("text_encoder")
+    return mode == "clip", mode == "clip_image"
+
+
 def load_clip(data: DataConfig, model: torch.nn.Module, where: str) -> CLIPModel:
-    """The frozen CLIP model that `data.clip` names, checked against the prior reading it.
+    """The frozen CLIP model that `data.clip` names, checked against the model reading it.
 
     Args:
         data: the data section.
-        model: the prior (its `clip_width` and `context_length`).
+        model: the prior or decoder (its `clip_width`, `context_length`, `embed_dim`).
         where: the config's source, named in errors.
     """
     if not data.clip:
-        raise ConfigError(f"{where}: model.text_encoder=clip needs data.clip (a trained CLIP run)")
+        raise ConfigError(
+            f"{where}: {type(model).__name__} reads CLIP and needs data.clip (a trained CLIP run)"
+        )
     try:
         clip = load_model(data.clip)
     except (FileNotFoundError, ValueError) as err:
         raise ConfigError(f"{where}: data.clip={data.clip!r}: {err}") from err
     if not isinstance(clip, CLIPModel):
         raise ConfigError(f"{where}: data.clip={data.clip!r} is a {type(clip).__name__}, not CLIP")
-    for key, have in (
+    states, embeds = clip_reads(model)
+    checks = [
         ("clip_width", clip.config.text_width),
         ("context_length", clip.config.context_length),
-    ):
+    ]
+    checks = (checks if states else []) + ([("embed_dim", clip.config.embed_dim)] if embeds else [])
+    for key, have in checks:
         if model.config[key] != have:
             raise ConfigError(
                 f"{where}: model.{key}={model.config[key]} but the CLIP model at "
@@ -337,8 +395,10 @@ def run(config: ExperimentConfig, where: str = "config") -> TrainResult:
         return finetune_pipeline(config, where)
     seed_everything(config.train.seed)
     model = initial_model(config, where)
+    reads_states, reads_embeds = clip_reads(model)
     context = model.config.get("context_length")
-    if context is not None and context != config.data.context_length:
+    captioned = model.config.get("text_encoder") != "clip_image"  # a decoder reads no caption
+    if context is not None and captioned and context != config.data.context_length:
         raise ConfigError(
             f"{where}: model.context_length={context} but data.context_length="
             f"{config.data.context_length}; captions must be tokenised to the model's length"
@@ -346,13 +406,18 @@ def run(config: ExperimentConfig, where: str = "config") -> TrainResult:
     train_set, val_set = build_datasets(config.data, where)
     images = train_set  # what reports bad files, when it is a captioned data set
     decode_tokens = batch_transform = score = None
-    if model.config.get("text_encoder") == "clip":
-        batch_transform = clip_text_states(load_clip(config.data, model, where))
-    if config.data.tokenizer:
+    clip = load_clip(config.data, model, where) if reads_states or reads_embeds else None
+    if reads_states:
+        batch_transform = clip_text_states(clip)
+    if isinstance(model, DiffusionPrior):  # trains on cached embedding pairs
+        train_set = embedding_dataset(clip, train_set, config.data)
+        val_set = embedding_dataset(clip, val_set, config.data)
+    elif config.data.tokenizer:
         tokenizer = load_tokenizer(config.data, where)
         check_prior(model, tokenizer, where)
-        train_set = token_dataset(tokenizer, train_set, config.data)
-        val_set = token_dataset(tokenizer, val_set, config.data)
+        embeds = clip if reads_embeds else None
+        train_set = token_dataset(tokenizer, train_set, config.data, embeds)
+        val_set = token_dataset(tokenizer, val_set, config.data, embeds)
         decode_tokens = token_decoder(tokenizer)
         judged = getattr(images, "has_spec", isinstance(images, ShapesDataset))  # shapes specs
         if judged and model.config.get("context_length"):

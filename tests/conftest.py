@@ -5,12 +5,13 @@ import pytest
 import torch
 
 
-def tiny_pipeline(text_encoder: str = "clip"):
-    """A small untrained TextToImagePipeline (16 px images, a 4 x 4 code grid), seeded."""
+def tiny_pipeline(text_encoder: str = "clip", unclip: bool = False):
+    """A small untrained TextToImagePipeline (16 px images, a 4 x 4 code grid), seeded; with
+    `unclip`, also a diffusion prior and a decoder."""
     import tiny
 
     from t2i import TextToImagePipeline
-    from t2i.models import VQVAE, CLIPModel, DALLEPrior
+    from t2i.models import VQVAE, CLIPModel, DALLEPrior, DiffusionPrior
 
     torch.manual_seed(0)
     clip = CLIPModel(**tiny.CLIP)
@@ -25,8 +26,22 @@ def tiny_pipeline(text_encoder: str = "clip"):
         depth=1,
         heads=2,
     )
+    stages = {}
+    if unclip:
+        small = dict(dim=32, depth=1, heads=2)
+        stages["diffusion_prior"] = DiffusionPrior(
+            embed_dim=16, clip_width=32, num_train_timesteps=100, **small
+        ).eval()
+        stages["decoder"] = DALLEPrior(
+            num_tokens=32,
+            grid_sizes=[4],
+            context_length=2,
+            text_encoder="clip_image",
+            embed_dim=16,
+            **small,
+        ).eval()
     pipe = TextToImagePipeline(
-        clip=clip.eval(), image_tokenizer=tokenizer.eval(), prior=prior.eval()
+        clip=clip.eval(), image_tokenizer=tokenizer.eval(), prior=prior.eval(), **stages
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe

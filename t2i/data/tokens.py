@@ -44,7 +44,7 @@ def fingerprint(tensors: Iterable[tuple[str, torch.Tensor]], *descriptions: Any)
     h = hashlib.sha256(f"t2i-token-cache-{FORMAT}".encode())
     for name, t in tensors:
         h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     h.update(json.dumps(descriptions, sort_keys=True, default=str).encode())
     return h.hexdigest()
 
@@ -56,7 +56,7 @@ def _columns(tokens: Tokens) -> dict[str, np.ndarray]:
     return {f"tokens_{i}": t.cpu().int().numpy() for i, t in enumerate(tokens)}
 
 
-def _collate_images(samples: list[dict]) -> dict[str, Any]:
+def collate_images(samples: list[dict]) -> dict[str, Any]:
     """Stack pixel values; keep captions and specs as lists."""
     return {
         "pixel_values": torch.stack([s["pixel_values"] for s in samples]),
@@ -72,6 +72,7 @@ def encode_dataset(
     batch_size: int = 256,
     device: str | torch.device = "cpu",
     num_workers: int = 0,
+    extras: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
 ) -> datasets.Dataset:
     """Encode every image of a data set: a `datasets.Dataset` with caption, spec and grids.
 
@@ -81,16 +82,21 @@ def encode_dataset(
         batch_size: images per `encode` call.
         device: where the images go before `encode`.
         num_workers: DataLoader workers that render or read the images.
+        extras: name -> images (N, 3, H, W) -> float rows (N, D), stored as more columns
+            (unCLIP's decoder keeps each image's CLIP embedding beside its codes).
     """
     loader = DataLoader(
-        dataset, batch_size=batch_size, collate_fn=_collate_images, num_workers=num_workers
+        dataset, batch_size=batch_size, collate_fn=collate_images, num_workers=num_workers
     )
     parts: dict[str, list] = {"caption": [], "spec": []}
     for batch in tqdm(loader, desc="encoding images", unit="batch"):
         parts["caption"] += batch["caption"]
         parts["spec"] += batch["spec"]
-        for name, array in _columns(encode(batch["pixel_values"].to(device))).items():
+        images = batch["pixel_values"].to(device)
+        for name, array in _columns(encode(images)).items():
             parts.setdefault(name, []).append(array)
+        for name, fn in (extras or {}).items():
+            parts.setdefault(name, []).append(fn(images).float().cpu().numpy())
     columns = {
         k: v if k in ("caption", "spec") else list(np.concatenate(v)) for k, v in parts.items()
     }
@@ -139,7 +145,7 @@ def _drop_stale(root: Path, source: str) -> None:
 
 class TokenDataset(Dataset):
     """Cached grids as training samples: `image_tokens` (a (h, w) int64 grid, or a tuple of
-    grids, coarsest first), `caption` and `spec`.
+    grids, coarsest first), `caption`, `spec` and any extra float column (`image_embeds`).
 
     Args:
         data: a data set made by `encode_dataset`.
@@ -149,6 +155,7 @@ class TokenDataset(Dataset):
         self.data = data.with_format("numpy")
         names = [c for c in data.column_names if c.startswith("tokens")]
         self.levels = sorted(names, key=lambda c: int(c.rsplit("_", 1)[1]) if "_" in c else 0)
+        self.extras = [c for c in data.column_names if c not in {*names, "caption", "spec"}]
 
     def __len__(self) -> int:
         return len(self.data)
@@ -160,4 +167,5 @@ class TokenDataset(Dataset):
             "image_tokens": grids[0] if len(grids) == 1 else grids,
             "caption": str(row["caption"]),
             "spec": json.loads(str(row["spec"])),
+            **{c: torch.from_numpy(np.asarray(row[c], dtype=np.float32)) for c in self.extras},
         }

@@ -9,6 +9,7 @@ from pathlib import Path
 from t2i.models.base import T2IModel
 from t2i.models.clip import CLIPModel, clip_score, rerank
 from t2i.models.cvae import CVAE
+from t2i.models.diffusion_prior import DiffusionPrior
 from t2i.models.dvae import DiscreteVAE
 from t2i.models.gumbel import CategoricalVAE
 from t2i.models.pixelcnn import HierarchicalPixelCNN, PixelCNN
@@ -28,6 +29,7 @@ MODELS: dict[str, type[T2IModel]] = {
     "pixelcnn_hierarchical": HierarchicalPixelCNN,
     "clip": CLIPModel,
     "dalle_prior": DALLEPrior,
+    "diffusion_prior": DiffusionPrior,
 }
 
 TOKEN_PRIORS = (PixelCNN, HierarchicalPixelCNN, DALLEPrior)  # models of a tokenizer's code grids
@@ -68,6 +70,7 @@ __all__ = [
     "CLIPModel",
     "CVAE",
     "DALLEPrior",
+    "DiffusionPrior",
     "MODELS",
     "PRESETS",
     "VAE",

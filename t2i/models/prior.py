@@ -8,7 +8,11 @@ with causal attention; the loss weighs the text and image cross-entropies apart 
 - "embed": the prior's own embedding of the CLIP BPE ids, tied to a text output head, and
   the text tokens are modelled too (the paper's setting);
 - "clip": the frozen CLIP text tower's per-token states, projected, as a prefix (the batch
-  carries them as `text_states`); nothing is predicted over the text.
+  carries them as `text_states`); nothing is predicted over the text;
+- "clip_image": no caption at all but a CLIP image embedding (`image_embeds`), projected
+  into `context_length` prefix vectors: the prior is then unCLIP's decoder from an image
+  embedding to the codes of an image that has it (Ramesh et al. 2022 project the embedding
+  into four extra context tokens of their decoder the same way).
 
 Classifier-free guidance (Ho & Salimans 2022): in training the whole caption prefix is
 replaced, with probability `cond_drop_prob`, by a learned null prefix; at sampling, the
@@ -34,7 +38,7 @@ from t2i.models.base import T2IModel
 from t2i.nn.sampling import sample_logits
 from t2i.nn.transformer import ATTENTION_BACKENDS, Transformer
 
-TEXT_ENCODERS = ("embed", "clip")
+TEXT_ENCODERS = ("embed", "clip", "clip_image")
 
 # Named sizes (dim, depth, heads), as DiT / minGPT name theirs; the CLI and configs use the keys.
 PRESETS: dict[str, dict[str, int]] = {
@@ -53,11 +57,14 @@ class DALLEPrior(T2IModel):
         num_tokens: the image tokenizer's codebook size.
         grid_sizes: the side of each level's code grid ([8] for an 8 x 8 tokenizer; [top,
             bottom] for VQ-VAE-2).
-        context_length: caption length in tokens (the CLIP tokenizer's).
-        text_encoder: "embed" (own embedding of the BPE ids, text tokens modelled) or
-            "clip" (frozen CLIP token states as a prefix).
+        context_length: caption length in tokens (the CLIP tokenizer's); for "clip_image",
+            the prefix vectors the image embedding is projected into.
+        text_encoder: "embed" (own embedding of the BPE ids, text tokens modelled), "clip"
+            (frozen CLIP token states as a prefix) or "clip_image" (a CLIP image embedding
+            as a prefix: the unCLIP decoder).
         text_vocab_size: the BPE vocabulary ("embed").
         clip_width: width of the CLIP token states ("clip").
+        embed_dim: size of the CLIP image embedding ("clip_image").
         dim: transformer width.
         depth: transformer blocks.
         heads: attention heads.
@@ -78,6 +85,7 @@ class DALLEPrior(T2IModel):
         text_encoder: str = "clip",
         text_vocab_size: int = 49408,
         clip_width: int = 128,
+        embed_dim: int = 128,
         dim: int = 256,
         depth: int = 6,
         heads: int = 8,
@@ -99,8 +107,10 @@ class DALLEPrior(T2IModel):
         self.image_len = sum(g * g for g in self.grids)
         if text_encoder == "embed":
             self.text_embed = nn.Embedding(text_vocab_size, dim)
-        else:
+        elif text_encoder == "clip":
             self.text_proj = nn.Linear(clip_width, dim)
+        else:
+            self.embed_proj = nn.Linear(embed_dim, context_length * dim)
         self.text_pos = nn.Parameter(0.02 * torch.randn(context_length, dim))
         self.null_text = nn.Parameter(0.02 * torch.randn(context_length, dim))
         self.image_embed = nn.Embedding(num_tokens, dim)
@@ -131,19 +141,35 @@ class DALLEPrior(T2IModel):
         grids = tuple(p.view(-1, g, g) for p, g in zip(parts, self.grids, strict=True))
         return grids[0] if len(grids) == 1 else grids
 
-    def embed_text(self, input_ids: Tensor | None, text_states: Tensor | None) -> Tensor:
-        """The caption prefix (B, L, dim) from BPE ids ("embed") or CLIP states ("clip")."""
-        if self.config.text_encoder == "embed":
+    def embed_text(
+        self,
+        input_ids: Tensor | None,
+        text_states: Tensor | None,
+        image_embeds: Tensor | None = None,
+    ) -> Tensor:
+        """The condition prefix (B, L, dim): from BPE ids ("embed"), CLIP token states
+        ("clip") or a CLIP image embedding ("clip_image")."""
+        mode = self.config.text_encoder
+        if mode == "embed":
             if input_ids is None:
                 raise ValueError("text_encoder='embed' needs input_ids")
             x = self.text_embed(input_ids)
-        else:
+        elif mode == "clip":
             if text_states is None:
                 raise ValueError(
                     "text_encoder='clip' needs text_states, the CLIP text tower's token "
                     "states (B, context_length, clip_width)"
                 )
             x = self.text_proj(text_states.to(self.text_proj.weight.dtype))
+        else:
+            if image_embeds is None or image_embeds.shape[1:] != (self.config.embed_dim,):
+                have = None if image_embeds is None else tuple(image_embeds.shape)
+                raise ValueError(
+                    f"text_encoder='clip_image' needs image_embeds, CLIP image embeddings "
+                    f"(B, {self.config.embed_dim}); got {have}"
+                )
+            unit = F.normalize(image_embeds.float(), dim=-1).to(self.embed_proj.weight.dtype)
+            x = self.embed_proj(unit).view(len(unit), self.config.context_length, -1)
         if x.shape[1] != self.config.context_length:
             raise ValueError(
                 f"captions of {x.shape[1]} tokens; this prior reads {self.config.context_length}"
@@ -183,6 +209,7 @@ class DALLEPrior(T2IModel):
         input_ids: Tensor | None = None,
         text_states: Tensor | None = None,
         drop: Tensor | None = None,
+        image_embeds: Tensor | None = None,
     ) -> Tensor:
         """Logits of every code given the caption and the codes before it: (B, N, K).
 
@@ -191,8 +218,9 @@ class DALLEPrior(T2IModel):
             input_ids: (B, L) caption tokens ("embed").
             text_states: (B, L, clip_width) CLIP token states ("clip").
             drop: (B,) True where the caption is replaced by the null prefix (unconditional).
+            image_embeds: (B, embed_dim) CLIP image embeddings ("clip_image").
         """
-        prefix = self.embed_text(input_ids, text_states)
+        prefix = self.embed_text(input_ids, text_states, image_embeds)
         if drop is not None:
             prefix, _ = self.drop_captions(prefix, drop)
         h = self._hidden(prefix, tokens)
@@ -205,11 +233,13 @@ class DALLEPrior(T2IModel):
 
         Args:
             batch: `image_tokens` (a grid per level), `input_ids` (B, L) and, for
-                text_encoder="clip", `text_states` (B, L, clip_width).
+                text_encoder="clip", `text_states` (B, L, clip_width); for "clip_image",
+                `image_embeds` (B, embed_dim).
         """
         tokens = self.flatten(batch["image_tokens"])  # (B, N)
         input_ids = batch.get("input_ids")
-        prefix, drop = self.drop_captions(self.embed_text(input_ids, batch.get("text_states")))
+        prefix = self.embed_text(input_ids, batch.get("text_states"), batch.get("image_embeds"))
+        prefix, drop = self.drop_captions(prefix)
         h = self._hidden(prefix, tokens)  # (B, L + N - 1, dim)
         L = self.config.context_length
         logits = self.image_head(h[:, L - 1 :])  # (B, N, K)
@@ -247,6 +277,7 @@ class DALLEPrior(T2IModel):
         prime: Tensor | None = None,
         use_cache: bool = True,
         callback: Callable[[int, Tensor], None] | None = None,
+        image_embeds: Tensor | None = None,
     ) -> Tensor:
         """Draw the image codes for a batch of captions, one code per step: (B, image_len).
 
@@ -262,8 +293,9 @@ class DALLEPrior(T2IModel):
             use_cache: keep keys and values (one position's work per step); False recomputes
                 the whole sequence at every step (for checks and benchmarks).
             callback: called as callback(i, codes so far (B, i + 1)) after each new code.
+            image_embeds: (B, embed_dim) CLIP image embeddings ("clip_image").
         """
-        prefix = self.embed_text(input_ids, text_states)  # (B, L, dim)
+        prefix = self.embed_text(input_ids, text_states, image_embeds)  # (B, L, dim)
         b = prefix.shape[0]
         guided = guidance_scale != 1.0
         if guided:  # one batch: conditional rows, then null-prefix rows
@@ -295,7 +327,12 @@ class DALLEPrior(T2IModel):
             batch: as for `training_losses`.
             generator: the source of randomness.
         """
-        samples = self.sample(batch.get("input_ids"), batch.get("text_states"), generator=generator)
+        samples = self.sample(
+            batch.get("input_ids"),
+            batch.get("text_states"),
+            generator=generator,
+            image_embeds=batch.get("image_embeds"),
+        )
         return {"data": batch["image_tokens"], "samples": self.unflatten(samples)}
 
 

@@ -5,9 +5,16 @@ a prior that reads CLIP's token states, encodes them); the prior draws image cod
 time with classifier-free guidance; the image tokenizer decodes the codes to pixels; CLIP
 scores the candidates against their prompt and keeps the best (reranking).
 
+The unCLIP route (Ramesh et al. 2022), when the pipeline holds its two stages: CLIP encodes
+the prompts; the diffusion prior turns each text embedding into an image embedding; the
+decoder (an autoregressive prior reading that embedding) draws the codes; then as above.
+The same two stages give variations of an image (its CLIP embedding decoded again) and
+interpolations between prompts (their image embeddings joined along the great circle).
+
 A saved pipeline is a directory with `model_index.json` and a folder per component (`clip`,
-`image_tokenizer`, `prior`). `model_index.json` also records the t2i version and the
-pipeline format; `from_pretrained` refuses a directory whose format it cannot read.
+`image_tokenizer`, `prior`; `diffusion_prior` and `decoder` when it has the unCLIP route).
+`model_index.json` also records the t2i version and the pipeline format; `from_pretrained`
+refuses a directory whose format it cannot read.
 """
 
 from __future__ import annotations
@@ -24,11 +31,13 @@ from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from PIL import Image
 
 from t2i.models.clip import CLIPModel, clip_score
+from t2i.models.diffusion_prior import DiffusionPrior
 from t2i.models.prior import DALLEPrior
 from t2i.models.tokenizer import ImageTokenizer
 
 FORMAT = 1  # bump when a saved pipeline's layout changes incompatibly
 OUTPUT_TYPES = ("pil", "np", "pt")
+ROUTES = ("dalle", "unclip")
 
 
 class PipelineFormatError(ValueError):
@@ -42,14 +51,42 @@ class TextToImagePipeline(DiffusionPipeline):
         clip: the CLIP model; owns the text tokenizer, conditions the prior ("clip" text
             encoder) and reranks candidates.
         image_tokenizer: the tokenizer whose codes the prior draws (DiscreteVAE, VQVAE, VQVAE2).
-        prior: the `DALLEPrior`.
+        prior: the `DALLEPrior` of the DALL-E route (reads the caption).
+        diffusion_prior: unCLIP's `DiffusionPrior` (text embedding -> image embedding).
+        decoder: unCLIP's decoder, a `DALLEPrior` with text_encoder="clip_image".
     """
 
     model_cpu_offload_seq = "clip->prior->image_tokenizer"
+    _optional_components = ["diffusion_prior", "decoder"]
 
-    def __init__(self, clip: CLIPModel, image_tokenizer: ImageTokenizer, prior: DALLEPrior):
+    def __init__(
+        self,
+        clip: CLIPModel,
+        image_tokenizer: ImageTokenizer,
+        prior: DALLEPrior,
+        diffusion_prior: DiffusionPrior | None = None,
+        decoder: DALLEPrior | None = None,
+    ):
         super().__init__()
-        self.register_modules(clip=clip, image_tokenizer=image_tokenizer, prior=prior)
+        if (diffusion_prior is None) != (decoder is None):
+            raise ValueError("the unCLIP route needs both a diffusion_prior and a decoder")
+        if decoder is not None and decoder.config.text_encoder != "clip_image":
+            raise ValueError(
+                f"decoder reads text_encoder={decoder.config.text_encoder!r}; unCLIP's decoder "
+                "reads a CLIP image embedding (text_encoder='clip_image')"
+            )
+        self.register_modules(
+            clip=clip,
+            image_tokenizer=image_tokenizer,
+            prior=prior,
+            diffusion_prior=diffusion_prior,
+            decoder=decoder,
+        )
+
+    @property
+    def has_unclip(self) -> bool:
+        """Whether this pipeline holds the unCLIP route's two stages."""
+        return self.decoder is not None
 
     # ---- saving and loading ----------------------------------------------------------------
 
@@ -83,9 +120,11 @@ class TextToImagePipeline(DiffusionPipeline):
         from t2i.models import load_model
 
         path = Path(pretrained_model_name_or_path)
-        check_pipeline_dir(path)
+        index = check_pipeline_dir(path)
         components = {}
-        for name in ("clip", "image_tokenizer", "prior"):
+        for name in ("clip", "image_tokenizer", "prior", *cls._optional_components):
+            if name in cls._optional_components and (index.get(name) or [None])[0] is None:
+                continue
             if not (path / name / "config.json").is_file():
                 raise FileNotFoundError(f"{path}: component {name!r} missing ({path / name})")
             model = load_model(path / name).eval()
@@ -110,6 +149,10 @@ class TextToImagePipeline(DiffusionPipeline):
         output_type: str = "pil",
         callback_on_step_end: Callable[[Any, int, int, dict], dict] | None = None,
         return_dict: bool = True,
+        route: str = "dalle",
+        prior_guidance_scale: float = 4.0,
+        num_inference_steps: int = 25,
+        prior_candidates: int = 1,
     ) -> ImagePipelineOutput | tuple:
         """Generate images for one prompt or a list of prompts.
 
@@ -129,16 +172,36 @@ class TextToImagePipeline(DiffusionPipeline):
             callback_on_step_end: called as f(pipe, step, code_index, {"codes": (N, i+1)})
                 after each code, as diffusers calls it after each denoising step.
             return_dict: an `ImagePipelineOutput` (True) or a tuple (images,).
+            route: "dalle" (the prior reads the caption) or "unclip" (the diffusion prior
+                draws an image embedding, which the decoder reads; `guidance_scale`,
+                `temperature`, `top_k` and `top_p` then apply to the decoder).
+            prior_guidance_scale: guidance of the diffusion prior ("unclip").
+            num_inference_steps: denoising steps of the diffusion prior ("unclip").
+            prior_candidates: image embeddings drawn per image, the one closest to the text
+                embedding kept ("unclip"; DALL-E 2 keeps the best of 2).
 
         Returns:
             `.images`, prompt by prompt, `num_images_per_prompt` each (best first when
             reranked).
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        model = self._route_model(route)
         draws = self._check(prompts, num_images_per_prompt, rerank, output_type, num_prime_rows)
-        cond = self.encode_prompt(prompts, draws)
+        if route == "dalle":
+            cond = self.encode_prompt(prompts, draws)
+        else:
+            embeds = self.image_embeddings(
+                prompts,
+                draws,
+                prior_guidance_scale,
+                num_inference_steps,
+                prior_candidates,
+                generator,
+            )
+            cond = {"image_embeds": embeds}
         prime = self.prime_codes(image, num_prime_rows, len(prompts) * draws)
         codes = self.sample_codes(
+            model,
             cond,
             guidance_scale,
             temperature,
@@ -148,9 +211,28 @@ class TextToImagePipeline(DiffusionPipeline):
             prime,
             callback_on_step_end,
         )
-        images = self.image_tokenizer.decode(self.prior.unflatten(codes)).float().clamp(-1, 1)
+        images = self.decode_codes(model, codes)
         if rerank is not None:
             images = self.rerank(images, prompts, draws, num_images_per_prompt)
+        return self._output(images, output_type, return_dict)
+
+    def _route_model(self, route: str) -> DALLEPrior:
+        """The autoregressive model that draws the codes on a route."""
+        if route not in ROUTES:
+            raise ValueError(f"route={route!r}: use one of {ROUTES}")
+        if route == "unclip" and not self.has_unclip:
+            raise ValueError(
+                "route='unclip' needs a pipeline with a diffusion_prior and a decoder; this "
+                "one has the DALL-E route only"
+            )
+        return self.prior if route == "dalle" else self.decoder
+
+    def decode_codes(self, model: DALLEPrior, codes: torch.Tensor) -> torch.Tensor:
+        """Codes (N, image_len) -> images (N, 3, H, W) in [-1, 1]."""
+        return self.image_tokenizer.decode(model.unflatten(codes)).float().clamp(-1, 1)
+
+    def _output(self, images: torch.Tensor, output_type: str, return_dict: bool) -> Any:
+        """The call's result in the asked form."""
         images = to_output(images, output_type)
         self.maybe_free_model_hooks()
         return ImagePipelineOutput(images=images) if return_dict else (images,)
@@ -186,6 +268,28 @@ class TextToImagePipeline(DiffusionPipeline):
             cond["text_states"] = self.clip.text_features(ids).states
         return {k: v.repeat_interleave(draws, dim=0) for k, v in cond.items()}
 
+    def image_embeddings(
+        self,
+        prompts: list[str],
+        draws: int,
+        guidance_scale: float,
+        num_inference_steps: int,
+        candidates: int,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        """unCLIP's first stage: one CLIP image embedding per image to draw, (N * draws, D),
+        from the diffusion prior reading each prompt's text embedding and token states."""
+        ids = self.clip.tokenize(prompts).to(self.device)
+        text = self.clip.text_features(ids)
+        return self.diffusion_prior.sample(
+            text.embeds.repeat_interleave(draws, dim=0),
+            text.states.repeat_interleave(draws, dim=0),
+            guidance_scale=guidance_scale,
+            num_inference_steps=num_inference_steps,
+            generator=generator,
+            num_candidates=candidates,
+        )
+
     def prime_codes(self, image: Any, rows: int, n: int) -> torch.Tensor | None:
         """The first `rows` rows of codes of `image`, for each of n images (or None)."""
         if image is None or rows == 0:
@@ -198,6 +302,7 @@ class TextToImagePipeline(DiffusionPipeline):
 
     def sample_codes(
         self,
+        model: DALLEPrior,
         cond: dict[str, torch.Tensor],
         guidance_scale: float,
         temperature: float,
@@ -207,18 +312,19 @@ class TextToImagePipeline(DiffusionPipeline):
         prime: torch.Tensor | None,
         callback_on_step_end: Callable | None,
     ) -> torch.Tensor:
-        """The prior's sampling loop under a progress bar: (N, image_len) codes."""
+        """The prior's (or decoder's) sampling loop under a progress bar: (N, image_len)."""
         start = 0 if prime is None else prime.shape[1]
-        with self.progress_bar(total=self.prior.image_len - start) as bar:
+        with self.progress_bar(total=model.image_len - start) as bar:
 
             def step(i: int, codes: torch.Tensor) -> None:
                 bar.update()
                 if callback_on_step_end is not None:
                     callback_on_step_end(self, i - start, i, {"codes": codes})
 
-            return self.prior.sample(
-                cond["input_ids"],
+            return model.sample(
+                cond.get("input_ids"),
                 cond.get("text_states"),
+                image_embeds=cond.get("image_embeds"),
                 guidance_scale=guidance_scale,
                 temperature=temperature,
                 top_k=top_k,
@@ -238,6 +344,113 @@ class TextToImagePipeline(DiffusionPipeline):
             scores = clip_score(self.clip, group, [prompt])[:, 0]  # (draws,)
             best.append(group[scores.argsort(descending=True)[:keep]])
         return torch.cat(best)
+
+    # ---- unCLIP's variations and interpolations ---------------------------------------------
+
+    @torch.no_grad()
+    def variations(
+        self,
+        image: Image.Image | torch.Tensor,
+        num_images: int = 4,
+        generator: torch.Generator | None = None,
+        guidance_scale: float = 3.0,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ) -> ImagePipelineOutput | tuple:
+        """Variations of an image: its CLIP image embedding, decoded `num_images` times.
+
+        Args:
+            image: a PIL image or a (3, H, W) tensor in [-1, 1].
+            num_images: variations drawn.
+            generator: the source of randomness.
+            guidance_scale: classifier-free guidance of the decoder.
+            temperature: softmax temperature of the decoder.
+            top_k: sample among the k most likely codes.
+            top_p: sample within the nucleus of probability top_p.
+            output_type: "pil", "np" or "pt".
+            return_dict: an `ImagePipelineOutput` (True) or a tuple (images,).
+        """
+        self._route_model("unclip")
+        self._check(["image"], num_images, None, output_type, 0)
+        x = image_tensor(image, self.image_tokenizer.config.image_size).to(self.device)
+        embeds = self.clip.encode_image(x).repeat_interleave(num_images, dim=0)
+        sampling = (guidance_scale, temperature, top_k, top_p, generator)
+        images = self.decode_embeddings(embeds, *sampling)
+        return self._output(images, output_type, return_dict)
+
+    @torch.no_grad()
+    def interpolate(
+        self,
+        prompt_a: str,
+        prompt_b: str,
+        steps: int = 5,
+        generator: torch.Generator | None = None,
+        guidance_scale: float = 3.0,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        prior_guidance_scale: float = 4.0,
+        num_inference_steps: int = 25,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ) -> ImagePipelineOutput | tuple:
+        """Images from prompt_a to prompt_b: the diffusion prior's image embedding of each
+        prompt, joined along the great circle (slerp) in `steps` points, each decoded.
+
+        Args:
+            prompt_a: the first image's caption.
+            prompt_b: the last image's caption.
+            steps: images from first to last (>= 2).
+            generator: the source of randomness.
+            guidance_scale: classifier-free guidance of the decoder.
+            temperature: softmax temperature of the decoder.
+            top_k: sample among the k most likely codes.
+            top_p: sample within the nucleus of probability top_p.
+            prior_guidance_scale: guidance of the diffusion prior.
+            num_inference_steps: denoising steps of the diffusion prior.
+            output_type: "pil", "np" or "pt".
+            return_dict: an `ImagePipelineOutput` (True) or a tuple (images,).
+        """
+        self._route_model("unclip")
+        if steps < 2:
+            raise ValueError(f"steps={steps}: an interpolation needs at least its two ends")
+        self._check([prompt_a, prompt_b], 1, None, output_type, 0)
+        ends = self.image_embeddings(
+            [prompt_a, prompt_b], 1, prior_guidance_scale, num_inference_steps, 1, generator
+        )
+        embeds = slerp(ends[0], ends[1], torch.linspace(0, 1, steps, device=ends.device))
+        sampling = (guidance_scale, temperature, top_k, top_p, generator)
+        images = self.decode_embeddings(embeds, *sampling)
+        return self._output(images, output_type, return_dict)
+
+    def decode_embeddings(
+        self,
+        embeds: torch.Tensor,
+        guidance_scale: float,
+        temperature: float,
+        top_k: int | None,
+        top_p: float | None,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        """unCLIP's second stage: CLIP image embeddings (N, D) -> images (N, 3, H, W)."""
+        cond = {"image_embeds": embeds}
+        sampling = (guidance_scale, temperature, top_k, top_p, generator)
+        codes = self.sample_codes(self.decoder, cond, *sampling, None, None)
+        return self.decode_codes(self.decoder, codes)
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation between the directions of a and b (D,) at fractions t (T,):
+    unit vectors (T, D), a at t = 0 and b at t = 1 (Shoemake 1985)."""
+    a, b = torch.nn.functional.normalize(a, dim=-1), torch.nn.functional.normalize(b, dim=-1)
+    omega = torch.arccos((a * b).sum().clamp(-1.0, 1.0))
+    if omega < 1e-4:  # (nearly) the same direction
+        return a.expand(len(t), -1).clone()
+    weights = torch.stack([torch.sin((1 - t) * omega), torch.sin(t * omega)], dim=1)  # (T, 2)
+    return weights @ torch.stack([a, b]) / torch.sin(omega)
 
 
 def check_pipeline_dir(path: str | Path) -> dict:

@@ -93,7 +93,30 @@ def test_bad_input_is_a_one_line_error_with_a_nonzero_exit(
 
 def test_an_unknown_flag_is_a_one_line_error(capsys):
     with pytest.raises(SystemExit) as exit_:
-        main(["a red circle", "--steps", "9"])
+        main(["a red circle", "--strength", "9"])
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert "unrecognized arguments: --steps 9" in err and len(err.splitlines()) == 1
+    assert "unrecognized arguments: --strength 9" in err and len(err.splitlines()) == 1
+
+
+def test_the_unclip_route_from_the_command_line(tmp_path, capsys):
+    from conftest import tiny_pipeline
+
+    model = tmp_path / "pipe"
+    tiny_pipeline(unclip=True).save_pretrained(model)
+    argv = ["a red circle", "--model", str(model), "-n", "2", "--out", str(tmp_path / "o")]
+    assert main([*argv, "--route", "unclip", "--steps", "4", "--prior-guidance-scale", "2"]) == 0
+    printed = capsys.readouterr().out.split()
+    assert len(printed) == 2
+    settings = json.loads(Image.open(printed[0]).text["t2i"])
+    assert settings["route"] == "unclip" and settings["steps"] == 4
+    assert settings["prior_guidance_scale"] == 2
+
+
+def test_the_unclip_route_of_a_dalle_only_pipeline_is_a_one_line_error(
+    saved_pipeline, tmp_path, capsys
+):
+    argv = ["a red circle", "--model", str(saved_pipeline), "--route", "unclip"]
+    assert main([*argv, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs a pipeline with a diffusion_prior" in err

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datasets
 import pytest
 import tiny
 
 from t2i import train
 from t2i.config import ConfigError, load_config
-from t2i.models import DALLEPrior
+from t2i.data.tokens import INFO_FILE as INFO
+from t2i.models import DALLEPrior, DiffusionPrior
 from t2i.training import read_metrics
 
 COMMON = [*tiny.DATA, "data.num_train=128", "train.batch_size=16", "train.num_samples=4"]
@@ -75,3 +77,58 @@ def test_a_prior_that_does_not_fit_its_clip_or_tokenizer_is_refused(parts, tmp_p
         run(prior_args(parts, out, "model.num_tokens=512"))
     with pytest.raises(ConfigError, match="needs data.clip"):
         run(prior_args(parts, out, "data.clip=null"))
+
+
+# ---- unCLIP: the diffusion prior over CLIP embeddings and the decoder from them ----------------
+
+TINY_UNCLIP = ["model.embed_dim=16", "model.dim=32", "model.depth=1", "model.heads=2"]
+
+
+def test_diffusion_prior_trains_on_cached_clip_embedding_pairs(parts, tmp_path):
+    out = tmp_path / "dp"
+    args = [
+        "configs/shapes/diffusion_prior.yaml",
+        *COMMON,
+        *TINY_UNCLIP,
+        "model.clip_width=32",
+        f"data.clip={parts / 'clip'}",
+        f"data.token_cache={parts / 'cache'}",
+        f"train.output_dir={out}",
+        "train.max_steps=30",
+        "train.learning_rate=3e-3",
+    ]
+    assert train.main(args) == 0
+    rows = read_metrics(out / "logs" / "metrics.csv")
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert losses[-1] < losses[0]
+    assert isinstance(DiffusionPrior.from_pretrained(out / "model"), DiffusionPrior)
+    # the pairs were cached once, as a datasets data set with both embeddings
+    entries = [p for p in (parts / "cache").iterdir() if "embeddings" in (p / INFO).read_text()]
+    assert len(entries) == 2  # training and validation sets
+    data = datasets.load_from_disk(str(entries[0]))
+    assert {"image_embeds", "text_embeds", "caption"} <= set(data.column_names)
+    assert len(data[0]["image_embeds"]) == 16
+
+
+def test_decoder_trains_on_codes_and_image_embeddings_and_is_judged(parts, tmp_path):
+    out = tmp_path / "decoder"
+    args = [
+        "configs/shapes/decoder.yaml",
+        *COMMON,
+        *TINY_UNCLIP,
+        "model.num_tokens=32",
+        f"data.tokenizer={parts / 'vq'}",
+        f"data.clip={parts / 'clip'}",
+        f"data.token_cache={parts / 'cache'}",
+        f"train.output_dir={out}",
+        "train.max_steps=10",
+        "train.sample_every=10",
+    ]
+    assert train.main(args) == 0
+    rows = read_metrics(out / "logs" / "metrics.csv")
+    scored = [r for r in rows if "samples/fidelity" in r]
+    assert len(scored) == 1 and 0.0 <= scored[0]["samples/fidelity"] <= 1.0
+    decoder = DALLEPrior.from_pretrained(out / "model")
+    assert decoder.config.text_encoder == "clip_image" and decoder.config.context_length == 4
+    with pytest.raises(ConfigError, match="model.embed_dim=128 but the CLIP model .* has 16"):
+        run([*args[:3], *args[4:], "model.embed_dim=128"])

@@ -10,7 +10,7 @@ from t2i.models import DALLEPrior, load_model
 from t2i.nn.sampling import sample_logits
 from t2i.nn.transformer import KVCache
 
-L, K, WIDTH = 8, 16, 12
+L, K, WIDTH, E = 8, 16, 12, 10
 
 
 def tiny(text_encoder: str = "clip", grids=(4,), **kw) -> DALLEPrior:
@@ -20,6 +20,7 @@ def tiny(text_encoder: str = "clip", grids=(4,), **kw) -> DALLEPrior:
         context_length=L,
         text_encoder=text_encoder,
         clip_width=WIDTH,
+        embed_dim=E,
         text_vocab_size=100,
         dim=32,
         depth=2,
@@ -37,6 +38,7 @@ def batch(n: int = 6, grids=(4,), seed: int = 0) -> dict:
         "image_tokens": levels[0] if len(levels) == 1 else levels,
         "input_ids": ids,
         "text_states": torch.randn(n, L, WIDTH, generator=g),
+        "image_embeds": torch.randn(n, E, generator=g),
     }
 
 
@@ -56,14 +58,14 @@ def test_flatten_reads_levels_top_first_and_unflatten_inverts_it():
         model.flatten(torch.zeros(2, 4, 4, dtype=torch.long))
 
 
-@pytest.mark.parametrize("text_encoder", ["clip", "embed"])
+@pytest.mark.parametrize("text_encoder", ["clip", "embed", "clip_image"])
 def test_one_step_trains_every_parameter(text_encoder):
     torch.manual_seed(0)  # some captions dropped, some kept: the null prefix learns too
     model = tiny(text_encoder, cond_drop_prob=0.5)
     assert_one_step_trains(model, batch(16))
 
 
-@pytest.mark.parametrize("text_encoder", ["clip", "embed"])
+@pytest.mark.parametrize("text_encoder", ["clip", "embed", "clip_image"])
 def test_seeded_losses_agree(text_encoder):
     def build():
         torch.manual_seed(0)
@@ -117,6 +119,28 @@ def test_the_caption_conditions_the_codes_and_the_null_prefix_replaces_it():
     torch.testing.assert_close(
         model(tokens, *conditions(b), drop=drop), model(tokens, *conditions(other), drop=drop)
     )
+
+
+def test_a_clip_image_embedding_conditions_the_codes_as_unclips_decoder():
+    torch.manual_seed(0)
+    model = tiny("clip_image").eval()
+    b, other = batch(2), batch(2, seed=1)
+    tokens = model.flatten(b["image_tokens"])
+    logits = model(tokens, image_embeds=b["image_embeds"])
+    assert not torch.allclose(logits, model(tokens, image_embeds=other["image_embeds"]))
+    # only the embedding's direction counts, as CLIP compares embeddings by cosine
+    torch.testing.assert_close(logits, model(tokens, image_embeds=3 * b["image_embeds"]))
+    drop = torch.ones(2, dtype=torch.bool)
+    torch.testing.assert_close(
+        model(tokens, image_embeds=b["image_embeds"], drop=drop),
+        model(tokens, image_embeds=other["image_embeds"], drop=drop),
+    )
+    kw = dict(image_embeds=b["image_embeds"], guidance_scale=2.0)
+    cached = model.sample(generator=torch.Generator().manual_seed(0), **kw)
+    full = model.sample(generator=torch.Generator().manual_seed(0), use_cache=False, **kw)
+    assert cached.shape == (2, 16) and torch.equal(cached, full)
+    with pytest.raises(ValueError, match=r"needs image_embeds.*\(B, 10\); got \(2, 9\)"):
+        model.sample(image_embeds=b["image_embeds"][:, :9])
 
 
 def reference_sample(model: DALLEPrior, b: dict, scale: float, generator) -> torch.Tensor:

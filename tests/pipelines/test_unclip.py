@@ -1,0 +1,151 @@
+"""The unCLIP route of TextToImagePipeline: prompts, variations, interpolations, save / load."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import tiny_pipeline
+
+from t2i import TextToImagePipeline
+from t2i.models import DALLEPrior, DiffusionPrior
+from t2i.pipelines.text_to_image import slerp
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_pipeline(unclip=True)
+
+
+def test_the_unclip_route_draws_seeded_images_through_its_own_stages(pipe):
+    kw = dict(num_images_per_prompt=3, output_type="pt", num_inference_steps=5)
+    a = pipe(["a red circle", "a blue square"], route="unclip", generator=gen(1), **kw).images
+    assert a.shape == (6, 3, 16, 16)
+    assert torch.equal(
+        a, pipe(["a red circle", "a blue square"], route="unclip", generator=gen(1), **kw).images
+    )
+    dalle = pipe(
+        ["a red circle", "a blue square"],
+        generator=gen(1),
+        output_type="pt",
+        num_images_per_prompt=3,
+    ).images
+    assert not torch.equal(a, dalle)
+    # the decoder reads what the diffusion prior drew, one embedding per image
+    seen = {}
+    prior_sample, decoder_sample = DiffusionPrior.sample, DALLEPrior.sample
+
+    def drawn(self, *args, **kw):
+        seen["drawn"] = prior_sample(self, *args, **kw)
+        return seen["drawn"]
+
+    def read(self, *args, **kw):
+        seen["read"] = kw["image_embeds"]
+        return decoder_sample(self, *args, **kw)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(DiffusionPrior, "sample", drawn)
+        m.setattr(DALLEPrior, "sample", read)
+        pipe(["a red circle", "a blue square"], route="unclip", generator=gen(1), **kw)
+    assert seen["drawn"].shape == (6, 16) and torch.equal(seen["read"], seen["drawn"])
+
+
+def test_the_route_round_trips_through_save_and_load(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path)
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    assert index["diffusion_prior"][1] == "DiffusionPrior" and index["decoder"][1] == "DALLEPrior"
+    loaded = TextToImagePipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.has_unclip
+    kw = dict(route="unclip", output_type="pt", num_inference_steps=5, guidance_scale=2.0)
+    want = pipe("a green triangle", generator=gen(3), **kw).images
+    assert torch.equal(loaded("a green triangle", generator=gen(3), **kw).images, want)
+
+
+def test_a_dalle_only_pipeline_saves_no_unclip_stages_and_names_the_missing_route(tmp_path):
+    dalle = tiny_pipeline()
+    dalle.save_pretrained(tmp_path)
+    assert not (tmp_path / "decoder").exists()
+    loaded = TextToImagePipeline.from_pretrained(tmp_path)
+    assert not loaded.has_unclip
+    with pytest.raises(ValueError, match="route='unclip' needs a pipeline with a diffusion_prior"):
+        loaded("a red circle", route="unclip")
+    with pytest.raises(ValueError, match="route='dalle3'"):
+        loaded("a red circle", route="dalle3")
+    with pytest.raises(ValueError, match="needs both a diffusion_prior and a decoder"):
+        TextToImagePipeline(
+            clip=dalle.clip,
+            image_tokenizer=dalle.image_tokenizer,
+            prior=dalle.prior,
+            decoder=dalle.prior,
+        )
+
+
+def test_a_decoder_must_read_image_embeddings(pipe):
+    with pytest.raises(ValueError, match="decoder reads text_encoder='clip'"):
+        TextToImagePipeline(
+            clip=pipe.clip,
+            image_tokenizer=pipe.image_tokenizer,
+            prior=pipe.prior,
+            diffusion_prior=pipe.diffusion_prior,
+            decoder=pipe.prior,
+        )
+
+
+def test_variations_differ_from_each_other_and_from_the_image(pipe):
+    image = (
+        pipe("a red circle", generator=gen(0), output_type="pt", num_images_per_prompt=1).images[0]
+        * 2
+        - 1
+    )
+    out = pipe.variations(image, num_images=4, generator=gen(1), output_type="pt").images
+    assert out.shape == (4, 3, 16, 16)
+    flat = (out * 2 - 1).flatten(1)
+    assert all(not torch.equal(flat[i], flat[j]) for i in range(4) for j in range(i + 1, 4))
+    assert all(not torch.allclose(row, image.flatten(), atol=1e-3) for row in flat)
+    again = pipe.variations(image, num_images=4, generator=gen(1), output_type="pt").images
+    assert torch.equal(out, again)
+    # the decoder is given the image's own CLIP embedding, one per variation
+    seen = {}
+    real = DALLEPrior.sample
+
+    def spy(self, *args, **kw):
+        seen["embeds"] = kw["image_embeds"]
+        return real(self, *args, **kw)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(DALLEPrior, "sample", spy)
+        pipe.variations(image, num_images=2, generator=gen(1))
+    want = pipe.clip.encode_image(image[None])
+    torch.testing.assert_close(seen["embeds"], want.expand(2, -1))
+
+
+def test_interpolate_walks_the_great_circle_between_the_prompts(pipe):
+    out = pipe.interpolate(
+        "a red circle",
+        "a blue square",
+        steps=5,
+        generator=gen(0),
+        output_type="pt",
+        num_inference_steps=5,
+    ).images
+    assert out.shape == (5, 3, 16, 16)
+    with pytest.raises(ValueError, match="steps=1"):
+        pipe.interpolate("a", "b", steps=1)
+
+
+def test_slerp_keeps_unit_norm_ends_and_equal_angles():
+    g = gen(0)
+    a, b = torch.randn(8, generator=g), torch.randn(8, generator=g)
+    path = slerp(a, b, torch.linspace(0, 1, 5))
+    torch.testing.assert_close(path.norm(dim=1), torch.ones(5))
+    torch.testing.assert_close(path[0], a / a.norm())
+    torch.testing.assert_close(path[-1], b / b.norm())
+    steps = (path[1:] * path[:-1]).sum(1)  # cosines of consecutive points: all the same
+    torch.testing.assert_close(steps, steps[:1].expand(4))
+    torch.testing.assert_close(slerp(a, 2 * a, torch.rand(3)), (a / a.norm()).expand(3, -1))
