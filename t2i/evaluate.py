@@ -20,8 +20,11 @@ A prior over codes is scored through its tokenizer: `--tokenizer PATH`, or by de
 MODEL may also be a saved pipeline (a directory with model_index.json, e.g. the shipped
 default): its prompt fidelity, `--images-per-prompt` images for each of `--n` test prompts,
 on one-object prompts, two-object relation prompts and (when its prior's training held
-attribute combinations out) one-object prompts of those combinations; each under three
-settings: plain sampling, classifier-free guidance, and guidance with CLIP reranking.
+attribute combinations out) one-object prompts of those combinations; each under four
+settings: plain sampling, classifier-free guidance, CLIP reranking, and both. With the
+unCLIP route, the same prompts through it, the diffusion prior's image embeddings against
+the text embeddings (cosine to the true image embedding), and the judge's agreement of
+variations with their source image.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -247,20 +251,20 @@ PIPELINE_SETTINGS: dict[str, dict[str, Any]] = {
     "rerank": dict(guidance_scale=1.0, rerank=4),
     "guidance_rerank": dict(guidance_scale=3.0, rerank=4),  # rerank: candidates per image kept
 }
+UNCLIP_SETTINGS: dict[str, dict[str, Any]] = {  # added for a pipeline with the unCLIP route
+    "unclip_plain": dict(route="unclip", guidance_scale=1.0, prior_guidance_scale=1.0),
+    "unclip_guidance": dict(route="unclip", guidance_scale=3.0, prior_guidance_scale=4.0),
+    "unclip_guidance_rerank": dict(
+        route="unclip", guidance_scale=3.0, prior_guidance_scale=4.0, rerank=4
+    ),
+}
 
 
 def pipeline_prompt_sets(
     size: int, n: int, holdout: list | None = None
 ) -> dict[str, tuple[list[str], list[dict]]]:
     """Test captions and specs: one-object, two-object (relation) and held-out combinations."""
-    sets = {
-        "one_object": ShapesDataset(n=n, seed=TEST_SEED, size=size, num_objects=1),
-        "two_objects": ShapesDataset(n=n, seed=TEST_SEED, size=size, num_objects=2),
-    }
-    if holdout:
-        sets["holdout"] = ShapesDataset(
-            n=n, seed=TEST_SEED, size=size, num_objects=1, holdout=holdout, split="holdout"
-        )
+    sets = _test_sets(size, n, holdout)
     out = {}
     for name, data in sets.items():
         samples = [data[i] for i in range(n)]
@@ -287,18 +291,24 @@ def evaluate_pipeline(
         batch_size: prompts per pipeline call.
         seed: seeds each setting's generator.
         holdout: the combinations its prior never saw in training.
-        settings: name -> pipeline keyword arguments (default `PIPELINE_SETTINGS`; a
-            `rerank` there is the candidates drawn per kept image).
+        settings: name -> pipeline keyword arguments (default `PIPELINE_SETTINGS`, and
+            `UNCLIP_SETTINGS` when the pipeline has the unCLIP route; a `rerank` there is
+            the candidates drawn per kept image).
+
+    Each setting also reports its wall time and the images per second it returned.
     """
     pipe.set_progress_bar_config(disable=True)
     size = pipe.image_tokenizer.config.image_size
     sets = pipeline_prompt_sets(size, n, holdout)
     results: dict[str, Any] = {"prompts": n, "images_per_prompt": images_per_prompt}
-    for name, kwargs in (settings or PIPELINE_SETTINGS).items():
+    if settings is None:
+        settings = {**PIPELINE_SETTINGS, **(UNCLIP_SETTINGS if pipe.has_unclip else {})}
+    for name, kwargs in settings.items():
         kwargs = dict(kwargs)
         if kwargs.get("rerank"):
             kwargs["rerank"] *= images_per_prompt
         results[name] = {"settings": kwargs}
+        start = time.perf_counter()
         for set_name, (captions, specs) in sets.items():
             generator = torch.Generator().manual_seed(seed)
             images = []
@@ -313,7 +323,82 @@ def evaluate_pipeline(
                 images.extend(out.images * 2 - 1)
             repeated = [spec for spec in specs for _ in range(images_per_prompt)]
             results[name][set_name] = judge_many(images, repeated)
+        seconds = time.perf_counter() - start  # sampling and judging; judging is ~1 ms/image
+        results[name]["seconds"] = seconds
+        results[name]["images_per_s"] = len(sets) * n * images_per_prompt / seconds
         logger.info("pipeline %s: %s", name, {k: v for k, v in results[name].items()})
+    return results
+
+
+def _test_sets(size: int, n: int, holdout: list | None) -> dict[str, ShapesDataset]:
+    """The test images of the pipeline prompt sets (the same captions and specs)."""
+    sets = {
+        "one_object": ShapesDataset(n=n, seed=TEST_SEED, size=size, num_objects=1),
+        "two_objects": ShapesDataset(n=n, seed=TEST_SEED, size=size, num_objects=2),
+    }
+    if holdout:
+        sets["holdout"] = ShapesDataset(
+            n=n, seed=TEST_SEED, size=size, num_objects=1, holdout=holdout, split="holdout"
+        )
+    return sets
+
+
+@torch.no_grad()
+def evaluate_unclip(
+    pipe: Any,
+    n: int = 200,
+    variations: int = 4,
+    batch_size: int = 50,
+    seed: int = 0,
+    holdout: list | None = None,
+    prior_guidance_scale: float = 4.0,
+    guidance_scale: float = 3.0,
+) -> dict[str, Any]:
+    """The unCLIP route's own measures on test images of the shapes world.
+
+    - embeddings, per prompt set: the mean cosine between the true CLIP image embedding of
+      a test image and (a) the diffusion prior's embedding for its caption, (b) the
+      caption's text embedding; the prior should land closer than the text does;
+    - variations of one-object test images (`variations` each, the image's own CLIP
+      embedding decoded): the judge's agreement with the source image's spec.
+
+    Args:
+        pipe: a `TextToImagePipeline` with the unCLIP route.
+        n: test images per prompt set.
+        variations: variations judged per source image.
+        batch_size: images per call.
+        seed: seeds the generator.
+        holdout: the combinations its stages never saw in training.
+        prior_guidance_scale: guidance of the diffusion prior.
+        guidance_scale: guidance of the decoder.
+    """
+    pipe.set_progress_bar_config(disable=True)
+    sets = _test_sets(pipe.image_tokenizer.config.image_size, n, holdout)
+    generator = torch.Generator().manual_seed(seed)
+    results: dict[str, Any] = {"embeddings": {}}
+    for name, data in sets.items():
+        prior_cos, text_cos = [], []
+        for batch in _loader(data, batch_size, pipe.clip.config.context_length):
+            true = pipe.clip.encode_image(batch["pixel_values"].to(pipe.device)).float()
+            text = pipe.clip.text_features(batch["input_ids"].to(pipe.device))
+            drawn = pipe.diffusion_prior.sample(
+                text.embeds, text.states, prior_guidance_scale, generator=generator
+            )
+            prior_cos.append((drawn * true).sum(-1).cpu())
+            text_cos.append((text.embeds.float() * true).sum(-1).cpu())
+        prior_c, text_c = torch.cat(prior_cos), torch.cat(text_cos)
+        results["embeddings"][name] = {
+            "cosine_prior_to_image": prior_c.mean().item(),
+            "cosine_text_to_image": text_c.mean().item(),
+            "prior_closer": (prior_c > text_c).float().mean().item(),
+        }
+    images, specs = [], []
+    for batch in _loader(sets["one_object"], batch_size, pipe.clip.config.context_length):
+        embeds = pipe.clip.encode_image(batch["pixel_values"].to(pipe.device))
+        sampling = (guidance_scale, 1.0, None, None, generator)
+        images.extend(pipe.decode_embeddings(embeds.repeat_interleave(variations, 0), *sampling))
+        specs += [spec for spec in batch["spec"] for _ in range(variations)]
+    results["variations"] = {"per_image": variations, **judge_many(images, specs)}
     return results
 
 
@@ -361,14 +446,13 @@ def main(argv: list[str] | None = None) -> int:
             from t2i.pipelines import load_pipeline
 
             holdout = run_data(str(Path(args.model) / "prior")).get("holdout") or None
-            results = evaluate_pipeline(
-                load_pipeline(args.model, device),
-                args.n,
-                args.images_per_prompt,
-                args.batch_size,
-                args.seed,
-                holdout,
-            )
+            pipe = load_pipeline(args.model, device)
+            ipp = args.images_per_prompt
+            results = evaluate_pipeline(pipe, args.n, ipp, args.batch_size, args.seed, holdout)
+            if pipe.has_unclip:
+                results["unclip"] = evaluate_unclip(
+                    pipe, args.n, ipp, args.batch_size, args.seed, holdout
+                )
             return _report(args, results)
         model = load_model(args.model).to(device)
         if isinstance(model, TOKEN_PRIORS):

@@ -67,3 +67,24 @@ def test_a_pipeline_is_scored_per_setting_and_prompt_set(saved_pipeline, tmp_pat
     # the held-out prompts name a held-out combination
     captions, _ = evaluate.pipeline_prompt_sets(16, 3, holdout)["holdout"]
     assert all("purple" in c and "triangle" in c for c in captions)
+
+
+def test_a_pipeline_with_the_unclip_route_is_scored_on_it_too(tmp_path):
+    from conftest import tiny_pipeline
+
+    pipe_dir = tmp_path / "pipe"
+    tiny_pipeline(unclip=True).save_pretrained(pipe_dir)
+    out = tmp_path / "eval.json"
+    argv = [str(pipe_dir), "--n", "2", "--images-per-prompt", "2", "--out", str(out)]
+    assert evaluate.main(argv) == 0
+    report = json.loads(out.read_text())
+    for setting in ("guidance", "unclip_plain", "unclip_guidance", "unclip_guidance_rerank"):
+        assert report[setting]["one_object"]["n"] == 4 and report[setting]["images_per_s"] > 0
+    assert report["unclip_guidance"]["settings"]["route"] == "unclip"
+    for scores in report["unclip"]["embeddings"].values():
+        for key in ("cosine_prior_to_image", "cosine_text_to_image"):
+            assert -1.0 <= scores[key] <= 1.0
+        assert 0.0 <= scores["prior_closer"] <= 1.0
+    variations = report["unclip"]["variations"]
+    assert variations["n"] == 4 and variations["per_image"] == 2
+    assert 0.0 <= variations["fidelity"] <= 1.0
