@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
 from t2i.models.base import T2IModel
 from t2i.models.clip import CLIPModel, clip_score, rerank
 from t2i.models.cvae import CVAE
@@ -49,11 +51,12 @@ def model_dir(path: str | Path) -> Path:
     return path
 
 
-def load_model(path: str | Path) -> T2IModel:
+def load_model(path: str | Path, torch_dtype: torch.dtype | None = None) -> T2IModel:
     """Load a saved t2i model of any family, by the `_class_name` of its config.json.
 
     Args:
         path: a saved model directory, or a run directory (its `model/` is loaded).
+        torch_dtype: load the weights in this dtype (None: as saved).
     """
     path = model_dir(path)
     class_name = json.loads((path / "config.json").read_text()).get("_class_name")
@@ -63,7 +66,7 @@ def load_model(path: str | Path) -> T2IModel:
             f"{path / 'config.json'}: _class_name={class_name!r} is not a t2i model "
             f"({', '.join(sorted(by_name))})"
         )
-    return by_name[class_name].from_pretrained(str(path))
+    return by_name[class_name].from_pretrained(str(path), torch_dtype=torch_dtype)
 
 
 __all__ = [

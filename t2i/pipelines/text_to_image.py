@@ -127,8 +127,7 @@ class TextToImagePipeline(DiffusionPipeline):
                 continue
             if not (path / name / "config.json").is_file():
                 raise FileNotFoundError(f"{path}: component {name!r} missing ({path / name})")
-            model = load_model(path / name).eval()
-            components[name] = model.to(torch_dtype) if torch_dtype is not None else model
+            components[name] = load_model(path / name, torch_dtype=torch_dtype).eval()
         return cls(**components)
 
     # ---- generation ------------------------------------------------------------------------
