@@ -33,7 +33,8 @@ format: $(STAMP)
 # The shipped default pipeline (t2i/assets/default), from the command line: two prompts,
 # four images each and a grid per prompt, written to outputs/.
 demo: $(STAMP)
-	$(PY) -m t2i.generate "a red circle above a blue square" "a large green triangle in the center" -n 4 --seed 0 --grid
+	$(PY) -m t2i.generate "a red circle above a blue square" "a large green triangle in the center" \
+		-n 4 --seed 0 --grid --guidance-scale 2 --temperature 0.7
 
 # Train a tiny caption-conditioned CVAE for about a minute on the CPU: the trainer at work.
 demo-train: $(STAMP)
