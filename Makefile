@@ -34,7 +34,7 @@ format: $(STAMP)
 # four images each and a grid per prompt, written to outputs/.
 demo: $(STAMP)
 	$(PY) -m t2i.generate "a red circle above a blue square" "a large green triangle in the center" \
-		-n 4 --seed 0 --grid --guidance-scale 2 --temperature 0.7
+		-n 4 --seed 0 --grid
 
 # Train a tiny caption-conditioned CVAE for about a minute on the CPU: the trainer at work.
 demo-train: $(STAMP)

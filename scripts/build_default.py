@@ -56,13 +56,15 @@ def train_stage(stage: str, runs: Path, extra: list[str]) -> None:
         raise SystemExit(f"stage {stage} failed")
 
 
-def assemble(runs: Path, out: Path, max_mb: float) -> Path:
-    """Load the trained stages, cast to float16 and save the pipeline to `out` (atomically)."""
+def assemble(runs: Path, out: Path, max_mb: float, sampling: dict | None = None) -> Path:
+    """Load the trained stages, cast to float16 and save the pipeline to `out` (atomically),
+    recording the sampling settings a call uses when it names none."""
     parts = {
         name: load_model(runs / stage).eval().to(torch.float16)
         for name, stage in COMPONENTS.items()
     }
     pipe = TextToImagePipeline(**parts)
+    pipe.sampling_defaults.update(sampling or {})
     tmp = out.with_name(f".tmp-{out.name}")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp)
@@ -99,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         help="train only these stages (the others must be trained)",
     )
     p.add_argument("--max-mb", type=float, default=30.0, help="size budget of the pipeline")
+    # measured on the shapes default (docs/RESULTS.md): guidance 3 at temperature 1 adds
+    # stray objects to this small prior; 2 at 0.7 keeps the guidance gain without them
+    p.add_argument("--guidance-scale", type=float, default=2.0, help="recorded default")
+    p.add_argument("--temperature", type=float, default=0.7, help="recorded default")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     unknown = [s for s in args.set if s.split(".", 1)[0] not in STAGES]
@@ -107,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = Path(args.runs)
     for stage in args.stages:
         train_stage(stage, runs, args.set)
-    assemble(runs, Path(args.out), args.max_mb)
+    sampling = {"guidance_scale": args.guidance_scale, "temperature": args.temperature}
+    assemble(runs, Path(args.out), args.max_mb, sampling)
     return 0
 
 

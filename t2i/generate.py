@@ -46,10 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same images)")
     p.add_argument("--out", default="outputs", help="folder for the PNG files")
     p.add_argument("--grid", action="store_true", help="also write one grid per prompt")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    p.add_argument(
+        "--temperature", type=float, help="sampling temperature (default: the pipeline's)"
+    )
     p.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest codes")
     p.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold")
-    p.add_argument("--guidance-scale", type=float, default=3.0, help="classifier-free guidance")
+    p.add_argument(
+        "--guidance-scale", type=float, help="classifier-free guidance (default: the pipeline's)"
+    )
     p.add_argument(
         "--rerank",
         type=int,
@@ -139,13 +143,17 @@ def run(args: argparse.Namespace) -> list[Path]:
     device = resolve_device(args.device)
     pipe = load_pipeline(args.model, device=device)
     init = Image.open(args.init_image) if args.init_image else None
+    sampling = dict(pipe.sampling_defaults)
+    for key in ("guidance_scale", "temperature"):
+        if getattr(args, key) is not None:
+            sampling[key] = getattr(args, key)
     settings = dict(
         model=args.model or "default",
         seed=args.seed,
-        temperature=args.temperature,
+        temperature=sampling["temperature"],
         top_k=args.top_k,
         top_p=args.top_p,
-        guidance_scale=args.guidance_scale,
+        guidance_scale=sampling["guidance_scale"],
         rerank=args.rerank,
         init_image=args.init_image,
         prime_rows=args.prime_rows if init else 0,
@@ -157,10 +165,10 @@ def run(args: argparse.Namespace) -> list[Path]:
         args.prompts,
         num_images_per_prompt=args.num_images,
         generator=torch.Generator().manual_seed(args.seed),
-        temperature=args.temperature,
+        temperature=sampling["temperature"],
         top_k=args.top_k,
         top_p=args.top_p,
-        guidance_scale=args.guidance_scale,
+        guidance_scale=sampling["guidance_scale"],
         rerank=args.rerank,
         image=init,
         num_prime_rows=settings["prime_rows"],

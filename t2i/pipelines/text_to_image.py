@@ -36,6 +36,7 @@ from t2i.models.prior import DALLEPrior
 from t2i.models.tokenizer import ImageTokenizer
 
 FORMAT = 1  # bump when a saved pipeline's layout changes incompatibly
+SAMPLING = {"guidance_scale": 3.0, "temperature": 1.0}  # unless a pipeline records its own
 OUTPUT_TYPES = ("pil", "np", "pt")
 ROUTES = ("dalle", "unclip")
 
@@ -82,6 +83,9 @@ class TextToImagePipeline(DiffusionPipeline):
             diffusion_prior=diffusion_prior,
             decoder=decoder,
         )
+        # what a call without guidance_scale / temperature uses; a saved pipeline records the
+        # values its builder measured best (model_index.json, "_t2i_sampling")
+        self.sampling_defaults = dict(SAMPLING)
 
     @property
     def has_unclip(self) -> bool:
@@ -97,7 +101,13 @@ class TextToImagePipeline(DiffusionPipeline):
 
         index = Path(save_directory) / "model_index.json"
         config = json.loads(index.read_text())
-        config.update({"_t2i_version": __version__, "_t2i_format": FORMAT})
+        config.update(
+            {
+                "_t2i_version": __version__,
+                "_t2i_format": FORMAT,
+                "_t2i_sampling": self.sampling_defaults,
+            }
+        )
         index.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
     @classmethod
@@ -128,7 +138,9 @@ class TextToImagePipeline(DiffusionPipeline):
             if not (path / name / "config.json").is_file():
                 raise FileNotFoundError(f"{path}: component {name!r} missing ({path / name})")
             components[name] = load_model(path / name, torch_dtype=torch_dtype).eval()
-        return cls(**components)
+        pipe = cls(**components)
+        pipe.sampling_defaults.update(index.get("_t2i_sampling") or {})
+        return pipe
 
     # ---- generation ------------------------------------------------------------------------
 
@@ -138,10 +150,10 @@ class TextToImagePipeline(DiffusionPipeline):
         prompt: str | Sequence[str],
         num_images_per_prompt: int = 4,
         generator: torch.Generator | None = None,
-        temperature: float = 1.0,
+        temperature: float | None = None,
         top_k: int | None = None,
         top_p: float | None = None,
-        guidance_scale: float = 3.0,
+        guidance_scale: float | None = None,
         rerank: int | None = None,
         image: Image.Image | torch.Tensor | None = None,
         num_prime_rows: int = 0,
@@ -159,10 +171,12 @@ class TextToImagePipeline(DiffusionPipeline):
             prompt: the caption(s).
             num_images_per_prompt: images returned per prompt.
             generator: the source of randomness (a seed gives the same images).
-            temperature: softmax temperature of the prior (0 = greedy).
+            temperature: softmax temperature of the prior (0 = greedy); None: the
+                pipeline's `sampling_defaults` (1.0 unless it records another).
             top_k: sample among the k most likely codes.
             top_p: sample within the nucleus of probability top_p.
-            guidance_scale: classifier-free guidance; 1 turns it off.
+            guidance_scale: classifier-free guidance; 1 turns it off; None: the pipeline's
+                `sampling_defaults` (3.0 unless it records another).
             rerank: draw this many candidates per prompt and keep the
                 `num_images_per_prompt` that CLIP scores highest (None: no reranking).
             image: priming image; its first `num_prime_rows` rows of codes are kept.
@@ -184,6 +198,10 @@ class TextToImagePipeline(DiffusionPipeline):
             reranked).
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if guidance_scale is None:
+            guidance_scale = self.sampling_defaults["guidance_scale"]
+        if temperature is None:
+            temperature = self.sampling_defaults["temperature"]
         model = self._route_model(route)
         draws = self._check(prompts, num_images_per_prompt, rerank, output_type, num_prime_rows)
         if route == "dalle":
