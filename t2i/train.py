@@ -30,7 +30,6 @@ from t2i.config import (
     save_config,
 )
 from t2i.data.captioned import CaptionedDataset, WebDatasetShards, detect_format
-from t2i.data.embeddings import EmbeddingDataset, encode_embeddings
 from t2i.data.shapes import ShapesDataset
 from t2i.data.text import CaptionCollator
 from t2i.data.tokens import TokenDataset, cached_tokens, encode_dataset, fingerprint
@@ -284,7 +283,7 @@ def token_dataset(
         weights += [(f"clip.{k}", v) for k, v in clip.state_dict().items()]
         described.append(dict(clip.config))
         source += f" + {model_dir(data.clip).resolve()}"
-        extras = {"image_embeds": clip.encode_image}
+        extras = {"image_embeds": lambda batch: clip.encode_image(batch["pixel_values"])}
 
     def build():
         for model in (tokenizer, clip):
@@ -296,8 +295,9 @@ def token_dataset(
     return TokenDataset(cached_tokens(data.token_cache, key, source, build))
 
 
-def embedding_dataset(clip: CLIPModel, dataset: ShapesDataset, data: DataConfig) -> Dataset:
-    """A data set's CLIP image and text embeddings, from the cache (encoded on a miss).
+def embedding_dataset(clip: CLIPModel, dataset: ShapesDataset, data: DataConfig) -> TokenDataset:
+    """A data set's CLIP (image, text) embedding pairs, `image_embeds` and `text_embeds`, from
+    the cache (encoded on a miss), so the diffusion prior never runs CLIP's image tower.
 
     Args:
         clip: the trained CLIP model.
@@ -308,14 +308,16 @@ def embedding_dataset(clip: CLIPModel, dataset: ShapesDataset, data: DataConfig)
     key = fingerprint(clip.state_dict().items(), dict(clip.config), dataset.description, "embeds")
     source = f"{model_dir(data.clip).resolve()} {dataset.description} embeddings"
 
+    extras = {
+        "image_embeds": lambda batch: clip.encode_image(batch["pixel_values"]),
+        "text_embeds": lambda batch: clip.encode_text(clip.tokenize(batch["caption"]).to(device)),
+    }
+
     def build():
-        def texts(captions: list[str]) -> torch.Tensor:
-            return clip.encode_text(clip.tokenize(captions).to(device))
-
         clip.to(device)
-        return encode_embeddings(dataset, clip.encode_image, texts, device=device)
+        return encode_dataset(dataset, None, device=device, extras=extras)
 
-    return EmbeddingDataset(cached_tokens(data.token_cache, key, source, build))
+    return TokenDataset(cached_tokens(data.token_cache, key, source, build))
 
 
 def clip_reads(model: torch.nn.Module) -> tuple[bool, bool]:

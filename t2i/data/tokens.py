@@ -68,22 +68,24 @@ def collate_images(samples: list[dict]) -> dict[str, Any]:
 @torch.no_grad()
 def encode_dataset(
     dataset: Dataset,
-    encode: Callable[[torch.Tensor], Tokens],
+    encode: Callable[[torch.Tensor], Tokens] | None,
     batch_size: int = 256,
     device: str | torch.device = "cpu",
     num_workers: int = 0,
-    extras: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
+    extras: dict[str, Callable[[dict], torch.Tensor]] | None = None,
 ) -> datasets.Dataset:
-    """Encode every image of a data set: a `datasets.Dataset` with caption, spec and grids.
+    """Encode every image of a data set: a `datasets.Dataset` with caption, spec, grids and
+    any extra columns.
 
     Args:
         dataset: yields dicts with `pixel_values` (3, H, W), `caption` and optionally `spec`.
-        encode: images (N, 3, H, W) on `device` -> grids (N, h, w) or a tuple of them.
+        encode: images (N, 3, H, W) on `device` -> grids (N, h, w) or a tuple of them;
+            None stores no grids (a cache of extras alone).
         batch_size: images per `encode` call.
         device: where the images go before `encode`.
         num_workers: DataLoader workers that render or read the images.
-        extras: name -> images (N, 3, H, W) -> float rows (N, D), stored as more columns
-            (unCLIP's decoder keeps each image's CLIP embedding beside its codes).
+        extras: name -> batch (`pixel_values` on `device`, `caption`) -> float rows (N, D),
+            stored as more columns (CLIP embeddings for the unCLIP stages).
     """
     loader = DataLoader(
         dataset, batch_size=batch_size, collate_fn=collate_images, num_workers=num_workers
@@ -92,11 +94,12 @@ def encode_dataset(
     for batch in tqdm(loader, desc="encoding images", unit="batch"):
         parts["caption"] += batch["caption"]
         parts["spec"] += batch["spec"]
-        images = batch["pixel_values"].to(device)
-        for name, array in _columns(encode(images)).items():
-            parts.setdefault(name, []).append(array)
+        batch["pixel_values"] = batch["pixel_values"].to(device)
+        if encode is not None:
+            for name, array in _columns(encode(batch["pixel_values"])).items():
+                parts.setdefault(name, []).append(array)
         for name, fn in (extras or {}).items():
-            parts.setdefault(name, []).append(fn(images).float().cpu().numpy())
+            parts.setdefault(name, []).append(fn(batch).float().cpu().numpy())
     columns = {
         k: v if k in ("caption", "spec") else list(np.concatenate(v)) for k, v in parts.items()
     }
@@ -145,7 +148,8 @@ def _drop_stale(root: Path, source: str) -> None:
 
 class TokenDataset(Dataset):
     """Cached grids as training samples: `image_tokens` (a (h, w) int64 grid, or a tuple of
-    grids, coarsest first), `caption`, `spec` and any extra float column (`image_embeds`).
+    grids, coarsest first; absent from a cache without grids), `caption`, `spec` and any
+    extra float column (`image_embeds`, `text_embeds`) as a float32 tensor.
 
     Args:
         data: a data set made by `encode_dataset`.
@@ -163,8 +167,9 @@ class TokenDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         row = self.data[index]
         grids = tuple(torch.from_numpy(np.asarray(row[c])).long() for c in self.levels)
+        tokens = {"image_tokens": grids[0] if len(grids) == 1 else grids} if grids else {}
         return {
-            "image_tokens": grids[0] if len(grids) == 1 else grids,
+            **tokens,
             "caption": str(row["caption"]),
             "spec": json.loads(str(row["spec"])),
             **{c: torch.from_numpy(np.asarray(row[c], dtype=np.float32)) for c in self.extras},

@@ -198,10 +198,6 @@ class TextToImagePipeline(DiffusionPipeline):
             reranked).
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        if guidance_scale is None:
-            guidance_scale = self.sampling_defaults["guidance_scale"]
-        if temperature is None:
-            temperature = self.sampling_defaults["temperature"]
         model = self._route_model(route)
         draws = self._check(prompts, num_images_per_prompt, rerank, output_type, num_prime_rows)
         if route == "dalle":
@@ -321,15 +317,20 @@ class TextToImagePipeline(DiffusionPipeline):
         self,
         model: DALLEPrior,
         cond: dict[str, torch.Tensor],
-        guidance_scale: float,
-        temperature: float,
+        guidance_scale: float | None,
+        temperature: float | None,
         top_k: int | None,
         top_p: float | None,
         generator: torch.Generator | None,
         prime: torch.Tensor | None,
         callback_on_step_end: Callable | None,
     ) -> torch.Tensor:
-        """The prior's (or decoder's) sampling loop under a progress bar: (N, image_len)."""
+        """The prior's (or decoder's) sampling loop under a progress bar: (N, image_len);
+        a guidance_scale or temperature of None is the pipeline's `sampling_defaults`."""
+        if guidance_scale is None:
+            guidance_scale = self.sampling_defaults["guidance_scale"]
+        if temperature is None:
+            temperature = self.sampling_defaults["temperature"]
         start = 0 if prime is None else prime.shape[1]
         with self.progress_bar(total=model.image_len - start) as bar:
 
@@ -370,8 +371,8 @@ class TextToImagePipeline(DiffusionPipeline):
         image: Image.Image | torch.Tensor,
         num_images: int = 4,
         generator: torch.Generator | None = None,
-        guidance_scale: float = 3.0,
-        temperature: float = 1.0,
+        guidance_scale: float | None = None,
+        temperature: float | None = None,
         top_k: int | None = None,
         top_p: float | None = None,
         output_type: str = "pil",
@@ -383,8 +384,9 @@ class TextToImagePipeline(DiffusionPipeline):
             image: a PIL image or a (3, H, W) tensor in [-1, 1].
             num_images: variations drawn.
             generator: the source of randomness.
-            guidance_scale: classifier-free guidance of the decoder.
-            temperature: softmax temperature of the decoder.
+            guidance_scale: classifier-free guidance of the decoder (None: the pipeline's
+                `sampling_defaults`).
+            temperature: softmax temperature of the decoder (None: as guidance_scale).
             top_k: sample among the k most likely codes.
             top_p: sample within the nucleus of probability top_p.
             output_type: "pil", "np" or "pt".
@@ -405,8 +407,8 @@ class TextToImagePipeline(DiffusionPipeline):
         prompt_b: str,
         steps: int = 5,
         generator: torch.Generator | None = None,
-        guidance_scale: float = 3.0,
-        temperature: float = 1.0,
+        guidance_scale: float | None = None,
+        temperature: float | None = None,
         top_k: int | None = None,
         top_p: float | None = None,
         prior_guidance_scale: float = 4.0,
@@ -422,8 +424,9 @@ class TextToImagePipeline(DiffusionPipeline):
             prompt_b: the last image's caption.
             steps: images from first to last (>= 2).
             generator: the source of randomness.
-            guidance_scale: classifier-free guidance of the decoder.
-            temperature: softmax temperature of the decoder.
+            guidance_scale: classifier-free guidance of the decoder (None: the pipeline's
+                `sampling_defaults`).
+            temperature: softmax temperature of the decoder (None: as guidance_scale).
             top_k: sample among the k most likely codes.
             top_p: sample within the nucleus of probability top_p.
             prior_guidance_scale: guidance of the diffusion prior.
@@ -446,8 +449,8 @@ class TextToImagePipeline(DiffusionPipeline):
     def decode_embeddings(
         self,
         embeds: torch.Tensor,
-        guidance_scale: float,
-        temperature: float,
+        guidance_scale: float | None,
+        temperature: float | None,
         top_k: int | None,
         top_p: float | None,
         generator: torch.Generator | None,
