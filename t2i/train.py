@@ -296,8 +296,10 @@ def token_dataset(
 
 
 def embedding_dataset(clip: CLIPModel, dataset: ShapesDataset, data: DataConfig) -> TokenDataset:
-    """A data set's CLIP (image, text) embedding pairs, `image_embeds` and `text_embeds`, from
-    the cache (encoded on a miss), so the diffusion prior never runs CLIP's image tower.
+    """A data set's CLIP image embeddings (`image_embeds`) beside its captions, from the cache
+    (encoded on a miss), so the diffusion prior never runs CLIP's image tower. The caption's
+    side (token states and text embedding) comes from one text-tower pass per batch
+    (`clip_text_states(clip, embeds=True)`).
 
     Args:
         clip: the trained CLIP model.
@@ -308,10 +310,7 @@ def embedding_dataset(clip: CLIPModel, dataset: ShapesDataset, data: DataConfig)
     key = fingerprint(clip.state_dict().items(), dict(clip.config), dataset.description, "embeds")
     source = f"{model_dir(data.clip).resolve()} {dataset.description} embeddings"
 
-    extras = {
-        "image_embeds": lambda batch: clip.encode_image(batch["pixel_values"]),
-        "text_embeds": lambda batch: clip.encode_text(clip.tokenize(batch["caption"]).to(device)),
-    }
+    extras = {"image_embeds": lambda batch: clip.encode_image(batch["pixel_values"])}
 
     def build():
         clip.to(device)
@@ -361,12 +360,17 @@ def load_clip(data: DataConfig, model: torch.nn.Module, where: str) -> CLIPModel
     return clip.eval().requires_grad_(False)
 
 
-def clip_text_states(clip: CLIPModel):
-    """A batch transform adding the frozen CLIP token states (`text_states`) of `input_ids`."""
+def clip_text_states(clip: CLIPModel, embeds: bool = False):
+    """A batch transform adding the frozen CLIP token states (`text_states`) of `input_ids`,
+    and with `embeds` their pooled text embeddings (`text_embeds`) from the same pass."""
 
     def transform(batch: dict) -> dict:
         clip.to(batch["input_ids"].device)
-        return {**batch, "text_states": clip.text_features(batch["input_ids"]).states}
+        features = clip.text_features(batch["input_ids"])
+        out = {**batch, "text_states": features.states}
+        if embeds:
+            out["text_embeds"] = features.embeds
+        return out
 
     return transform
 
@@ -410,7 +414,7 @@ def run(config: ExperimentConfig, where: str = "config") -> TrainResult:
     decode_tokens = batch_transform = score = None
     clip = load_clip(config.data, model, where) if reads_states or reads_embeds else None
     if reads_states:
-        batch_transform = clip_text_states(clip)
+        batch_transform = clip_text_states(clip, embeds=isinstance(model, DiffusionPrior))
     if isinstance(model, DiffusionPrior):  # trains on cached embedding pairs
         train_set = embedding_dataset(clip, train_set, config.data)
         val_set = embedding_dataset(clip, val_set, config.data)
