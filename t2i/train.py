@@ -66,11 +66,14 @@ def build_model(config: ExperimentConfig, where: str) -> torch.nn.Module:
     return cls(**check_kwargs(cls.__init__, kwargs, f"{where}: model ({name})"))
 
 
-COMPONENTS: dict[str, type] = {  # a pipeline's components by the model families they hold
-    "image_tokenizer": ImageTokenizer,
+COMPONENTS: dict[str, type] = {  # a pipeline's components by the model families they hold,
+    "image_tokenizer": ImageTokenizer,  # in the order they train (each reads those before it)
     "clip": CLIPModel,
     "prior": DALLEPrior,
+    "diffusion_prior": DiffusionPrior,  # the unCLIP route's, when a pipeline has it
+    "decoder": DALLEPrior,
 }
+UNCLIP = ("diffusion_prior", "decoder")
 
 
 def initial_model(config: ExperimentConfig, where: str) -> torch.nn.Module:
@@ -122,17 +125,26 @@ def finetune_pipeline(config: ExperimentConfig, where: str) -> TrainResult:
         )
     source = Path(config.init_from) if config.init_from else DEFAULT_PIPELINE
     try:
-        check_pipeline_dir(source)
+        index = check_pipeline_dir(source)
     except (FileNotFoundError, ValueError) as err:
         raise ConfigError(f"{where}: init_from={str(source)!r}: {err}") from err
     out = Path(config.train.output_dir)
-    current = {name: source / name for name in COMPONENTS}
+    has = [n for n in COMPONENTS if n not in UNCLIP or (index.get(n) or [None])[0] is not None]
+    current = {name: source / name for name in has}
+    missing = [s for s in stages if s not in current]
+    if missing:
+        raise ConfigError(
+            f"{where}: model.stages names {', '.join(missing)}, which the pipeline at "
+            f"{str(source)!r} does not have (it has {', '.join(current)})"
+        )
     result = None
     for stage in (s for s in COMPONENTS if s in stages):
         result = run(stage_config(config, stage, current, out), f"{where} [{stage}]")
         current[stage] = result.model_dir
     parts = {name: load_model(path).eval() for name, path in current.items()}
-    TextToImagePipeline(**parts).save_pretrained(out)
+    pipe = TextToImagePipeline(**parts)
+    pipe.sampling_defaults.update(index.get("_t2i_sampling") or {})  # the source's measured
+    pipe.save_pretrained(out)
     logger.info("fine-tuned pipeline (%s) saved to %s", ", ".join(stages), out)
     return dataclasses.replace(result, model_dir=out)
 
@@ -148,8 +160,8 @@ def stage_config(
         config.data,
         image_size=tokenizer.config.image_size if stage != "clip" else config.data.image_size,
         context_length=clip.config.context_length,
-        tokenizer=str(current["image_tokenizer"]) if stage == "prior" else None,
-        clip=str(current["clip"]) if stage == "prior" else None,
+        tokenizer=str(current["image_tokenizer"]) if stage in ("prior", "decoder") else None,
+        clip=str(current["clip"]) if stage != "image_tokenizer" and stage != "clip" else None,
     )
     return dataclasses.replace(
         config,

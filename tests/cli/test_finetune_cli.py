@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_pipeline
 from safetensors.torch import load_file
 
 from t2i import train
@@ -83,7 +84,38 @@ def test_mismatched_init_and_shorthand_keys_are_named(saved_pipeline, tmp_path):
         load_config("configs/shapes/vae.yaml", ["nonsense=1"])
     bad = load_config(
         "configs/custom/finetune.yaml",
-        ["model.stages=[decoder]", "data.path=x", f"init_from={tmp_path}"],
+        ["model.stages=[unet]", "data.path=x", f"init_from={tmp_path}"],
     )
     with pytest.raises(ConfigError, match="takes only model.stages"):
         train.run(bad, "cfg")
+    absent = load_config(
+        "configs/custom/finetune.yaml",
+        ["model.stages=[decoder]", "data.path=x", f"init_from={saved_pipeline}"],
+    )
+    with pytest.raises(ConfigError, match="names decoder, which the pipeline at .* does not have"):
+        train.run(absent, "cfg")
+
+
+def test_finetune_the_unclip_stages_keeps_the_route_and_the_sampling_defaults(folder, tmp_path):
+    source, out = tmp_path / "source", tmp_path / "tuned"
+    pipe = tiny_pipeline(unclip=True)
+    pipe.sampling_defaults.update(guidance_scale=2.0, temperature=0.7)
+    pipe.save_pretrained(source)
+    argv = [
+        "configs/custom/finetune.yaml",
+        f"data.path={folder}",
+        f"init_from={source}",
+        f"output_dir={out}",
+        "model.stages=[diffusion_prior,decoder]",
+        "max_steps=3",
+        *TINY,
+    ]
+    assert train.main(argv) == 0
+    for name, trained in [("prior", False), ("diffusion_prior", True), ("decoder", True)]:
+        before, after = weights(source / name), weights(out / name)
+        assert any(not torch.equal(before[k], after[k]) for k in before) == trained, name
+    tuned = load_pipeline(out, device="cpu")
+    assert tuned.has_unclip and tuned.sampling_defaults["temperature"] == 0.7
+    tuned.set_progress_bar_config(disable=True)
+    images = tuned("a red circle", route="unclip", num_inference_steps=2, output_type="pt").images
+    assert images.shape[1:] == (3, 16, 16)
