@@ -245,18 +245,25 @@ def evaluate_shapes(
     return results
 
 
-PIPELINE_SETTINGS: dict[str, dict[str, Any]] = {
-    "plain": dict(guidance_scale=1.0),
-    "guidance": dict(guidance_scale=3.0),
-    "rerank": dict(guidance_scale=1.0, rerank=4),
-    "guidance_rerank": dict(guidance_scale=3.0, rerank=4),  # rerank: candidates per image kept
+PIPELINE_SETTINGS: dict[str, dict[str, Any]] = {  # rerank: candidates drawn per image kept
+    "plain": dict(guidance_scale=1.0, temperature=1.0),
+    "guidance": dict(guidance_scale=3.0, temperature=1.0),
+    "rerank": dict(guidance_scale=1.0, temperature=1.0, rerank=4),
+    "guidance_rerank": dict(guidance_scale=3.0, temperature=1.0, rerank=4),
+    "defaults": {},  # the sampling settings the pipeline records (`sampling_defaults`)
+    "defaults_rerank": dict(rerank=4),
 }
 UNCLIP_SETTINGS: dict[str, dict[str, Any]] = {  # added for a pipeline with the unCLIP route
-    "unclip_plain": dict(route="unclip", guidance_scale=1.0, prior_guidance_scale=1.0),
-    "unclip_guidance": dict(route="unclip", guidance_scale=3.0, prior_guidance_scale=4.0),
-    "unclip_guidance_rerank": dict(
-        route="unclip", guidance_scale=3.0, prior_guidance_scale=4.0, rerank=4
+    "unclip_plain": dict(
+        route="unclip", guidance_scale=1.0, temperature=1.0, prior_guidance_scale=1.0
     ),
+    "unclip_guidance": dict(
+        route="unclip", guidance_scale=3.0, temperature=1.0, prior_guidance_scale=4.0
+    ),
+    "unclip_guidance_rerank": dict(
+        route="unclip", guidance_scale=3.0, temperature=1.0, prior_guidance_scale=4.0, rerank=4
+    ),
+    "unclip_defaults": dict(route="unclip"),  # the recorded settings, the prior's default
 }
 
 
@@ -293,7 +300,8 @@ def evaluate_pipeline(
         holdout: the combinations its prior never saw in training.
         settings: name -> pipeline keyword arguments (default `PIPELINE_SETTINGS`, and
             `UNCLIP_SETTINGS` when the pipeline has the unCLIP route; a `rerank` there is
-            the candidates drawn per kept image).
+            the candidates drawn per kept image; an unnamed guidance scale or temperature
+            is the pipeline's recorded default).
 
     Each setting also reports its wall time and the images per second it returned.
     """
@@ -436,6 +444,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--images-per-prompt", type=int, default=4, help="a pipeline's images per test prompt"
     )
+    every = [*PIPELINE_SETTINGS, *UNCLIP_SETTINGS]
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        choices=every,
+        metavar="NAME",
+        help=f"a pipeline's sampling settings to score (default: all it has): {', '.join(every)}",
+    )
     parser.add_argument("--out", help="also write the JSON to this file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -448,8 +464,17 @@ def main(argv: list[str] | None = None) -> int:
             holdout = run_data(str(Path(args.model) / "prior")).get("holdout") or None
             pipe = load_pipeline(args.model, device)
             ipp = args.images_per_prompt
-            results = evaluate_pipeline(pipe, args.n, ipp, args.batch_size, args.seed, holdout)
-            if pipe.has_unclip:
+            settings = None
+            if args.settings:
+                chosen = {**PIPELINE_SETTINGS, **UNCLIP_SETTINGS}
+                unclip = [n for n in args.settings if n in UNCLIP_SETTINGS]
+                if unclip and not pipe.has_unclip:
+                    raise ValueError(f"--settings {unclip[0]}: {args.model} has no unCLIP route")
+                settings = {n: chosen[n] for n in args.settings}
+            results = evaluate_pipeline(
+                pipe, args.n, ipp, args.batch_size, args.seed, holdout, settings
+            )
+            if pipe.has_unclip and (not args.settings or unclip):
                 results["unclip"] = evaluate_unclip(
                     pipe, args.n, ipp, args.batch_size, args.seed, holdout
                 )

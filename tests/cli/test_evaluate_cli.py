@@ -49,7 +49,7 @@ def test_a_missing_model_is_a_clear_error(tmp_path, capsys):
     assert "no config.json" in capsys.readouterr().err
 
 
-def test_a_pipeline_is_scored_per_setting_and_prompt_set(saved_pipeline, tmp_path):
+def test_a_pipeline_is_scored_per_setting_and_prompt_set(saved_pipeline, tmp_path, capsys):
     pipe_dir = tmp_path / "pipe"
     shutil.copytree(saved_pipeline, pipe_dir)
     holdout = [{"color": "purple", "shape": "triangle"}]
@@ -59,11 +59,22 @@ def test_a_pipeline_is_scored_per_setting_and_prompt_set(saved_pipeline, tmp_pat
     assert evaluate.main(argv) == 0
     report = json.loads(out.read_text())
     assert report["prompts"] == 3 and report["images_per_prompt"] == 2
-    assert report["guidance_rerank"]["settings"] == {"guidance_scale": 3.0, "rerank": 8}
-    for setting in ("plain", "guidance", "rerank", "guidance_rerank"):
+    assert report["guidance_rerank"]["settings"] == {
+        "guidance_scale": 3.0,
+        "temperature": 1.0,
+        "rerank": 8,
+    }
+    assert report["defaults_rerank"]["settings"] == {"rerank": 8}  # the pipeline's own
+    for setting in ("plain", "guidance", "rerank", "guidance_rerank", "defaults"):
         for prompts in ("one_object", "two_objects", "holdout"):
             scores = report[setting][prompts]
             assert scores["n"] == 6 and 0.0 <= scores["fidelity"] <= 1.0
+    # --settings scores only the named ones; an unCLIP setting needs the route
+    argv += ["--settings", "defaults"]
+    assert evaluate.main(argv) == 0
+    assert {"defaults"} == set(json.loads(out.read_text())) & set(evaluate.PIPELINE_SETTINGS)
+    assert evaluate.main([*argv, "unclip_plain"]) == 2
+    assert "has no unCLIP route" in capsys.readouterr().err
     # the held-out prompts name a held-out combination
     captions, _ = evaluate.pipeline_prompt_sets(16, 3, holdout)["holdout"]
     assert all("purple" in c and "triangle" in c for c in captions)
@@ -78,7 +89,7 @@ def test_a_pipeline_with_the_unclip_route_is_scored_on_it_too(tmp_path):
     argv = [str(pipe_dir), "--n", "2", "--images-per-prompt", "2", "--out", str(out)]
     assert evaluate.main(argv) == 0
     report = json.loads(out.read_text())
-    for setting in ("guidance", "unclip_plain", "unclip_guidance", "unclip_guidance_rerank"):
+    for setting in ("guidance", "unclip_plain", "unclip_guidance", "unclip_defaults"):
         assert report[setting]["one_object"]["n"] == 4 and report[setting]["images_per_s"] > 0
     assert report["unclip_guidance"]["settings"]["route"] == "unclip"
     for scores in report["unclip"]["embeddings"].values():
