@@ -38,6 +38,7 @@ from t2i.models import (
     MODELS,
     CLIPModel,
     DALLEPrior,
+    DiffusionDecoder,
     DiffusionPrior,
     ImageTokenizer,
     load_model,
@@ -71,7 +72,7 @@ COMPONENTS: dict[str, type] = {  # a pipeline's components by the model families
     "clip": CLIPModel,
     "prior": DALLEPrior,
     "diffusion_prior": DiffusionPrior,  # the unCLIP route's, when a pipeline has it
-    "decoder": DALLEPrior,
+    "decoder": (DALLEPrior, DiffusionDecoder),  # over codes, or pixels
 }
 UNCLIP = ("diffusion_prior", "decoder")
 
@@ -335,6 +336,8 @@ def clip_reads(model: torch.nn.Module) -> tuple[bool, bool]:
     """Whether a model reads CLIP's caption token states, and CLIP's embeddings."""
     if isinstance(model, DiffusionPrior):
         return True, True
+    if isinstance(model, DiffusionDecoder):
+        return False, True
     mode = model.config.get("text_encoder")
     return mode == "clip", mode == "clip_image"
 
@@ -387,6 +390,17 @@ def clip_text_states(clip: CLIPModel, embeds: bool = False):
     return transform
 
 
+def clip_image_embeds(clip: CLIPModel):
+    """A batch transform adding the frozen CLIP image embeddings (`image_embeds`) of
+    `pixel_values` (the pixel decoder's condition, computed as its images are read)."""
+
+    def transform(batch: dict) -> dict:
+        clip.to(batch["pixel_values"].device)
+        return {**batch, "image_embeds": clip.encode_image(batch["pixel_values"])}
+
+    return transform
+
+
 def judge_samples(images: torch.Tensor, batch: dict) -> dict[str, float]:
     """The shapes judge's prompt fidelity of sampled images on their captions' specs."""
     return {"fidelity": judge_many(images.float().cpu(), batch["spec"])["fidelity"]}
@@ -430,6 +444,10 @@ def run(config: ExperimentConfig, where: str = "config") -> TrainResult:
     if isinstance(model, DiffusionPrior):  # trains on cached embedding pairs
         train_set = embedding_dataset(clip, train_set, config.data)
         val_set = embedding_dataset(clip, val_set, config.data)
+    elif isinstance(model, DiffusionDecoder):  # trains on images and their CLIP embeddings
+        batch_transform = clip_image_embeds(clip)
+        if getattr(images, "has_spec", isinstance(images, ShapesDataset)):
+            score = judge_samples  # does a draw show what the embedded image showed?
     elif config.data.tokenizer:
         tokenizer = load_tokenizer(config.data, where)
         check_prior(model, tokenizer, where)

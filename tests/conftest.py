@@ -5,13 +5,14 @@ import pytest
 import torch
 
 
-def tiny_pipeline(text_encoder: str = "clip", unclip: bool = False):
+def tiny_pipeline(text_encoder: str = "clip", unclip: bool = False, pixels: bool = False):
     """A small untrained TextToImagePipeline (16 px images, a 4 x 4 code grid), seeded; with
-    `unclip`, also a diffusion prior and a decoder."""
+    `unclip`, also a diffusion prior and a decoder (over codes; with `pixels`, a pixel
+    diffusion decoder)."""
     import tiny
 
     from t2i import TextToImagePipeline
-    from t2i.models import VQVAE, CLIPModel, DALLEPrior, DiffusionPrior
+    from t2i.models import VQVAE, CLIPModel, DALLEPrior, DiffusionDecoder, DiffusionPrior
 
     torch.manual_seed(0)
     clip = CLIPModel(**tiny.CLIP)
@@ -40,6 +41,15 @@ def tiny_pipeline(text_encoder: str = "clip", unclip: bool = False):
             embed_dim=16,
             **small,
         ).eval()
+        if pixels:
+            stages["decoder"] = DiffusionDecoder(
+                image_size=16,
+                embed_dim=16,
+                block_out_channels=(8, 16),
+                attention_levels=(False, True),
+                norm_num_groups=4,
+                num_train_timesteps=100,
+            ).eval()
     pipe = TextToImagePipeline(
         clip=clip.eval(), image_tokenizer=tokenizer.eval(), prior=prior.eval(), **stages
     )

@@ -11,6 +11,7 @@ import torch
 from t2i.models.base import T2IModel
 from t2i.models.clip import CLIPModel, clip_score, rerank
 from t2i.models.cvae import CVAE
+from t2i.models.diffusion_decoder import DiffusionDecoder
 from t2i.models.diffusion_prior import DiffusionPrior
 from t2i.models.dvae import DiscreteVAE
 from t2i.models.gumbel import CategoricalVAE
@@ -32,6 +33,7 @@ MODELS: dict[str, type[T2IModel]] = {
     "clip": CLIPModel,
     "dalle_prior": DALLEPrior,
     "diffusion_prior": DiffusionPrior,
+    "diffusion_decoder": DiffusionDecoder,
 }
 
 TOKEN_PRIORS = (PixelCNN, HierarchicalPixelCNN, DALLEPrior)  # models of a tokenizer's code grids
@@ -73,6 +75,7 @@ __all__ = [
     "CLIPModel",
     "CVAE",
     "DALLEPrior",
+    "DiffusionDecoder",
     "DiffusionPrior",
     "MODELS",
     "PRESETS",

@@ -7,7 +7,8 @@ scores the candidates against their prompt and keeps the best (reranking).
 
 The unCLIP route (Ramesh et al. 2022), when the pipeline holds its two stages: CLIP encodes
 the prompts; the diffusion prior turns each text embedding into an image embedding; the
-decoder (an autoregressive prior reading that embedding) draws the codes; then as above.
+decoder (an autoregressive prior reading that embedding) draws the codes, then as above; or a
+pixel diffusion decoder (`DiffusionDecoder`) draws the image itself.
 The same two stages give variations of an image (its CLIP embedding decoded again) and
 interpolations between prompts (their image embeddings joined along the great circle).
 
@@ -31,6 +32,7 @@ from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from PIL import Image
 
 from t2i.models.clip import CLIPModel, clip_score
+from t2i.models.diffusion_decoder import DiffusionDecoder
 from t2i.models.diffusion_prior import DiffusionPrior
 from t2i.models.prior import DALLEPrior
 from t2i.models.tokenizer import ImageTokenizer
@@ -54,7 +56,8 @@ class TextToImagePipeline(DiffusionPipeline):
         image_tokenizer: the tokenizer whose codes the prior draws (DiscreteVAE, VQVAE, VQVAE2).
         prior: the `DALLEPrior` of the DALL-E route (reads the caption).
         diffusion_prior: unCLIP's `DiffusionPrior` (text embedding -> image embedding).
-        decoder: unCLIP's decoder, a `DALLEPrior` with text_encoder="clip_image".
+        decoder: unCLIP's decoder: a `DALLEPrior` with text_encoder="clip_image" (over the
+            tokenizer's codes) or a `DiffusionDecoder` (over pixels).
     """
 
     model_cpu_offload_seq = "clip->prior->image_tokenizer"
@@ -66,12 +69,12 @@ class TextToImagePipeline(DiffusionPipeline):
         image_tokenizer: ImageTokenizer,
         prior: DALLEPrior,
         diffusion_prior: DiffusionPrior | None = None,
-        decoder: DALLEPrior | None = None,
+        decoder: DALLEPrior | DiffusionDecoder | None = None,
     ):
         super().__init__()
         if (diffusion_prior is None) != (decoder is None):
             raise ValueError("the unCLIP route needs both a diffusion_prior and a decoder")
-        if decoder is not None and decoder.config.text_encoder != "clip_image":
+        if isinstance(decoder, DALLEPrior) and decoder.config.text_encoder != "clip_image":
             raise ValueError(
                 f"decoder reads text_encoder={decoder.config.text_encoder!r}; unCLIP's decoder "
                 "reads a CLIP image embedding (text_encoder='clip_image')"
@@ -200,8 +203,12 @@ class TextToImagePipeline(DiffusionPipeline):
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         model = self._route_model(route)
         draws = self._check(prompts, num_images_per_prompt, rerank, output_type, num_prime_rows)
+        prime = self.prime_codes(image, num_prime_rows, len(prompts) * draws)
+        sampling = (guidance_scale, temperature, top_k, top_p, generator)
         if route == "dalle":
             cond = self.encode_prompt(prompts, draws)
+            codes = self.sample_codes(model, cond, *sampling, prime, callback_on_step_end)
+            images = self.decode_codes(model, codes)
         else:
             embeds = self.image_embeddings(
                 prompts,
@@ -211,26 +218,15 @@ class TextToImagePipeline(DiffusionPipeline):
                 prior_candidates,
                 generator,
             )
-            cond = {"image_embeds": embeds}
-        prime = self.prime_codes(image, num_prime_rows, len(prompts) * draws)
-        codes = self.sample_codes(
-            model,
-            cond,
-            guidance_scale,
-            temperature,
-            top_k,
-            top_p,
-            generator,
-            prime,
-            callback_on_step_end,
-        )
-        images = self.decode_codes(model, codes)
+            images = self.decode_embeddings(
+                embeds, *sampling, prime, callback_on_step_end, num_inference_steps
+            )
         if rerank is not None:
             images = self.rerank(images, prompts, draws, num_images_per_prompt)
         return self._output(images, output_type, return_dict)
 
-    def _route_model(self, route: str) -> DALLEPrior:
-        """The autoregressive model that draws the codes on a route."""
+    def _route_model(self, route: str) -> DALLEPrior | DiffusionDecoder:
+        """The model that draws the images' codes (or pixels) on a route."""
         if route not in ROUTES:
             raise ValueError(f"route={route!r}: use one of {ROUTES}")
         if route == "unclip" and not self.has_unclip:
@@ -454,11 +450,32 @@ class TextToImagePipeline(DiffusionPipeline):
         top_k: int | None,
         top_p: float | None,
         generator: torch.Generator | None,
+        prime: torch.Tensor | None = None,
+        callback_on_step_end: Callable | None = None,
+        num_inference_steps: int = 25,
     ) -> torch.Tensor:
-        """unCLIP's second stage: CLIP image embeddings (N, D) -> images (N, 3, H, W)."""
+        """unCLIP's second stage: CLIP image embeddings (N, D) -> images (N, 3, H, W).
+
+        A decoder over codes (`DALLEPrior`) samples with guidance_scale, temperature, top_k,
+        top_p, the primed codes and the callback; a pixel decoder (`DiffusionDecoder`)
+        denoises in `num_inference_steps` with guidance_scale and has no codes to prime.
+        """
+        if isinstance(self.decoder, DiffusionDecoder):
+            if prime is not None:
+                raise ValueError(
+                    "priming completes code rows; this pipeline's decoder draws pixels"
+                )
+            if guidance_scale is None:
+                guidance_scale = self.sampling_defaults["guidance_scale"]
+            return self.decoder.sample(
+                embeds.to(self.device),
+                guidance_scale=guidance_scale,
+                num_inference_steps=num_inference_steps,
+                generator=generator,
+            )
         cond = {"image_embeds": embeds}
         sampling = (guidance_scale, temperature, top_k, top_p, generator)
-        codes = self.sample_codes(self.decoder, cond, *sampling, None, None)
+        codes = self.sample_codes(self.decoder, cond, *sampling, prime, callback_on_step_end)
         return self.decode_codes(self.decoder, codes)
 
 

@@ -9,7 +9,7 @@ import tiny
 from t2i import train
 from t2i.config import ConfigError, load_config
 from t2i.data.tokens import INFO_FILE as INFO
-from t2i.models import DALLEPrior, DiffusionPrior
+from t2i.models import DALLEPrior, DiffusionDecoder, DiffusionPrior
 from t2i.training import read_metrics
 
 COMMON = [*tiny.DATA, "data.num_train=128", "train.batch_size=16", "train.num_samples=4"]
@@ -134,3 +134,31 @@ def test_decoder_trains_on_codes_and_image_embeddings_and_is_judged(parts, tmp_p
     assert decoder.config.text_encoder == "clip_image" and decoder.config.context_length == 4
     with pytest.raises(ConfigError, match="model.embed_dim=128 but the CLIP model .* has 16"):
         run([*args[:3], *args[4:], "model.embed_dim=128"])
+
+
+def test_pixel_decoder_trains_on_images_and_their_clip_embeddings_and_is_judged(parts, tmp_path):
+    out = tmp_path / "pixels"
+    args = [
+        "configs/shapes/diffusion_decoder.yaml",
+        *COMMON,
+        "model.embed_dim=16",
+        "model.block_out_channels=[8,16]",
+        "model.attention_levels=[false,true]",
+        "model.norm_num_groups=4",
+        "model.num_train_timesteps=50",
+        f"data.clip={parts / 'clip'}",
+        f"train.output_dir={out}",
+        "train.max_steps=6",
+        "train.sample_every=6",
+        "train.learning_rate=3e-3",
+    ]
+    assert train.main(args) == 0
+    rows = read_metrics(out / "logs" / "metrics.csv")
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert losses[-1] < losses[0]
+    scored = [r for r in rows if "samples/fidelity" in r]
+    assert len(scored) == 1 and 0.0 <= scored[0]["samples/fidelity"] <= 1.0
+    assert (out / "samples" / "samples_0000006.png").is_file()
+    assert isinstance(DiffusionDecoder.from_pretrained(out / "model"), DiffusionDecoder)
+    with pytest.raises(ConfigError, match="model.embed_dim=32 but the CLIP model .* has 16"):
+        run([*args, "model.embed_dim=32"])

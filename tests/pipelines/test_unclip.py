@@ -9,7 +9,7 @@ import torch
 from conftest import tiny_pipeline
 
 from t2i import TextToImagePipeline
-from t2i.models import DALLEPrior, DiffusionPrior
+from t2i.models import DALLEPrior, DiffusionDecoder, DiffusionPrior
 from t2i.pipelines.text_to_image import slerp
 
 
@@ -149,3 +149,33 @@ def test_slerp_keeps_unit_norm_ends_and_equal_angles():
     steps = (path[1:] * path[:-1]).sum(1)  # cosines of consecutive points: all the same
     torch.testing.assert_close(steps, steps[:1].expand(4))
     torch.testing.assert_close(slerp(a, 2 * a, torch.rand(3)), (a / a.norm()).expand(3, -1))
+
+
+def test_a_pixel_decoder_draws_the_route_round_trips_and_refuses_priming(tmp_path):
+    pipe = tiny_pipeline(unclip=True, pixels=True)
+    kw = dict(route="unclip", output_type="pt", num_inference_steps=4, num_images_per_prompt=2)
+    a = pipe(["a red circle", "a blue square"], generator=gen(1), **kw).images
+    assert a.shape == (4, 3, 16, 16)
+    assert torch.equal(a, pipe(["a red circle", "a blue square"], generator=gen(1), **kw).images)
+    # the decoder denoises from what the diffusion prior drew, one embedding per image
+    seen, real = {}, DiffusionDecoder.sample
+
+    def spy(self, image_embeds, **kw):
+        seen["read"] = image_embeds
+        return real(self, image_embeds, **kw)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(DiffusionDecoder, "sample", spy)
+        pipe(["a red circle", "a blue square"], generator=gen(1), **kw)
+    assert seen["read"].shape == (4, 16)
+    pipe.save_pretrained(tmp_path)
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    assert index["decoder"][1] == "DiffusionDecoder"
+    loaded = TextToImagePipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert torch.equal(loaded(["a red circle", "a blue square"], generator=gen(1), **kw).images, a)
+    image = a[0] * 2 - 1
+    out = pipe.variations(image, num_images=3, generator=gen(2), output_type="pt").images
+    assert out.shape == (3, 3, 16, 16) and not torch.equal(out[0], out[1])
+    with pytest.raises(ValueError, match="decoder draws pixels"):
+        pipe("a red circle", image=image, num_prime_rows=1, **kw)
