@@ -39,6 +39,15 @@ def parts(tmp_path_factory):
     return root
 
 
+def check_run(out, falls: bool = True, judged: bool = True) -> None:
+    """A run's loss fell (first logged window to last) and its one sample grid was judged."""
+    rows = read_metrics(out / "logs" / "metrics.csv")
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert not falls or losses[-1] < losses[0]
+    scored = [r for r in rows if "samples/fidelity" in r]
+    assert not judged or (len(scored) == 1 and 0.0 <= scored[0]["samples/fidelity"] <= 1.0)
+
+
 def prior_args(parts, out, *extra):
     return [
         "configs/shapes/prior.yaml",
@@ -55,11 +64,7 @@ def prior_args(parts, out, *extra):
 def test_prior_trains_on_clip_states_and_its_sample_grids_are_judged(parts, tmp_path):
     out = tmp_path / "prior"
     assert train.main(prior_args(parts, out, "train.max_steps=10", "train.sample_every=10")) == 0
-    rows = read_metrics(out / "logs" / "metrics.csv")
-    losses = [r["loss"] for r in rows if "loss" in r]
-    assert losses[-1] < losses[0]
-    scored = [r for r in rows if "samples/fidelity" in r]
-    assert len(scored) == 1 and 0.0 <= scored[0]["samples/fidelity"] <= 1.0
+    check_run(out)
     assert (out / "samples" / "samples_0000010.png").is_file()
     prior = DALLEPrior.from_pretrained(out / "model")
     assert prior.config.text_encoder == "clip" and prior.image_len == 64
@@ -98,9 +103,7 @@ def test_diffusion_prior_trains_on_cached_clip_embedding_pairs(parts, tmp_path):
         "train.learning_rate=3e-3",
     ]
     assert train.main(args) == 0
-    rows = read_metrics(out / "logs" / "metrics.csv")
-    losses = [r["loss"] for r in rows if "loss" in r]
-    assert losses[-1] < losses[0]
+    check_run(out, judged=False)
     assert isinstance(DiffusionPrior.from_pretrained(out / "model"), DiffusionPrior)
     # the image embeddings were cached once, as a datasets data set beside the captions (the
     # text side comes from one text-tower pass per batch)
@@ -127,9 +130,7 @@ def test_decoder_trains_on_codes_and_image_embeddings_and_is_judged(parts, tmp_p
         "train.sample_every=10",
     ]
     assert train.main(args) == 0
-    rows = read_metrics(out / "logs" / "metrics.csv")
-    scored = [r for r in rows if "samples/fidelity" in r]
-    assert len(scored) == 1 and 0.0 <= scored[0]["samples/fidelity"] <= 1.0
+    check_run(out, falls=False)
     decoder = DALLEPrior.from_pretrained(out / "model")
     assert decoder.config.text_encoder == "clip_image" and decoder.config.context_length == 4
     with pytest.raises(ConfigError, match="model.embed_dim=128 but the CLIP model .* has 16"):
@@ -153,11 +154,7 @@ def test_pixel_decoder_trains_on_images_and_their_clip_embeddings_and_is_judged(
         "train.learning_rate=3e-3",
     ]
     assert train.main(args) == 0
-    rows = read_metrics(out / "logs" / "metrics.csv")
-    losses = [r["loss"] for r in rows if "loss" in r]
-    assert losses[-1] < losses[0]
-    scored = [r for r in rows if "samples/fidelity" in r]
-    assert len(scored) == 1 and 0.0 <= scored[0]["samples/fidelity"] <= 1.0
+    check_run(out)
     assert (out / "samples" / "samples_0000006.png").is_file()
     assert isinstance(DiffusionDecoder.from_pretrained(out / "model"), DiffusionDecoder)
     with pytest.raises(ConfigError, match="model.embed_dim=32 but the CLIP model .* has 16"):
