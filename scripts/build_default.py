@@ -4,9 +4,12 @@
     python scripts/build_default.py --set prior.train.max_steps=20000 --set prior.model.depth=8
 
 Stages, each `python -m t2i.train` on a config of configs/shapes/ (seeded there):
-  vqvae  the image tokenizer            configs/shapes/vqvae.yaml
-  clip   the text encoder and reranker  configs/shapes/clip.yaml
-  prior  the DALL-E prior               configs/shapes/prior.yaml (reads the two above)
+  vqvae            the image tokenizer            vqvae.yaml
+  clip             the text encoder and reranker  clip.yaml
+  prior            the DALL-E prior               prior.yaml (reads the two above)
+  diffusion_prior  unCLIP's diffusion prior       diffusion_prior.yaml (reads CLIP)
+  decoder          unCLIP's decoder               decoder.yaml (reads the tokenizer and CLIP)
+`--routes dalle` builds the first three only: a pipeline without the unCLIP route.
 Each run goes to RUNS/STAGE; a stage whose run already holds a model is kept, and a stage
 killed part-way resumes from its last checkpoint. A stage with LEGS trains in legs: first to
 each leg's step count under that many steps' learning-rate schedule, then on to its config's
@@ -33,8 +36,26 @@ from t2i.pipelines import DEFAULT_PIPELINE, TextToImagePipeline
 from t2i.training.checkpoints import PREFIX, list_checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = {"vqvae": "vqvae.yaml", "clip": "clip.yaml", "prior": "prior.yaml"}
-COMPONENTS = {"image_tokenizer": "vqvae", "clip": "clip", "prior": "prior"}
+STAGES = {
+    "vqvae": "vqvae.yaml",
+    "clip": "clip.yaml",
+    "prior": "prior.yaml",
+    "diffusion_prior": "diffusion_prior.yaml",
+    "decoder": "decoder.yaml",
+}
+ROUTES = {"dalle": ["vqvae", "clip", "prior"], "unclip": ["diffusion_prior", "decoder"]}
+COMPONENTS = {  # pipeline component -> the stage whose model fills it
+    "image_tokenizer": "vqvae",
+    "clip": "clip",
+    "prior": "prior",
+    "diffusion_prior": "diffusion_prior",
+    "decoder": "decoder",
+}
+READS = {  # the data keys naming the runs a stage reads
+    "prior": {"tokenizer": "vqvae", "clip": "clip"},
+    "diffusion_prior": {"clip": "clip"},
+    "decoder": {"tokenizer": "vqvae", "clip": "clip"},
+}
 # the shipped prior: 4,000 steps of a 4,000-step cosine schedule, then resumed to prior.yaml's
 # max_steps under a schedule of that length (a leg at or past it is left out)
 LEGS = {"prior": [4000]}
@@ -44,12 +65,9 @@ logger = logging.getLogger("build_default")
 def stage_overrides(stage: str, runs: Path, extra: list[str]) -> list[str]:
     """The key=value overrides of one stage: its run folder, its inputs, and --set ones."""
     args = [f"train.output_dir={runs / stage}", "train.resume=latest"]
-    if stage == "prior":
-        args += [
-            f"data.tokenizer={runs / 'vqvae'}",
-            f"data.clip={runs / 'clip'}",
-            f"data.token_cache={runs / 'token_cache'}",
-        ]
+    if stage in READS:
+        args += [f"data.{key}={runs / run}" for key, run in READS[stage].items()]
+        args.append(f"data.token_cache={runs / 'token_cache'}")
     prefix = f"{stage}."
     return args + [s.removeprefix(prefix) for s in extra if s.startswith(prefix)]
 
@@ -81,19 +99,27 @@ def train_stage(stage: str, runs: Path, extra: list[str]) -> None:
         raise SystemExit(f"stage {stage} failed")
 
 
-def assemble(runs: Path, out: Path, max_mb: float, sampling: dict | None = None) -> Path:
-    """Load the trained stages, cast to float16 and save the pipeline to `out` (atomically),
-    recording the sampling settings a call uses when it names none."""
+def assemble(
+    runs: Path,
+    out: Path,
+    max_mb: float,
+    sampling: dict | None = None,
+    stages: list[str] | None = None,
+) -> Path:
+    """Load the trained stages (all, or `stages`), cast to float16 and save the pipeline to
+    `out` (atomically), recording the sampling settings a call uses when it names none."""
+    stages = stages or list(STAGES)
+    components = {name: stage for name, stage in COMPONENTS.items() if stage in stages}
     parts = {
-        name: load_model(runs / stage).eval().to(torch.float16)
-        for name, stage in COMPONENTS.items()
+        name: load_model(runs / stage, torch_dtype=torch.float16).eval()
+        for name, stage in components.items()
     }
     pipe = TextToImagePipeline(**parts)
     pipe.sampling_defaults.update(sampling or {})
     tmp = out.with_name(f".tmp-{out.name}")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp)
-    for name, stage in COMPONENTS.items():  # how each part was trained (and its holdout)
+    for name, stage in components.items():  # how each part was trained (and its holdout)
         shutil.copy(runs / stage / "config.yaml", tmp / name / "config.yaml")
     size = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file()) / 2**20
     if size > max_mb:
@@ -119,11 +145,17 @@ def main(argv: list[str] | None = None) -> int:
         help="override a stage's config, e.g. prior.train.max_steps=20000",
     )
     p.add_argument(
+        "--routes",
+        nargs="+",
+        choices=ROUTES,
+        default=list(ROUTES),
+        help="the routes the pipeline carries (dalle is always built: unclip reads its parts)",
+    )
+    p.add_argument(
         "--stages",
         nargs="+",
         choices=STAGES,
-        default=list(STAGES),
-        help="train only these stages (the others must be trained)",
+        help="train only these stages (default: the routes'; the others must be trained)",
     )
     p.add_argument("--max-mb", type=float, default=30.0, help="size budget of the pipeline")
     # measured on the shapes default (docs/RESULTS.md): guidance 3 at temperature 1 adds
@@ -136,10 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"--set {unknown[0]}: start with a stage ({', '.join(STAGES)})")
     runs = Path(args.runs)
-    for stage in args.stages:
+    built = [s for route in ROUTES if route in {"dalle", *args.routes} for s in ROUTES[route]]
+    for stage in args.stages or built:
         train_stage(stage, runs, args.set)
     sampling = {"guidance_scale": args.guidance_scale, "temperature": args.temperature}
-    assemble(runs, Path(args.out), args.max_mb, sampling)
+    assemble(runs, Path(args.out), args.max_mb, sampling, built)
     return 0
 
 

@@ -34,11 +34,14 @@ PRIOR = [
     "model.depth=1",
     "model.heads=2",
 ]
+UNCLIP = ["model.embed_dim=16", "model.dim=32", "model.depth=1", "model.heads=2"]
 SETS = [
     *(f"{stage}.{s}" for stage in build_default.STAGES for s in RUN),
     *(f"vqvae.{s}" for s in tiny.VQ_ARGS),
     *(f"clip.{s}" for s in tiny.CLIP_ARGS),
     *(f"prior.{s}" for s in PRIOR),
+    *(f"diffusion_prior.{s}" for s in [*UNCLIP, "model.clip_width=32"]),
+    *(f"decoder.{s}" for s in [*UNCLIP, "model.num_tokens=32"]),
 ]
 
 
@@ -58,10 +61,17 @@ def test_builds_a_float16_pipeline_that_loads_and_generates(tmp_path, monkeypatc
     index = json.loads((out / "model_index.json").read_text())
     assert index["_t2i_sampling"] == {"guidance_scale": 2.0, "temperature": 0.7}
     pipe = load_pipeline(out, device="cpu")
-    assert pipe.prior.dtype == torch.float32
+    assert pipe.prior.dtype == torch.float32 and pipe.has_unclip  # both routes by default
     pipe.set_progress_bar_config(disable=True)
     images = pipe("a red circle", num_images_per_prompt=2, output_type="pt").images
     assert images.shape == (2, 3, 32, 32)
+    kw = dict(route="unclip", num_inference_steps=2, output_type="pt", num_images_per_prompt=1)
+    assert pipe("a red circle", **kw).images.shape == (1, 3, 32, 32)
+    # --routes dalle: the same runs, a pipeline without the unCLIP stages
+    dalle = tmp_path / "dalle"
+    assert build_default.main(["--runs", str(runs), "--out", str(dalle), "--routes", "dalle"]) == 0
+    assert not load_pipeline(dalle, device="cpu").has_unclip
+    assert not (dalle / "decoder").exists()
     # a second build keeps the trained stages: same weights
     mtime = (runs / "prior" / "model").stat().st_mtime
     assert build_default.main([*argv, "--max-mb", "30"]) == 0
