@@ -11,10 +11,7 @@ Stages, each `python -m t2i.train` on a config of configs/shapes/ (seeded there)
   decoder          unCLIP's decoder               decoder.yaml (reads the tokenizer and CLIP)
 `--routes dalle` builds the first three only: a pipeline without the unCLIP route.
 Each run goes to RUNS/STAGE; a stage whose run already holds a model is kept, and a stage
-killed part-way resumes from its last checkpoint. A stage with LEGS trains in legs: first to
-each leg's step count under that many steps' learning-rate schedule, then on to its config's
-max_steps, resuming each time (a warm restart of the schedule, as the shipped prior was
-trained: it was extended when its loss was still falling). The pipeline is then assembled, cast to
+killed part-way resumes from its last checkpoint. The pipeline is then assembled, cast to
 float16 and saved (safetensors) to --out, with each run's config.yaml beside its weights;
 its size must stay within --max-mb.
 """
@@ -30,10 +27,8 @@ from pathlib import Path
 import torch
 
 from t2i import train
-from t2i.config import load_config
 from t2i.models import load_model
 from t2i.pipelines import DEFAULT_PIPELINE, TextToImagePipeline
-from t2i.training.checkpoints import PREFIX, list_checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = {
@@ -56,9 +51,6 @@ READS = {  # the data keys naming the runs a stage reads
     "diffusion_prior": {"clip": "clip"},
     "decoder": {"tokenizer": "vqvae", "clip": "clip"},
 }
-# the shipped prior: 4,000 steps of a 4,000-step cosine schedule, then resumed to prior.yaml's
-# max_steps under a schedule of that length (a leg at or past it is left out)
-LEGS = {"prior": [4000]}
 logger = logging.getLogger("build_default")
 
 
@@ -72,30 +64,13 @@ def stage_overrides(stage: str, runs: Path, extra: list[str]) -> list[str]:
     return args + [s.removeprefix(prefix) for s in extra if s.startswith(prefix)]
 
 
-def _finished(run: Path, legs: list[int]) -> bool:
-    """Whether a run holds its model, and not one that a leg left (its last checkpoint is at
-    the end of a leg)."""
-    if not (run / "model" / "config.json").is_file():
-        return False
-    done = list_checkpoints(run)
-    return not done or int(done[-1].name.removeprefix(PREFIX)) not in legs
-
-
 def train_stage(stage: str, runs: Path, extra: list[str]) -> None:
     """Train one stage unless its run already holds a finished model."""
-    config = str(ROOT / "configs" / "shapes" / STAGES[stage])
-    overrides = stage_overrides(stage, runs, extra)
-    last = load_config(config, overrides).train.max_steps
-    legs = [s for s in LEGS.get(stage, []) if s < last]
-    if _finished(runs / stage, legs):
+    if (runs / stage / "model" / "config.json").is_file():
         logger.info("%s: kept %s (delete it to retrain)", stage, runs / stage / "model")
         return
-    done = list_checkpoints(runs / stage)
-    reached = int(done[-1].name.removeprefix(PREFIX)) if done else 0
-    for steps in (s for s in legs if s > reached):
-        if train.main([config, *overrides, f"train.max_steps={steps}"]) != 0:
-            raise SystemExit(f"stage {stage} failed in its leg of {steps} steps")
-    if train.main([config, *overrides]) != 0:
+    config = str(ROOT / "configs" / "shapes" / STAGES[stage])
+    if train.main([config, *stage_overrides(stage, runs, extra)]) != 0:
         raise SystemExit(f"stage {stage} failed")
 
 
