@@ -464,17 +464,16 @@ def main(argv: list[str] | None = None) -> int:
             holdout = run_data(str(Path(args.model) / "prior")).get("holdout") or None
             pipe = load_pipeline(args.model, device)
             ipp = args.images_per_prompt
-            settings = None
-            if args.settings:
-                chosen = {**PIPELINE_SETTINGS, **UNCLIP_SETTINGS}
-                unclip = [n for n in args.settings if n in UNCLIP_SETTINGS]
-                if unclip and not pipe.has_unclip:
-                    raise ValueError(f"--settings {unclip[0]}: {args.model} has no unCLIP route")
-                settings = {n: chosen[n] for n in args.settings}
+            named = args.settings or []  # none named: every setting the pipeline has
+            unclip = [n for n in named if n in UNCLIP_SETTINGS]
+            if unclip and not pipe.has_unclip:
+                raise ValueError(f"--settings {unclip[0]}: {args.model} has no unCLIP route")
+            every = {**PIPELINE_SETTINGS, **UNCLIP_SETTINGS}
+            settings = {n: every[n] for n in named} or None
             results = evaluate_pipeline(
                 pipe, args.n, ipp, args.batch_size, args.seed, holdout, settings
             )
-            if pipe.has_unclip and (not args.settings or unclip):
+            if pipe.has_unclip and (not named or unclip):
                 results["unclip"] = evaluate_unclip(
                     pipe, args.n, ipp, args.batch_size, args.seed, holdout
                 )

@@ -143,17 +143,14 @@ def run(args: argparse.Namespace) -> list[Path]:
     device = resolve_device(args.device)
     pipe = load_pipeline(args.model, device=device)
     init = Image.open(args.init_image) if args.init_image else None
-    sampling = dict(pipe.sampling_defaults)
-    for key in ("guidance_scale", "temperature"):
-        if getattr(args, key) is not None:
-            sampling[key] = getattr(args, key)
+    guidance_scale, temperature = pipe.resolve_sampling(args.guidance_scale, args.temperature)
     settings = dict(
         model=args.model or "default",
         seed=args.seed,
-        temperature=sampling["temperature"],
+        temperature=temperature,
         top_k=args.top_k,
         top_p=args.top_p,
-        guidance_scale=sampling["guidance_scale"],
+        guidance_scale=guidance_scale,
         rerank=args.rerank,
         init_image=args.init_image,
         prime_rows=args.prime_rows if init else 0,
@@ -165,10 +162,10 @@ def run(args: argparse.Namespace) -> list[Path]:
         args.prompts,
         num_images_per_prompt=args.num_images,
         generator=torch.Generator().manual_seed(args.seed),
-        temperature=sampling["temperature"],
+        temperature=temperature,
         top_k=args.top_k,
         top_p=args.top_p,
-        guidance_scale=sampling["guidance_scale"],
+        guidance_scale=guidance_scale,
         rerank=args.rerank,
         image=init,
         num_prime_rows=settings["prime_rows"],

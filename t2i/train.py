@@ -74,7 +74,6 @@ COMPONENTS: dict[str, type] = {  # a pipeline's components by the model families
     "diffusion_prior": DiffusionPrior,  # the unCLIP route's, when a pipeline has it
     "decoder": (DALLEPrior, DiffusionDecoder),  # over codes, or pixels
 }
-UNCLIP = ("diffusion_prior", "decoder")
 
 
 def initial_model(config: ExperimentConfig, where: str) -> torch.nn.Module:
@@ -115,7 +114,12 @@ def finetune_pipeline(config: ExperimentConfig, where: str) -> TrainResult:
         config: the experiment config (`model: {type: pipeline, stages: [...]}`).
         where: the config's source, named in errors.
     """
-    from t2i.pipelines import DEFAULT_PIPELINE, TextToImagePipeline, check_pipeline_dir
+    from t2i.pipelines import (
+        DEFAULT_PIPELINE,
+        TextToImagePipeline,
+        check_pipeline_dir,
+        saved_components,
+    )
 
     stages = config.model.get("stages") or ["prior"]
     unknown = [s for s in stages if s not in COMPONENTS]
@@ -130,8 +134,8 @@ def finetune_pipeline(config: ExperimentConfig, where: str) -> TrainResult:
     except (FileNotFoundError, ValueError) as err:
         raise ConfigError(f"{where}: init_from={str(source)!r}: {err}") from err
     out = Path(config.train.output_dir)
-    has = [n for n in COMPONENTS if n not in UNCLIP or (index.get(n) or [None])[0] is not None]
-    current = {name: source / name for name in has}
+    has = saved_components(index)
+    current = {name: source / name for name in COMPONENTS if name in has}  # in training order
     missing = [s for s in stages if s not in current]
     if missing:
         raise ConfigError(
@@ -162,7 +166,7 @@ def stage_config(
         image_size=tokenizer.config.image_size if stage != "clip" else config.data.image_size,
         context_length=clip.config.context_length,
         tokenizer=str(current["image_tokenizer"]) if stage in ("prior", "decoder") else None,
-        clip=str(current["clip"]) if stage != "image_tokenizer" and stage != "clip" else None,
+        clip=str(current["clip"]) if stage not in ("image_tokenizer", "clip") else None,
     )
     return dataclasses.replace(
         config,
@@ -296,7 +300,7 @@ def token_dataset(
         weights += [(f"clip.{k}", v) for k, v in clip.state_dict().items()]
         described.append(dict(clip.config))
         source += f" + {model_dir(data.clip).resolve()}"
-        extras = {"image_embeds": lambda batch: clip.encode_image(batch["pixel_values"])}
+        extras = {"image_embeds": clip_image_embeds(clip)}
 
     def build():
         for model in (tokenizer, clip):
@@ -323,7 +327,7 @@ def embedding_dataset(clip: CLIPModel, dataset: ShapesDataset, data: DataConfig)
     key = fingerprint(clip.state_dict().items(), dict(clip.config), dataset.description, "embeds")
     source = f"{model_dir(data.clip).resolve()} {dataset.description} embeddings"
 
-    extras = {"image_embeds": lambda batch: clip.encode_image(batch["pixel_values"])}
+    extras = {"image_embeds": clip_image_embeds(clip)}
 
     def build():
         clip.to(device)
@@ -391,14 +395,15 @@ def clip_text_states(clip: CLIPModel, embeds: bool = False):
 
 
 def clip_image_embeds(clip: CLIPModel):
-    """A batch transform adding the frozen CLIP image embeddings (`image_embeds`) of
-    `pixel_values` (the pixel decoder's condition, computed as its images are read)."""
+    """batch -> the frozen CLIP image embeddings of its `pixel_values` (on their device): the
+    unCLIP stages' `image_embeds`, cached for the diffusion prior and the decoder over codes,
+    computed per batch for the pixel decoder."""
 
-    def transform(batch: dict) -> dict:
+    def embed(batch: dict) -> torch.Tensor:
         clip.to(batch["pixel_values"].device)
-        return {**batch, "image_embeds": clip.encode_image(batch["pixel_values"])}
+        return clip.encode_image(batch["pixel_values"])
 
-    return transform
+    return embed
 
 
 def judge_samples(images: torch.Tensor, batch: dict) -> dict[str, float]:
@@ -441,13 +446,17 @@ def run(config: ExperimentConfig, where: str = "config") -> TrainResult:
     clip = load_clip(config.data, model, where) if reads_states or reads_embeds else None
     if reads_states:
         batch_transform = clip_text_states(clip, embeds=isinstance(model, DiffusionPrior))
+    judged = getattr(images, "has_spec", isinstance(images, ShapesDataset))  # shapes specs
     if isinstance(model, DiffusionPrior):  # trains on cached embedding pairs
         train_set = embedding_dataset(clip, train_set, config.data)
         val_set = embedding_dataset(clip, val_set, config.data)
     elif isinstance(model, DiffusionDecoder):  # trains on images and their CLIP embeddings
-        batch_transform = clip_image_embeds(clip)
-        if getattr(images, "has_spec", isinstance(images, ShapesDataset)):
-            score = judge_samples  # does a draw show what the embedded image showed?
+        embed = clip_image_embeds(clip)
+
+        def batch_transform(batch: dict) -> dict:
+            return {**batch, "image_embeds": embed(batch)}
+
+        score = judge_samples if judged else None  # does a draw show the embedded image?
     elif config.data.tokenizer:
         tokenizer = load_tokenizer(config.data, where)
         check_prior(model, tokenizer, where)
@@ -455,7 +464,6 @@ def run(config: ExperimentConfig, where: str = "config") -> TrainResult:
         train_set = token_dataset(tokenizer, train_set, config.data, embeds)
         val_set = token_dataset(tokenizer, val_set, config.data, embeds)
         decode_tokens = token_decoder(tokenizer)
-        judged = getattr(images, "has_spec", isinstance(images, ShapesDataset))  # shapes specs
         if judged and model.config.get("context_length"):
             score = judge_samples  # a caption-conditioned prior: is it drawing the captions?
     out = Path(config.train.output_dir)

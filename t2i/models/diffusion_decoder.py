@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
+from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.configuration_utils import register_to_config
-from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor, nn
 
 from t2i.models.base import T2IModel
-
-SAMPLERS = {"ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler}
+from t2i.nn.diffusion import guided_denoise
 
 
 class DiffusionDecoder(T2IModel):
@@ -158,26 +156,22 @@ class DiffusionDecoder(T2IModel):
                 (DPM-Solver++).
             generator: the source of the starting noise.
         """
-        if sampler not in SAMPLERS:
-            raise ValueError(f"sampler={sampler!r}: use one of {tuple(SAMPLERS)}")
-        scheduler = SAMPLERS[sampler].from_config(self.scheduler.config)
-        scheduler.set_timesteps(num_inference_steps, device=image_embeds.device)
-        b, guided = image_embeds.shape[0], guidance_scale != 1.0
+        b = image_embeds.shape[0]
         keep = torch.zeros(b, dtype=torch.bool, device=image_embeds.device)
         cond = self.condition(image_embeds, drop=keep)
-        if guided:  # one batch: conditional rows, then the null embedding
+        if guidance_scale != 1.0:  # one batch: conditional rows, then the null embedding
             cond = torch.cat([cond, self.condition(image_embeds, drop=~keep)])
         size = self.config.image_size
-        x = randn_tensor((b, 3, size, size), generator=generator, device=keep.device)
-        x = x * scheduler.init_noise_sigma
-        for t in scheduler.timesteps:
-            inp = torch.cat([x, x]) if guided else x
-            steps = torch.full((inp.shape[0],), int(t), device=x.device, dtype=torch.long)
-            pred = self(inp, steps, cond).float()
-            if guided:
-                cond_v, uncond = pred.chunk(2)
-                pred = uncond + guidance_scale * (cond_v - uncond)
-            x = scheduler.step(pred, t, x).prev_sample
+        x = guided_denoise(
+            lambda inp, steps: self(inp, steps, cond),
+            self.scheduler.config,
+            (b, 3, size, size),
+            guidance_scale,
+            num_inference_steps,
+            sampler,
+            generator,
+            keep.device,
+        )
         return x.clamp(-1.0, 1.0)
 
     def log_images(self, batch: dict, generator: torch.Generator | None = None) -> dict:

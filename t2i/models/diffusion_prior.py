@@ -21,16 +21,14 @@ import math
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers import DDPMScheduler
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
-from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor, nn
 
 from t2i.models.base import T2IModel
+from t2i.nn.diffusion import check_sampler, guided_denoise
 from t2i.nn.transformer import ATTENTION_BACKENDS, Transformer
-
-SAMPLERS = {"ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler}
 
 
 class DiffusionPrior(T2IModel):
@@ -176,8 +174,7 @@ class DiffusionPrior(T2IModel):
             num_candidates: draws per caption; the one closest (cosine) to the caption's
                 text embedding is kept (DALL-E 2 keeps the best of 2).
         """
-        if sampler not in SAMPLERS:
-            raise ValueError(f"sampler={sampler!r}: use one of {tuple(SAMPLERS)}")
+        check_sampler(sampler)
         embeds = self._denoise(
             text_embeds.repeat_interleave(num_candidates, dim=0),
             text_states.repeat_interleave(num_candidates, dim=0),
@@ -203,24 +200,20 @@ class DiffusionPrior(T2IModel):
         generator: torch.Generator | None,
     ) -> Tensor:
         """The sampling loop: noise -> clean embedding, guided, unit-norm (B, D)."""
-        scheduler = SAMPLERS[sampler].from_config(self.scheduler.config)
-        scheduler.set_timesteps(num_inference_steps, device=text_embeds.device)
         b = text_embeds.shape[0]
-        guided = guidance_scale != 1.0
         keep = torch.zeros(b, dtype=torch.bool, device=text_embeds.device)
         states, embed = self.conditions(text_embeds, text_states, drop=keep)
-        if guided:  # one batch: conditional rows, then the null conditions
+        if guidance_scale != 1.0:  # one batch: conditional rows, then the null conditions
             null_states, null_embed = self.conditions(text_embeds, text_states, drop=~keep)
             states, embed = torch.cat([states, null_states]), torch.cat([embed, null_embed])
-        shape = (b, self.config.embed_dim)
-        x = randn_tensor(shape, generator=generator, device=keep.device, dtype=torch.float32)
-        x = x * scheduler.init_noise_sigma
-        for t in scheduler.timesteps:
-            inp = torch.cat([x, x]) if guided else x
-            steps = torch.full((inp.shape[0],), int(t), device=x.device, dtype=torch.long)
-            pred = self(inp, steps, states, embed).float()
-            if guided:
-                cond, uncond = pred.chunk(2)
-                pred = uncond + guidance_scale * (cond - uncond)
-            x = scheduler.step(pred, t, x).prev_sample
+        x = guided_denoise(
+            lambda inp, steps: self(inp, steps, states, embed),
+            self.scheduler.config,
+            (b, self.config.embed_dim),
+            guidance_scale,
+            num_inference_steps,
+            sampler,
+            generator,
+            keep.device,
+        )
         return F.normalize(x, dim=-1)

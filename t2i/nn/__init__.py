@@ -10,6 +10,7 @@ from t2i.nn.blocks import (
     VectorEncoder,
     downsampled_size,
 )
+from t2i.nn.diffusion import SAMPLERS, guided_denoise
 from t2i.nn.quantizer import QuantizerOutput, VectorQuantizer, code_statistics, kmeans
 from t2i.nn.text import CaptionEncoder
 from t2i.nn.transformer import KVCache, Transformer
@@ -26,8 +27,10 @@ __all__ = [
     "VectorDecoder",
     "VectorEncoder",
     "QuantizerOutput",
+    "SAMPLERS",
     "VectorQuantizer",
     "code_statistics",
     "downsampled_size",
+    "guided_denoise",
     "kmeans",
 ]

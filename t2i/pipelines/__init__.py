@@ -11,6 +11,7 @@ from t2i.pipelines.text_to_image import (
     PipelineFormatError,
     TextToImagePipeline,
     check_pipeline_dir,
+    saved_components,
 )
 
 DEFAULT_PIPELINE = Path(__file__).resolve().parent.parent / "assets" / "default"
@@ -43,4 +44,5 @@ __all__ = [
     "TextToImagePipeline",
     "check_pipeline_dir",
     "load_pipeline",
+    "saved_components",
 ]

@@ -135,9 +135,7 @@ class TextToImagePipeline(DiffusionPipeline):
         path = Path(pretrained_model_name_or_path)
         index = check_pipeline_dir(path)
         components = {}
-        for name in ("clip", "image_tokenizer", "prior", *cls._optional_components):
-            if name in cls._optional_components and (index.get(name) or [None])[0] is None:
-                continue
+        for name in saved_components(index):
             if not (path / name / "config.json").is_file():
                 raise FileNotFoundError(f"{path}: component {name!r} missing ({path / name})")
             components[name] = load_model(path / name, torch_dtype=torch_dtype).eval()
@@ -224,6 +222,17 @@ class TextToImagePipeline(DiffusionPipeline):
         if rerank is not None:
             images = self.rerank(images, prompts, draws, num_images_per_prompt)
         return self._output(images, output_type, return_dict)
+
+    def resolve_sampling(
+        self, guidance_scale: float | None, temperature: float | None
+    ) -> tuple[float, float]:
+        """The guidance scale and temperature a call uses: None is the pipeline's
+        `sampling_defaults` (what its builder recorded, or the library's)."""
+        defaults = self.sampling_defaults
+        return (
+            defaults["guidance_scale"] if guidance_scale is None else guidance_scale,
+            defaults["temperature"] if temperature is None else temperature,
+        )
 
     def _route_model(self, route: str) -> DALLEPrior | DiffusionDecoder:
         """The model that draws the images' codes (or pixels) on a route."""
@@ -323,10 +332,7 @@ class TextToImagePipeline(DiffusionPipeline):
     ) -> torch.Tensor:
         """The prior's (or decoder's) sampling loop under a progress bar: (N, image_len);
         a guidance_scale or temperature of None is the pipeline's `sampling_defaults`."""
-        if guidance_scale is None:
-            guidance_scale = self.sampling_defaults["guidance_scale"]
-        if temperature is None:
-            temperature = self.sampling_defaults["temperature"]
+        guidance_scale, temperature = self.resolve_sampling(guidance_scale, temperature)
         start = 0 if prime is None else prime.shape[1]
         with self.progress_bar(total=model.image_len - start) as bar:
 
@@ -465,11 +471,9 @@ class TextToImagePipeline(DiffusionPipeline):
                 raise ValueError(
                     "priming completes code rows; this pipeline's decoder draws pixels"
                 )
-            if guidance_scale is None:
-                guidance_scale = self.sampling_defaults["guidance_scale"]
             return self.decoder.sample(
                 embeds.to(self.device),
-                guidance_scale=guidance_scale,
+                guidance_scale=self.resolve_sampling(guidance_scale, None)[0],
                 num_inference_steps=num_inference_steps,
                 generator=generator,
             )
@@ -488,6 +492,14 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return a.expand(len(t), -1).clone()
     weights = torch.stack([torch.sin((1 - t) * omega), torch.sin(t * omega)], dim=1)  # (T, 2)
     return weights @ torch.stack([a, b]) / torch.sin(omega)
+
+
+def saved_components(index: dict) -> list[str]:
+    """The components a saved pipeline holds, by its model_index.json: clip, image_tokenizer,
+    prior, and the optional ones (the unCLIP route's) that it records."""
+    optional = TextToImagePipeline._optional_components
+    present = [name for name in optional if (index.get(name) or [None])[0] is not None]
+    return ["clip", "image_tokenizer", "prior", *present]
 
 
 def check_pipeline_dir(path: str | Path) -> dict:
