@@ -56,6 +56,10 @@ class DataConfig:
         token_cache: the folder of those cached code grids.
         clip: a trained CLIP model (saved model or run directory) whose frozen text tower
             gives a prior its caption states (`model.text_encoder: clip`).
+        hard_negatives: for training CLIP: "relations" adds, for each caption that states a
+            spatial relation, the caption with the opposite relation as a negative for its
+            image (NegCLIP), so that CLIP learns what "left of" means; None: only the batch's
+            other captions are negatives.
     """
 
     dataset: str = "shapes"
@@ -75,6 +79,7 @@ class DataConfig:
     tokenizer: str | None = None
     token_cache: str = "runs/token_cache"
     clip: str | None = None
+    hard_negatives: str | None = None
 
 
 @dataclasses.dataclass

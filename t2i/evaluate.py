@@ -48,7 +48,7 @@ from t2i.data.shapes import ShapesDataset, attributes, make_sample, to_tensor
 from t2i.data.text import CaptionCollator
 from t2i.data.tokens import TokenDataset, encode_dataset
 from t2i.evaluation import judge_many, reconstruction_report
-from t2i.evaluation.zero_shot import retrieval_recall, zero_shot_accuracy
+from t2i.evaluation.zero_shot import relation_accuracy, retrieval_recall, zero_shot_accuracy
 from t2i.models import TOKEN_PRIORS, CLIPModel, ImageTokenizer, load_model
 
 logger = logging.getLogger("t2i.evaluate")
@@ -190,8 +190,9 @@ def evaluate_clip(
     clip: torch.nn.Module, n: int = 1000, batch_size: int = 100, holdout: list | None = None
 ) -> dict[str, Any]:
     """A CLIP model: zero-shot color, shape, size and cell accuracy on one-object images,
-    text -> image recall@1 and @5 among two-object images, and with `holdout`, zero-shot
-    accuracy on held-out attribute combinations beside that on seen ones.
+    text -> image recall@1 and @5 among two-object images, relation accuracy (share of
+    two-object images scoring their caption above its relation-reversed twin), and with
+    `holdout`, zero-shot accuracy on held-out attribute combinations beside that on seen ones.
 
     Args:
         clip: a `CLIPModel`.
@@ -209,6 +210,9 @@ def evaluate_clip(
         "zero_shot": zero_shot_accuracy(clip, images, attrs, batch_size),
         "retrieval": retrieval_recall(
             clip, two_images, [s["caption"] for s in two], (1, 5), batch_size
+        ),
+        "relation_accuracy": relation_accuracy(
+            clip, two_images, [s["caption"] for s in two], batch_size
         ),
     }
     if holdout:

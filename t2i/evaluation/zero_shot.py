@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from t2i.data.shapes import CELL_PHRASES, CELLS, PALETTE, SHAPES, SIZES
+from t2i.data.text import swap_relation
 
 PROMPTS: dict[str, tuple[Sequence[str], Callable[[str], str]]] = {
     "color": (tuple(PALETTE), lambda v: f"a {v} shape"),
@@ -88,3 +89,24 @@ def retrieval_recall(
     own = sims.diagonal().unsqueeze(1)  # (N, 1)
     rank = (sims > own).sum(1)  # images scoring strictly higher than the caption's own
     return {f"recall@{k}": float((rank < k).float().mean()) for k in ks}
+
+
+def relation_accuracy(
+    clip: Any, images: Tensor, captions: Sequence[str], batch_size: int = 250
+) -> float:
+    """The share of images that score their own caption above the same caption with its
+    spatial relation reversed (`swap_relation`): 0.5 is a CLIP blind to relations.
+
+    Args:
+        clip: a CLIP model.
+        images: (N, 3, H, W) on [-1, 1]; image i is the one captions[i] describes.
+        captions: N captions, each stating a relation.
+    """
+    swapped = [swap_relation(c) for c in captions]
+    missing = [c for c, s in zip(captions, swapped, strict=True) if s is None]
+    if missing:
+        raise ValueError(f"caption {missing[0]!r} states no spatial relation to reverse")
+    embeds = _embed_images(clip, images, batch_size)  # (N, D)
+    own = (embeds * _embed_texts(clip, captions, batch_size)).sum(1)
+    reversed_ = (embeds * _embed_texts(clip, swapped, batch_size)).sum(1)
+    return float((own > reversed_).float().mean())

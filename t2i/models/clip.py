@@ -240,14 +240,21 @@ class CLIPModel(T2IModel):
     # ---- training --------------------------------------------------------------------------
 
     def training_losses(self, batch: dict) -> dict[str, Tensor]:
-        """open_clip's contrastive loss over the batch (all processes' batches when several).
+        """open_clip's contrastive loss over the batch (all processes' batches when several),
+        plus, when the batch carries hard negatives, NegCLIP's term for them.
 
         Args:
-            batch: `pixel_values` (B, 3, H, W) on [-1, 1] and `input_ids` (B, context_length).
+            batch: `pixel_values` (B, 3, H, W) on [-1, 1] and `input_ids` (B, context_length);
+                optionally `negative_input_ids` (B, context_length) and `negative_mask` (B,)
+                from `CaptionCollator(hard_negatives=...)`: a caption false of each image that
+                differs from its own only in, say, the relation.
 
         Returns:
             "loss", "logit_scale" (the learned inverse temperature), and "accuracy" (share of
-            images whose own caption scores highest in the batch).
+            images whose own caption scores highest in the batch); with hard negatives also
+            "hard_negative_loss" (each image's cross-entropy between its caption and its hard
+            negative, averaged over the rows that have one, added to the loss) and
+            "hard_negative_accuracy" (share of those images scoring their caption higher).
         """
         images = self.encode_image(batch["pixel_values"])
         texts = self.encode_text(batch["input_ids"])
@@ -255,7 +262,21 @@ class CLIPModel(T2IModel):
         rank, world = _distributed()
         loss = ClipLoss(gather_with_grad=True, rank=rank, world_size=world)(images, texts, scale)
         hits = (images @ texts.t()).argmax(1) == torch.arange(len(images), device=images.device)
-        return {"loss": loss, "logit_scale": scale.detach(), "accuracy": hits.float().mean()}
+        out = {"loss": loss, "logit_scale": scale.detach(), "accuracy": hits.float().mean()}
+        if "negative_input_ids" in batch:
+            negatives = self.encode_text(batch["negative_input_ids"])  # (B, D)
+            mask = batch["negative_mask"].to(images.device).float()  # (B,)
+            pair = torch.stack([(images * texts).sum(1), (images * negatives).sum(1)], 1)
+            terms = F.cross_entropy(
+                scale * pair, pair.new_zeros(len(pair), dtype=torch.long), reduction="none"
+            )  # (B,)
+            rows = mask.sum().clamp(min=1.0)
+            hard = (terms * mask).sum() / rows
+            right = ((pair[:, 0] > pair[:, 1]).float() * mask).sum() / rows
+            out.update(
+                loss=loss + hard, hard_negative_loss=hard.detach(), hard_negative_accuracy=right
+            )
+        return out
 
 
 def _open_clip_config(architecture: str) -> dict:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from t2i.evaluation.zero_shot import PROMPTS, retrieval_recall, zero_shot_accuracy
+from t2i.evaluation.zero_shot import (
+    PROMPTS,
+    relation_accuracy,
+    retrieval_recall,
+    zero_shot_accuracy,
+)
 
 
 class Oracle:
@@ -76,3 +82,25 @@ def test_retrieval_recall_of_perfect_and_of_shifted_matches():
     }
     shifted = retrieval_recall(Identity(shift=1), images, captions, batch_size=4)
     assert shifted["recall@1"] == 0.0  # each caption now matches another image better
+
+
+class RelationOracle(Identity):
+    """Reads "left" in a caption as +1 and "right" as -1; image i is +1 when i is even."""
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        return torch.tensor([1 if "left" in t else -1 for t in texts])
+
+    def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
+        return ids.float()[:, None]
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return images[:, 0, 0, :1]
+
+
+def test_relation_accuracy_counts_images_that_prefer_their_own_relation():
+    images = torch.zeros(4, 3, 1, 1)
+    images[:, 0, 0, 0] = torch.tensor([1.0, -1.0, 1.0, -1.0])  # left, right, left, right
+    captions = [f"a cat to the {r} of a dog" for r in ("left", "right", "right", "right")]
+    assert relation_accuracy(RelationOracle(), images, captions, batch_size=3) == 0.75
+    with pytest.raises(ValueError, match="'a cat' states no spatial relation"):
+        relation_accuracy(RelationOracle(), images[:1], ["a cat"])

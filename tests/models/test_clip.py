@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 from tiny import CLIP as TINY_CLIP
 
 from t2i.data.shapes import make_sample, to_tensor
+from t2i.data.text import CaptionCollator
 from t2i.models import CLIPModel, clip_score, rerank
 from t2i.models.clip import TextFeatures
 
@@ -177,3 +178,42 @@ def test_an_open_clip_architecture_loads_its_weights_from_a_local_file(tmp_path)
 def test_an_unknown_architecture_is_named():
     with pytest.raises(ValueError, match="'ViT-Nope'.*list_models"):
         CLIPModel(architecture="ViT-Nope")
+
+
+def relation_batch(clip: CLIPModel, n: int = 8) -> dict:
+    samples = [make_sample(i, seed=6, size=16, num_objects=2) for i in range(n)]
+    batch = CaptionCollator(clip.config.context_length, hard_negatives="relations")(samples)
+    return {**batch, "pixel_values": torch.stack([to_tensor(s["image"]) for s in samples])}
+
+
+def test_the_hard_negative_term_is_each_images_choice_between_its_caption_and_the_swap():
+    clip = tiny(seed=2).eval()
+    batch = relation_batch(clip, 6)
+    batch["negative_mask"][4:] = False  # rows without a negative count for nothing
+    losses = clip.training_losses(batch)
+    plain = clip.training_losses({k: batch[k] for k in ("pixel_values", "input_ids")})
+    images = clip.encode_image(batch["pixel_values"])[:4]
+    own = (images * clip.encode_text(batch["input_ids"])[:4]).sum(1)
+    swapped = (images * clip.encode_text(batch["negative_input_ids"])[:4]).sum(1)
+    scale = clip.model.logit_scale.exp()
+    expected = torch.nn.functional.softplus(scale * (swapped - own)).mean()
+    assert torch.allclose(losses["hard_negative_loss"], expected, atol=1e-5)
+    assert torch.allclose(losses["loss"], plain["loss"] + expected, atol=1e-5)
+    assert float(losses["hard_negative_accuracy"]) == float((own > swapped).float().mean())
+    batch["negative_input_ids"][4:] = batch["input_ids"][:2]  # masked rows: changes nothing
+    assert torch.allclose(clip.training_losses(batch)["loss"], losses["loss"], atol=1e-6)
+
+
+def test_training_on_hard_negatives_teaches_the_relation():
+    clip = tiny(seed=3)
+    batch = relation_batch(clip, 8)
+    optimizer = torch.optim.AdamW(clip.parameters(), lr=3e-3)
+    first = float(clip.training_losses(batch)["hard_negative_loss"])
+    for _ in range(40):
+        losses = clip.training_losses(batch)
+        optimizer.zero_grad()
+        losses["loss"].backward()
+        optimizer.step()
+    last = clip.training_losses(batch)
+    assert float(last["hard_negative_loss"]) < 0.5 * first
+    assert float(last["hard_negative_accuracy"]) == 1.0
