@@ -3,15 +3,18 @@
     python scripts/build_default.py                       # CPU or GPU, configs as they are
     python scripts/build_default.py --set prior.train.max_steps=20000 --set prior.model.depth=8
 
-Stages, each `python -m t2i.train` on a config of configs/shapes/ (seeded there):
-  vqvae            the image tokenizer            vqvae.yaml
-  clip             the text encoder and reranker  clip.yaml
-  prior            the DALL-E prior               prior.yaml (reads the two above)
-  diffusion_prior  unCLIP's diffusion prior       diffusion_prior.yaml (reads CLIP)
-  decoder          unCLIP's decoder               decoder.yaml (reads the tokenizer and CLIP)
-`--routes dalle` builds the first three only: a pipeline without the unCLIP route.
-Each run goes to RUNS/STAGE; a stage whose run already holds a model is kept, and a stage
-killed part-way resumes from its last checkpoint. The pipeline is then assembled, cast to
+Stages, each `python -m t2i.train` on the config of configs/shapes/ named after it (seeded):
+  vqvae            the image tokenizer
+  clip             CLIP, contrastive on in-batch negatives
+  clip_relations   that CLIP fine-tuned with relation hard negatives: the pipeline's CLIP
+  prior            the DALL-E prior (reads vqvae and clip)
+  prior_relations  that prior fine-tuned to read clip_relations: the pipeline's prior
+  diffusion_prior  unCLIP's diffusion prior (reads clip_relations)
+  decoder          unCLIP's decoder (reads vqvae and clip_relations)
+`--routes dalle` builds the first five only: a pipeline without the unCLIP route.
+Each run goes to RUNS/STAGE; a stage whose run already holds a model is kept (unless it
+read other runs than it now would: then the build stops and says so), and a stage killed
+part-way resumes from its last checkpoint. The pipeline is then assembled, cast to
 float16 and saved (safetensors) to --out, with each run's config.yaml beside its weights;
 its size must stay within --max-mb.
 """
@@ -27,29 +30,37 @@ from pathlib import Path
 import torch
 
 from t2i import train
+from t2i.config import load_config
 from t2i.models import load_model
 from t2i.pipelines import DEFAULT_PIPELINE, TextToImagePipeline
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = {
-    "vqvae": "vqvae.yaml",
-    "clip": "clip.yaml",
-    "prior": "prior.yaml",
-    "diffusion_prior": "diffusion_prior.yaml",
-    "decoder": "decoder.yaml",
+STAGES = [
+    "vqvae",
+    "clip",
+    "clip_relations",
+    "prior",
+    "prior_relations",
+    "diffusion_prior",
+    "decoder",
+]  # in training order; each trains configs/shapes/STAGE.yaml
+ROUTES = {
+    "dalle": ["vqvae", "clip", "clip_relations", "prior", "prior_relations"],
+    "unclip": ["diffusion_prior", "decoder"],
 }
-ROUTES = {"dalle": ["vqvae", "clip", "prior"], "unclip": ["diffusion_prior", "decoder"]}
 COMPONENTS = {  # pipeline component -> the stage whose model fills it
     "image_tokenizer": "vqvae",
-    "clip": "clip",
-    "prior": "prior",
+    "clip": "clip_relations",
+    "prior": "prior_relations",
     "diffusion_prior": "diffusion_prior",
     "decoder": "decoder",
 }
+INIT = {"clip_relations": "clip", "prior_relations": "prior"}  # fine-tuned from that run
 READS = {  # the data keys naming the runs a stage reads
     "prior": {"tokenizer": "vqvae", "clip": "clip"},
-    "diffusion_prior": {"clip": "clip"},
-    "decoder": {"tokenizer": "vqvae", "clip": "clip"},
+    "prior_relations": {"tokenizer": "vqvae", "clip": "clip_relations"},
+    "diffusion_prior": {"clip": "clip_relations"},
+    "decoder": {"tokenizer": "vqvae", "clip": "clip_relations"},
 }
 logger = logging.getLogger("build_default")
 
@@ -57,6 +68,8 @@ logger = logging.getLogger("build_default")
 def stage_overrides(stage: str, runs: Path, extra: list[str]) -> list[str]:
     """The key=value overrides of one stage: its run folder, its inputs, and --set ones."""
     args = [f"train.output_dir={runs / stage}", "train.resume=latest"]
+    if stage in INIT:
+        args.append(f"init_from={runs / INIT[stage]}")
     if stage in READS:
         args += [f"data.{key}={runs / run}" for key, run in READS[stage].items()]
         args.append(f"data.token_cache={runs / 'token_cache'}")
@@ -64,12 +77,30 @@ def stage_overrides(stage: str, runs: Path, extra: list[str]) -> list[str]:
     return args + [s.removeprefix(prefix) for s in extra if s.startswith(prefix)]
 
 
+def inputs(stage: str, runs: Path) -> dict[str, str]:
+    """The runs a stage reads: config key -> run folder."""
+    keys = {f"data.{key}": runs / run for key, run in READS.get(stage, {}).items()}
+    if stage in INIT:
+        keys["init_from"] = runs / INIT[stage]
+    return {key: str(path) for key, path in keys.items()}
+
+
 def train_stage(stage: str, runs: Path, extra: list[str]) -> None:
-    """Train one stage unless its run already holds a finished model."""
+    """Train one stage unless its run already holds a finished model (trained on the runs
+    it reads now)."""
     if (runs / stage / "model" / "config.json").is_file():
+        recorded = load_config(runs / stage / "config.yaml")
+        for key, path in inputs(stage, runs).items():
+            section, _, name = key.rpartition(".")
+            was = getattr(getattr(recorded, section) if section else recorded, name)
+            if was is None or Path(was).name != Path(path).name:  # the folder may move
+                raise SystemExit(
+                    f"stage {stage}: {runs / stage} was trained with {key}={was}, but the "
+                    f"build reads {path}; delete {runs / stage} to retrain it"
+                )
         logger.info("%s: kept %s (delete it to retrain)", stage, runs / stage / "model")
         return
-    config = str(ROOT / "configs" / "shapes" / STAGES[stage])
+    config = str(ROOT / "configs" / "shapes" / f"{stage}.yaml")
     if train.main([config, *stage_overrides(stage, runs, extra)]) != 0:
         raise SystemExit(f"stage {stage} failed")
 

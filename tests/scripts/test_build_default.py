@@ -37,7 +37,7 @@ SETS = [
     *(f"{stage}.{s}" for stage in build_default.STAGES for s in RUN),
     *(f"vqvae.{s}" for s in tiny.VQ_ARGS),
     *(f"clip.{s}" for s in tiny.CLIP_ARGS),
-    *(f"prior.{s}" for s in PRIOR),
+    *(f"prior.{s}" for s in PRIOR),  # the fine-tuned stages take their shapes from these
     *(f"diffusion_prior.{s}" for s in [*UNCLIP, "model.clip_width=32"]),
     *(f"decoder.{s}" for s in [*UNCLIP, "model.num_tokens=32"]),
 ]
@@ -64,6 +64,15 @@ def test_builds_a_float16_pipeline_that_loads_and_generates(tmp_path):
     assert build_default.main(["--runs", str(runs), "--out", str(dalle), "--routes", "dalle"]) == 0
     assert not load_pipeline(dalle, device="cpu").has_unclip
     assert not (dalle / "decoder").exists()
+    # the shipped CLIP and prior are the fine-tuned ones, and the unCLIP stages read that CLIP
+    tuned = load_file(runs / "clip_relations" / "model" / "diffusion_pytorch_model.safetensors")
+    shipped = load_file(out / "clip" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(shipped[k], tuned[k].half()) for k in shipped)
+    assert "hard_negatives: relations" in (out / "clip" / "config.yaml").read_text()
+    assert "hard_negative_loss" in (runs / "clip_relations" / "logs" / "metrics.csv").read_text()
+    assert (out / "prior" / "config.yaml").read_text() == (
+        runs / "prior_relations" / "config.yaml"
+    ).read_text()
     # a second build keeps the trained stages: same weights
     mtime = (runs / "prior" / "model").stat().st_mtime
     assert build_default.main([*argv, "--max-mb", "30"]) == 0
@@ -71,3 +80,9 @@ def test_builds_a_float16_pipeline_that_loads_and_generates(tmp_path):
     with pytest.raises(SystemExit, match="over the 0.01 MB budget"):
         build_default.main([*argv, "--max-mb", "0.01"])
     assert (out / "model_index.json").is_file()  # the shipped one is left as it was
+    # a kept stage that read another run than the build would give it now stops the build (a decoder
+    # of an older build, trained on the CLIP before its fine-tuning)
+    recorded = runs / "decoder" / "config.yaml"
+    recorded.write_text(recorded.read_text().replace("clip_relations", "clip"))
+    with pytest.raises(SystemExit, match="stage decoder: .* was trained with data.clip=.*clip,"):
+        build_default.main(argv)
