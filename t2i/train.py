@@ -513,13 +513,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("config", help="a YAML file, e.g. configs/shapes/vae.yaml")
     parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.max_steps=100")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--resume",
+        metavar="CHECKPOINT",
+        help='"latest" (the newest complete checkpoint of the output folder, or a fresh start '
+        "when there is none) or a checkpoint folder; the same as train.resume=CHECKPOINT",
+    )
+    args = parser.parse_intermixed_args(argv)  # the flag may come before the overrides
+    if args.resume is not None:
+        args.overrides.append(f"train.resume={args.resume}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file otherwise
     try:
         config = load_config(args.config, args.overrides)
         result = run(config, args.config)
-    except ConfigError as err:
+    except (ConfigError, FileNotFoundError) as err:  # a bad config, or a missing checkpoint
         print(f"error: {err}", file=sys.stderr)
         return 2
     logger.info(

@@ -76,9 +76,17 @@ def test_resume_latest_continues_a_run_to_more_steps(tmp_path):
         "train.sample_every=1000",
     ]
     assert train.main([*common, "train.max_steps=10"]) == 0
-    assert train.main([*common, "train.max_steps=20", "train.resume=latest"]) == 0
+    resumed = [common[0], "--resume", "latest", *common[1:], "train.max_steps=20"]
+    assert train.main(resumed) == 0
     steps = [r["step"] for r in read_metrics(out / "logs" / "metrics.csv")]
     assert steps == [10, 20]  # the second run started at step 10, not 0
+
+
+def test_resuming_from_a_folder_that_holds_no_checkpoint_is_a_one_line_error(tmp_path, capsys):
+    args = ["configs/shapes/vae.yaml", *TINY_VAE, f"train.output_dir={tmp_path / 'run'}"]
+    assert train.main([*args, "--resume", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: train.resume=") and "no complete checkpoint there" in err
 
 
 def test_a_mistyped_model_key_is_an_error_naming_it(capsys):

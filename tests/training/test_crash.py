@@ -53,7 +53,7 @@ def test_sigkill_then_resume_latest_matches_an_uninterrupted_run(tmp_path):
     killed.wait()
     assert killed.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     assert not (tmp_path / "killed" / "model").exists()
-    resumed = start(tmp_path / "killed", "train.resume=latest")
+    resumed = start(tmp_path / "killed", "--resume", "latest")
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()[-2000:]
     assert straight.wait(timeout=300) == 0, straight.stderr.read()[-2000:]
     assert "resumed from" in resumed.stderr.read()
