@@ -493,8 +493,8 @@ def run(config: ExperimentConfig, where: str = "config") -> TrainResult:
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("training %s (%.2fM parameters) into %s", config.model["type"], n_params / 1e6, out)
     result = trainer.train()
-    if isinstance(images, (CaptionedDataset, WebDatasetShards)) and images.bad:
-        report = images.report()
+    report = images.report() if isinstance(images, (CaptionedDataset, WebDatasetShards)) else {}
+    if report.get("count"):
         logger.warning(
             "skipped %d bad samples of %s: %s",
             report["count"],

@@ -27,7 +27,10 @@ import glob
 import hashlib
 import json
 import logging
+import os
 import random
+import tempfile
+import weakref
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -91,6 +94,52 @@ def _pick(
     )
 
 
+class BadSamples(dict):
+    """source -> reason of the samples a data set skipped, shared with its DataLoader worker
+    processes: a worker that finds a bad sample records it here in its own copy and also
+    appends it to a log file, which `merged()` in the main process reads back, so that the
+    count at the end of a run includes what the workers skipped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        fd, self.log = tempfile.mkstemp(prefix="t2i-bad-samples-", suffix=".jsonl")
+        os.close(fd)
+        weakref.finalize(self, _remove_log, self.log, os.getpid())
+
+    def __setitem__(self, source: str, reason: str) -> None:
+        if source not in self:
+            with open(self.log, "a", encoding="utf-8") as f:  # one short append per line
+                f.write(json.dumps([source, reason]) + "\n")
+        super().__setitem__(source, reason)
+
+    def __reduce__(self):  # a copy for a spawned worker: the same log, no second finalizer
+        return (_attach, (self.log, dict(self)))
+
+    def merged(self) -> dict[str, str]:
+        """Every bad sample any process of this data set recorded, in the order found."""
+        found: dict[str, str] = {}
+        try:
+            lines = Path(self.log).read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            lines = []
+        for line in lines:
+            source, reason = json.loads(line)
+            found.setdefault(source, reason)
+        return {**found, **{k: v for k, v in self.items() if k not in found}}
+
+
+def _remove_log(path: str, owner: int) -> None:
+    if os.getpid() == owner:  # not from a forked worker's copy
+        Path(path).unlink(missing_ok=True)
+
+
+def _attach(log: str, entries: dict) -> BadSamples:
+    bad = BadSamples.__new__(BadSamples)
+    dict.__init__(bad, entries)
+    bad.log = log
+    return bad
+
+
 class CaptionedDataset(Dataset):
     """A user's captioned images as training samples: `pixel_values` (3, S, S) in [-1, 1]
     and `caption` (and `spec` when the metadata gives every sample one).
@@ -120,7 +169,7 @@ class CaptionedDataset(Dataset):
         self.format = detect_format(self.path)
         if self.format == "webdataset":
             raise ValueError(f"{self.path}: WebDataset shards are streamed; use WebDatasetShards")
-        self.bad: dict[str, str] = {}  # source -> reason
+        self.bad = BadSamples()  # source -> reason, workers' finds included
         records = getattr(self, f"_read_{self.format}")(caption_column, image_column)
         self.records = [r for r in records if self._has_caption(r)]
         if not self.records:
@@ -277,8 +326,9 @@ class CaptionedDataset(Dataset):
 
     def report(self) -> dict[str, Any]:
         """What was skipped so far: {"bad": {source: reason}, "count": n, "reasons": {...}}."""
-        reasons = Counter(r.split(":")[0] for r in self.bad.values())
-        return {"bad": dict(self.bad), "count": len(self.bad), "reasons": dict(reasons)}
+        bad = self.bad.merged()
+        reasons = Counter(r.split(":")[0] for r in bad.values())
+        return {"bad": bad, "count": len(bad), "reasons": dict(reasons)}
 
     def check_all(self) -> dict[str, Any]:
         """Read every image once (to find all bad files up front); return `report()`."""
@@ -382,7 +432,7 @@ class WebDatasetShards(IterableDataset):
         self.image_size, self.random_crop, self.background = image_size, random_crop, background
         self.caption_column = caption_column or "txt"
         self.shuffle_buffer, self.seed, self.epoch = shuffle_buffer, seed, 0
-        self.bad: dict[str, str] = {}
+        self.bad = BadSamples()  # source -> reason, workers' finds included
 
     def set_epoch(self, epoch: int) -> None:
         """Reshuffle for this epoch (the trainer calls it)."""
@@ -433,8 +483,9 @@ class WebDatasetShards(IterableDataset):
         return random.choice(captions)
 
     def report(self) -> dict[str, Any]:
-        """What was skipped so far (in this process)."""
-        return {"bad": dict(self.bad), "count": len(self.bad)}
+        """What was skipped so far, by this process and its DataLoader workers."""
+        bad = self.bad.merged()
+        return {"bad": bad, "count": len(bad)}
 
     @property
     def description(self) -> dict[str, Any]:
@@ -484,7 +535,8 @@ class WebDatasetShards(IterableDataset):
                     raise BadImageError("no image in the sample")
                 picture = load_image(image["bytes"], self.background)
             except (BadImageError, OSError) as err:
-                self.bad.setdefault(source, str(err))
+                if source not in self.bad:
+                    self.bad[source] = str(err)
                 continue
             sizes[f"{picture.width}x{picture.height}"] += 1
             words.append(len(caption.split()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 
 import datasets
 import numpy as np
@@ -347,3 +348,40 @@ def test_a_prior_trains_on_the_codes_of_streamed_shards(tmp_path):
     assert len(list((tmp_path / "cache").iterdir())) == 2  # the stream's codes and the head's
     assert train.main(prior) == 0  # a second run hits the cache
     assert len(list((tmp_path / "cache").iterdir())) == 2
+
+
+@pytest.mark.parametrize("layout", ["webdataset", "imagefolder"])
+def test_bad_samples_found_by_dataloader_workers_reach_the_report(tmp_path, messy, layout):
+    from torch.utils.data import DataLoader
+
+    from t2i.data.captioned import WebDatasetShards
+
+    if layout == "webdataset":
+        data = WebDatasetShards(write_shards(tmp_path / "shards"), image_size=16, shuffle_buffer=0)
+        expected = {"s0_90", "s0_91", "s1_90", "s1_91"}
+    else:  # images are read as they are drawn, so the workers meet the bad files
+        data = CaptionedDataset(messy, image_size=16)
+        expected = {"truncated.jpg", "zero.png", "text.png", "nocaption.png", "emptycaption.png"}
+        expected |= {"missing.png"}
+    loader = DataLoader(data, batch_size=4, num_workers=2, collate_fn=lambda batch: len(batch))
+    assert sum(loader) > 0
+    report = data.report()
+    assert {k.rsplit(":", 1)[-1].rsplit("/", 1)[-1] for k in report["bad"]} == expected
+    assert report["count"] == len(expected)
+
+
+def test_a_pickled_record_of_bad_samples_writes_to_the_same_log():
+    import pickle
+
+    from t2i.data.captioned import BadSamples
+
+    bad = BadSamples()
+    bad["a.png"] = "truncated"
+    copy = pickle.loads(pickle.dumps(bad))  # as a spawned DataLoader worker receives it
+    assert copy.log == bad.log and dict(copy) == {"a.png": "truncated"}
+    copy["b.png"] = "not an image"
+    copy["a.png"] = "truncated"  # known: not logged twice
+    assert bad.merged() == {"a.png": "truncated", "b.png": "not an image"}
+    log = bad.log
+    del bad, copy
+    assert not os.path.exists(log)  # the record that made the log removes it
