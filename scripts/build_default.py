@@ -22,6 +22,7 @@ its size must stay within --max-mb.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import shutil
 import sys
@@ -68,10 +69,8 @@ logger = logging.getLogger("build_default")
 def stage_overrides(stage: str, runs: Path, extra: list[str]) -> list[str]:
     """The key=value overrides of one stage: its run folder, its inputs, and --set ones."""
     args = [f"train.output_dir={runs / stage}", "train.resume=latest"]
-    if stage in INIT:
-        args.append(f"init_from={runs / INIT[stage]}")
+    args += [f"{key}={path}" for key, path in inputs(stage, runs).items()]
     if stage in READS:
-        args += [f"data.{key}={runs / run}" for key, run in READS[stage].items()]
         args.append(f"data.token_cache={runs / 'token_cache'}")
     prefix = f"{stage}."
     return args + [s.removeprefix(prefix) for s in extra if s.startswith(prefix)]
@@ -89,10 +88,11 @@ def train_stage(stage: str, runs: Path, extra: list[str]) -> None:
     """Train one stage unless its run already holds a finished model (trained on the runs
     it reads now)."""
     if (runs / stage / "model" / "config.json").is_file():
-        recorded = load_config(runs / stage / "config.yaml")
+        recorded = dataclasses.asdict(load_config(runs / stage / "config.yaml"))
         for key, path in inputs(stage, runs).items():
-            section, _, name = key.rpartition(".")
-            was = getattr(getattr(recorded, section) if section else recorded, name)
+            was = recorded
+            for part in key.split("."):  # "data.clip" -> recorded["data"]["clip"]
+                was = was[part]
             if was is None or Path(was).name != Path(path).name:  # the folder may move
                 raise SystemExit(
                     f"stage {stage}: {runs / stage} was trained with {key}={was}, but the "

@@ -31,7 +31,7 @@ from t2i.config import (
 )
 from t2i.data.captioned import CaptionedDataset, WebDatasetShards, detect_format
 from t2i.data.shapes import ShapesDataset
-from t2i.data.text import HARD_NEGATIVES, CaptionCollator
+from t2i.data.text import CaptionCollator
 from t2i.data.tokens import TokenDataset, cached_tokens, encode_dataset, fingerprint
 from t2i.evaluation import judge_many
 from t2i.models import (
@@ -441,15 +441,15 @@ def run(config: ExperimentConfig, where: str = "config") -> TrainResult:
             f"{config.data.context_length}; captions must be tokenised to the model's length"
         )
     hard = config.data.hard_negatives
-    if hard is not None and (hard not in HARD_NEGATIVES or not isinstance(model, CLIPModel)):
+    if hard is not None and not isinstance(model, CLIPModel):
         raise ConfigError(
-            f"{where}: data.hard_negatives={hard!r}: "
-            + (
-                f"expected one of {', '.join(HARD_NEGATIVES)} or null"
-                if hard not in HARD_NEGATIVES
-                else f"only CLIP reads hard negatives, not model.type={config.model['type']!r}"
-            )
+            f"{where}: data.hard_negatives={hard!r}: only CLIP reads hard negatives, "
+            f"not model.type={config.model['type']!r}"
         )
+    try:
+        collate = CaptionCollator(config.data.context_length, hard)
+    except ValueError as err:
+        raise ConfigError(f"{where}: data.{err}") from err
     train_set, val_set = build_datasets(config.data, where)
     images = train_set  # what reports bad files, when it is a captioned data set
     decode_tokens = batch_transform = score = None
@@ -483,7 +483,7 @@ def run(config: ExperimentConfig, where: str = "config") -> TrainResult:
         model,
         config.train,
         train_set,
-        collate_fn=CaptionCollator(config.data.context_length, hard),
+        collate_fn=collate,
         sample_dataset=val_set,
         num_workers=config.data.num_workers,
         decode_tokens=decode_tokens,

@@ -116,16 +116,17 @@ class BadSamples(dict):
         return (_attach, (self.log, dict(self)))
 
     def merged(self) -> dict[str, str]:
-        """Every bad sample any process of this data set recorded, in the order found."""
-        found: dict[str, str] = {}
+        """Every bad sample any process of this data set recorded, in the order found (each
+        entry is in the log, which every process appends to)."""
         try:
             lines = Path(self.log).read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            lines = []
+        except FileNotFoundError:  # its owner is gone: what this copy knows
+            return dict(self)
+        found: dict[str, str] = {}
         for line in lines:
             source, reason = json.loads(line)
             found.setdefault(source, reason)
-        return {**found, **{k: v for k, v in self.items() if k not in found}}
+        return found
 
 
 def _remove_log(path: str, owner: int) -> None:

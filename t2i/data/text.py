@@ -72,7 +72,8 @@ class CaptionCollator:
     def __init__(self, context_length: int = 32, hard_negatives: str | None = None) -> None:
         if hard_negatives not in (None, *HARD_NEGATIVES):
             raise ValueError(
-                f"hard_negatives={hard_negatives!r}: expected one of {HARD_NEGATIVES} or None"
+                f"hard_negatives={hard_negatives!r}: expected one of "
+                f"{', '.join(HARD_NEGATIVES)} or None"
             )
         self.tokenizer = get_tokenizer(context_length)
         self.hard_negatives = hard_negatives

@@ -257,24 +257,27 @@ class CLIPModel(T2IModel):
             "hard_negative_accuracy" (share of those images scoring their caption higher).
         """
         images = self.encode_image(batch["pixel_values"])
-        texts = self.encode_text(batch["input_ids"])
+        hard = "negative_input_ids" in batch
+        ids = batch["input_ids"]
+        if hard:  # one text pass for the captions and their negatives
+            ids = torch.cat([ids, batch["negative_input_ids"]])
+        texts = self.encode_text(ids)
+        if hard:
+            texts, negatives = texts.split(len(images))
         scale = self.model.logit_scale.exp()
         rank, world = _distributed()
         loss = ClipLoss(gather_with_grad=True, rank=rank, world_size=world)(images, texts, scale)
         hits = (images @ texts.t()).argmax(1) == torch.arange(len(images), device=images.device)
         out = {"loss": loss, "logit_scale": scale.detach(), "accuracy": hits.float().mean()}
-        if "negative_input_ids" in batch:
-            negatives = self.encode_text(batch["negative_input_ids"])  # (B, D)
+        if hard:
             mask = batch["negative_mask"].to(images.device).float()  # (B,)
-            pair = torch.stack([(images * texts).sum(1), (images * negatives).sum(1)], 1)
-            terms = F.cross_entropy(
-                scale * pair, pair.new_zeros(len(pair), dtype=torch.long), reduction="none"
-            )  # (B,)
+            own, swapped = (images * texts).sum(1), (images * negatives).sum(1)
+            terms = F.softplus(scale * (swapped - own))  # the two-way cross-entropy, (B,)
             rows = mask.sum().clamp(min=1.0)
-            hard = (terms * mask).sum() / rows
-            right = ((pair[:, 0] > pair[:, 1]).float() * mask).sum() / rows
+            term = (terms * mask).sum() / rows
+            right = ((own > swapped).float() * mask).sum() / rows
             out.update(
-                loss=loss + hard, hard_negative_loss=hard.detach(), hard_negative_accuracy=right
+                loss=loss + term, hard_negative_loss=term.detach(), hard_negative_accuracy=right
             )
         return out
 
