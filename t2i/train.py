@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -522,7 +523,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)  # the flag may come before the overrides
     if args.resume is not None:
         args.overrides.append(f"train.resume={args.resume}")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    rank = int(os.environ.get("RANK", "0"))  # set by accelerate launch and torchrun
+    level = logging.INFO if rank == 0 else logging.WARNING  # progress lines once, not per process
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file otherwise
     try:
         config = load_config(args.config, args.overrides)

@@ -153,31 +153,6 @@ def test_ema_weights_are_what_the_final_model_saves(tmp_path):
     assert state["step"] == 10 and state["ema"]["decay"] == 0.5
 
 
-def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one_to_resume(tmp_path, monkeypatch):
-    straight = make(tmp_path / "a")
-    straight.train()
-    from t2i.training import checkpoints
-
-    write = checkpoints._write_json_atomic
-
-    def dies_at_step_20(path, data):
-        if data["step"] == 20:
-            raise KeyboardInterrupt  # the state file of checkpoint 20 never lands
-        write(path, data)
-
-    monkeypatch.setattr(checkpoints, "_write_json_atomic", dies_at_step_20)
-    with pytest.raises(KeyboardInterrupt):
-        make(tmp_path / "b").train()
-    monkeypatch.undo()
-    run = tmp_path / "b" / "run"
-    assert (run / "checkpoints" / ".tmp-checkpoint-0000020").is_dir()  # the half-written one
-    assert [c.name for c in list_checkpoints(run)] == ["checkpoint-0000010"]
-    resumed = make(tmp_path / "b", resume="latest")
-    assert resumed.train().step == 20
-    for p, q in zip(straight.model.parameters(), resumed.model.parameters(), strict=True):
-        assert torch.equal(p, q)
-
-
 def test_compile_runs_the_model_through_torch_compile_on_the_cpu(tmp_path):
     trainer = make(tmp_path, compile=True, max_steps=10)
     assert type(trainer.wrapped).__name__ == "OptimizedModule"
@@ -204,3 +179,18 @@ def test_bf16_autocast_trains_fp32_weights_on_the_cpu(tmp_path):
 def test_fp16_on_the_cpu_is_an_error_not_a_silent_fp32_run(tmp_path):
     with pytest.raises(ValueError, match="mixed_precision='fp16' needs a CUDA GPU"):
         make(tmp_path, mixed_precision="fp16")
+
+
+def test_auto_precision_follows_what_accelerate_launch_names(monkeypatch):
+    from t2i.training.trainer import resolve_mixed_precision
+
+    on_cpu = not torch.cuda.is_available()
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")  # what launch sets when told nothing
+    assert resolve_mixed_precision("auto") == ("no" if on_cpu else "bf16")
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # e.g. configs/accelerate/*.yaml
+    assert resolve_mixed_precision("auto") == "bf16"
+    assert resolve_mixed_precision("no") == "no"  # the run's own setting wins
+    if on_cpu:
+        monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
+        with pytest.raises(ValueError, match="accelerate launch's mixed_precision='fp16'"):
+            resolve_mixed_precision("auto")
