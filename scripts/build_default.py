@@ -168,6 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     # stray objects to this small prior; 2 at 0.7 keeps the guidance gain without them
     p.add_argument("--guidance-scale", type=float, default=2.0, help="recorded default")
     p.add_argument("--temperature", type=float, default=0.7, help="recorded default")
+    p.add_argument(
+        "--prior-guidance-scale",
+        type=float,
+        default=1.0,
+        help="recorded default of the unCLIP diffusion prior's guidance",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     unknown = [s for s in args.set if s.split(".", 1)[0] not in STAGES]
@@ -177,7 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     built = [s for route in ROUTES if route in {"dalle", *args.routes} for s in ROUTES[route]]
     for stage in args.stages or built:
         train_stage(stage, runs, args.set)
-    sampling = {"guidance_scale": args.guidance_scale, "temperature": args.temperature}
+    sampling = {
+        "guidance_scale": args.guidance_scale,
+        "temperature": args.temperature,
+        "prior_guidance_scale": args.prior_guidance_scale,
+    }
     assemble(runs, Path(args.out), args.max_mb, sampling, built)
     return 0
 

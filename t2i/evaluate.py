@@ -264,10 +264,8 @@ UNCLIP_SETTINGS: dict[str, dict[str, Any]] = {  # added for a pipeline with the 
     "unclip_guidance": dict(
         route="unclip", guidance_scale=3.0, temperature=1.0, prior_guidance_scale=4.0
     ),
-    "unclip_guidance_rerank": dict(
-        route="unclip", guidance_scale=3.0, temperature=1.0, prior_guidance_scale=4.0, rerank=4
-    ),
-    "unclip_defaults": dict(route="unclip"),  # the recorded settings, the prior's default
+    "unclip_defaults": dict(route="unclip"),  # the recorded settings, decoder's and prior's
+    "unclip_defaults_rerank": dict(route="unclip", rerank=4),
 }
 
 
@@ -363,8 +361,9 @@ def evaluate_unclip(
     batch_size: int = 50,
     seed: int = 0,
     holdout: list | None = None,
-    prior_guidance_scale: float = 4.0,
-    guidance_scale: float = 3.0,
+    prior_guidance_scale: float | None = None,
+    guidance_scale: float | None = None,
+    temperature: float | None = None,
 ) -> dict[str, Any]:
     """The unCLIP route's own measures on test images of the shapes world.
 
@@ -383,8 +382,13 @@ def evaluate_unclip(
         holdout: the combinations its stages never saw in training.
         prior_guidance_scale: guidance of the diffusion prior.
         guidance_scale: guidance of the decoder.
+        temperature: temperature of the decoder (these three: None is the pipeline's
+            recorded setting, what `pipe(route="unclip")` and `pipe.variations` use).
     """
     pipe.set_progress_bar_config(disable=True)
+    prior_scale = prior_guidance_scale
+    if prior_scale is None:
+        prior_scale = pipe.sampling_defaults["prior_guidance_scale"]
     sets = _test_sets(pipe.image_tokenizer.config.image_size, n, holdout)
     generator = torch.Generator().manual_seed(seed)
     results: dict[str, Any] = {"embeddings": {}}
@@ -394,7 +398,7 @@ def evaluate_unclip(
             true = pipe.clip.encode_image(batch["pixel_values"].to(pipe.device)).float()
             text = pipe.clip.text_features(batch["input_ids"].to(pipe.device))
             drawn = pipe.diffusion_prior.sample(
-                text.embeds, text.states, prior_guidance_scale, generator=generator
+                text.embeds, text.states, prior_scale, generator=generator
             )
             prior_cos.append((drawn * true).sum(-1).cpu())
             text_cos.append((text.embeds.float() * true).sum(-1).cpu())
@@ -404,14 +408,39 @@ def evaluate_unclip(
             "cosine_text_to_image": text_c.mean().item(),
             "prior_closer": (prior_c > text_c).float().mean().item(),
         }
+    results["variations"] = variation_agreement(
+        pipe, sets["one_object"], variations, batch_size, guidance_scale, generator, temperature
+    )
+    return results
+
+
+@torch.no_grad()
+def variation_agreement(
+    pipe: Any,
+    data: ShapesDataset,
+    variations: int = 4,
+    batch_size: int = 50,
+    guidance_scale: float | None = 3.0,
+    generator: torch.Generator | None = None,
+    temperature: float | None = 1.0,
+) -> dict[str, Any]:
+    """Decode each test image's own CLIP image embedding `variations` times (unCLIP's
+    variations) and return the judge's agreement with the image's spec, and the decoding
+    speed (`images_per_s`, the CLIP image encoder included). A guidance_scale or temperature
+    of None is the pipeline's recorded one."""
     images, specs = [], []
-    for batch in _loader(sets["one_object"], batch_size, pipe.clip.config.context_length):
+    start = time.perf_counter()
+    for batch in _loader(data, batch_size, pipe.clip.config.context_length):
         embeds = pipe.clip.encode_image(batch["pixel_values"].to(pipe.device))
-        sampling = (guidance_scale, 1.0, None, None, generator)
+        sampling = (guidance_scale, temperature, None, None, generator)
         images.extend(pipe.decode_embeddings(embeds.repeat_interleave(variations, 0), *sampling))
         specs += [spec for spec in batch["spec"] for _ in range(variations)]
-    results["variations"] = {"per_image": variations, **judge_many(images, specs)}
-    return results
+    seconds = time.perf_counter() - start
+    return {
+        "per_image": variations,
+        **judge_many(images, specs),
+        "images_per_s": len(images) / seconds,
+    }
 
 
 def run_data(model_path: str) -> dict:

@@ -71,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
         "image embedding that the decoder reads",
     )
     p.add_argument(
-        "--prior-guidance-scale", type=float, default=4.0, help="the diffusion prior's guidance"
+        "--prior-guidance-scale",
+        type=float,
+        help="the diffusion prior's guidance (default: the pipeline's)",
     )
     p.add_argument("--steps", type=int, default=25, help="the diffusion prior's denoising steps")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -156,8 +158,11 @@ def run(args: argparse.Namespace) -> list[Path]:
         prime_rows=args.prime_rows if init else 0,
         route=args.route,
     )
+    prior_guidance_scale = args.prior_guidance_scale
     if args.route == "unclip":
-        settings.update(prior_guidance_scale=args.prior_guidance_scale, steps=args.steps)
+        if prior_guidance_scale is None:
+            prior_guidance_scale = pipe.sampling_defaults["prior_guidance_scale"]
+        settings.update(prior_guidance_scale=prior_guidance_scale, steps=args.steps)
     result = pipe(
         args.prompts,
         num_images_per_prompt=args.num_images,
@@ -170,7 +175,7 @@ def run(args: argparse.Namespace) -> list[Path]:
         image=init,
         num_prime_rows=settings["prime_rows"],
         route=args.route,
-        prior_guidance_scale=args.prior_guidance_scale,
+        prior_guidance_scale=prior_guidance_scale,
         num_inference_steps=args.steps,
     )
     return save_images(

@@ -38,7 +38,8 @@ from t2i.models.prior import DALLEPrior
 from t2i.models.tokenizer import ImageTokenizer
 
 FORMAT = 1  # bump when a saved pipeline's layout changes incompatibly
-SAMPLING = {"guidance_scale": 3.0, "temperature": 1.0}  # unless a pipeline records its own
+# unless a pipeline records its own; prior_guidance_scale is the unCLIP diffusion prior's
+SAMPLING = {"guidance_scale": 3.0, "temperature": 1.0, "prior_guidance_scale": 1.0}
 OUTPUT_TYPES = ("pil", "np", "pt")
 ROUTES = ("dalle", "unclip")
 
@@ -162,7 +163,7 @@ class TextToImagePipeline(DiffusionPipeline):
         callback_on_step_end: Callable[[Any, int, int, dict], dict] | None = None,
         return_dict: bool = True,
         route: str = "dalle",
-        prior_guidance_scale: float = 4.0,
+        prior_guidance_scale: float | None = None,
         num_inference_steps: int = 25,
         prior_candidates: int = 1,
     ) -> ImagePipelineOutput | tuple:
@@ -189,7 +190,8 @@ class TextToImagePipeline(DiffusionPipeline):
             route: "dalle" (the prior reads the caption) or "unclip" (the diffusion prior
                 draws an image embedding, which the decoder reads; `guidance_scale`,
                 `temperature`, `top_k` and `top_p` then apply to the decoder).
-            prior_guidance_scale: guidance of the diffusion prior ("unclip").
+            prior_guidance_scale: guidance of the diffusion prior ("unclip"); None: the
+                pipeline's `sampling_defaults` (1.0 unless it records another).
             num_inference_steps: denoising steps of the diffusion prior ("unclip").
             prior_candidates: image embeddings drawn per image, the one closest to the text
                 embedding kept ("unclip"; DALL-E 2 keeps the best of 2).
@@ -290,13 +292,16 @@ class TextToImagePipeline(DiffusionPipeline):
         self,
         prompts: list[str],
         draws: int,
-        guidance_scale: float,
+        guidance_scale: float | None,
         num_inference_steps: int,
         candidates: int,
         generator: torch.Generator | None,
     ) -> torch.Tensor:
         """unCLIP's first stage: one CLIP image embedding per image to draw, (N * draws, D),
-        from the diffusion prior reading each prompt's text embedding and token states."""
+        from the diffusion prior reading each prompt's text embedding and token states
+        (guidance_scale None: the pipeline's recorded `prior_guidance_scale`)."""
+        if guidance_scale is None:
+            guidance_scale = self.sampling_defaults["prior_guidance_scale"]
         ids = self.clip.tokenize(prompts).to(self.device)
         text = self.clip.text_features(ids)
         return self.diffusion_prior.sample(
@@ -413,7 +418,7 @@ class TextToImagePipeline(DiffusionPipeline):
         temperature: float | None = None,
         top_k: int | None = None,
         top_p: float | None = None,
-        prior_guidance_scale: float = 4.0,
+        prior_guidance_scale: float | None = None,
         num_inference_steps: int = 25,
         output_type: str = "pil",
         return_dict: bool = True,
@@ -431,7 +436,8 @@ class TextToImagePipeline(DiffusionPipeline):
             temperature: softmax temperature of the decoder (None: as guidance_scale).
             top_k: sample among the k most likely codes.
             top_p: sample within the nucleus of probability top_p.
-            prior_guidance_scale: guidance of the diffusion prior.
+            prior_guidance_scale: guidance of the diffusion prior (None: the pipeline's
+                `sampling_defaults`).
             num_inference_steps: denoising steps of the diffusion prior.
             output_type: "pil", "np" or "pt".
             return_dict: an `ImagePipelineOutput` (True) or a tuple (images,).

@@ -111,6 +111,9 @@ def test_the_unclip_route_from_the_command_line(tmp_path, capsys):
     settings = json.loads(Image.open(printed[0]).text["t2i"])
     assert settings["route"] == "unclip" and settings["steps"] == 4
     assert settings["prior_guidance_scale"] == 2
+    assert main([*argv, "--route", "unclip", "--steps", "4"]) == 0  # the pipeline's recorded one
+    settings = json.loads(Image.open(capsys.readouterr().out.split()[0]).text["t2i"])
+    assert settings["prior_guidance_scale"] == 1.0
 
 
 def test_the_unclip_route_of_a_dalle_only_pipeline_is_a_one_line_error(

@@ -67,6 +67,25 @@ def test_the_route_round_trips_through_save_and_load(pipe, tmp_path):
     assert torch.equal(loaded("a green triangle", generator=gen(3), **kw).images, want)
 
 
+def test_the_recorded_prior_guidance_is_what_a_call_without_one_uses(tmp_path):
+    pipe = tiny_pipeline(unclip=True)
+    pipe.set_progress_bar_config(disable=True)
+    kw = dict(route="unclip", output_type="pt", num_inference_steps=5)
+
+    def draw(p, **extra):
+        return p("a green triangle", generator=gen(4), **kw, **extra).images
+
+    assert pipe.sampling_defaults["prior_guidance_scale"] == 1.0  # the library's default
+    assert torch.equal(draw(pipe), draw(pipe, prior_guidance_scale=1.0))
+    pipe.sampling_defaults["prior_guidance_scale"] = 5.0
+    pipe.save_pretrained(tmp_path)
+    loaded = TextToImagePipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.sampling_defaults["prior_guidance_scale"] == 5.0
+    assert torch.equal(draw(loaded), draw(pipe, prior_guidance_scale=5.0))
+    assert not torch.equal(draw(loaded), draw(pipe, prior_guidance_scale=1.0))
+
+
 def test_a_dalle_only_pipeline_saves_no_unclip_stages_and_names_the_missing_route(tmp_path):
     dalle = tiny_pipeline()
     dalle.save_pretrained(tmp_path)

@@ -51,7 +51,11 @@ def test_builds_a_float16_pipeline_that_loads_and_generates(tmp_path):
     assert all(t.dtype == torch.float16 for t in weights.values() if t.is_floating_point())
     assert (out / "prior" / "config.yaml").is_file()  # the run's config (its holdout) travels
     index = json.loads((out / "model_index.json").read_text())
-    assert index["_t2i_sampling"] == {"guidance_scale": 2.0, "temperature": 0.7}
+    assert index["_t2i_sampling"] == {
+        "guidance_scale": 2.0,
+        "temperature": 0.7,
+        "prior_guidance_scale": 1.0,
+    }
     pipe = load_pipeline(out, device="cpu")
     assert pipe.prior.dtype == torch.float32 and pipe.has_unclip  # both routes by default
     pipe.set_progress_bar_config(disable=True)
