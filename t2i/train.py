@@ -33,7 +33,13 @@ from t2i.config import (
 from t2i.data.captioned import CaptionedDataset, WebDatasetShards, detect_format
 from t2i.data.shapes import ShapesDataset
 from t2i.data.text import CaptionCollator
-from t2i.data.tokens import TokenDataset, cached_tokens, encode_dataset, fingerprint
+from t2i.data.tokens import (
+    TokenDataset,
+    cached_tokens,
+    encode_dataset,
+    fingerprint,
+    model_description,
+)
 from t2i.evaluation import judge_many
 from t2i.models import (
     MODELS,
@@ -294,12 +300,12 @@ def token_dataset(
     """
     device = "cuda" if torch.cuda.is_available() else "cpu"
     weights = list(tokenizer.state_dict().items())
-    described = [dict(tokenizer.config), dataset.description]
+    described = [model_description(tokenizer), dataset.description]
     source = f"{model_dir(data.tokenizer).resolve()} {dataset.description}"
     extras = None
     if clip is not None:
         weights += [(f"clip.{k}", v) for k, v in clip.state_dict().items()]
-        described.append(dict(clip.config))
+        described.append(model_description(clip))
         source += f" + {model_dir(data.clip).resolve()}"
         extras = {"image_embeds": clip_image_embeds(clip)}
 
@@ -325,7 +331,9 @@ def embedding_dataset(clip: CLIPModel, dataset: ShapesDataset, data: DataConfig)
         data: the data section (the CLIP path and the cache folder).
     """
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    key = fingerprint(clip.state_dict().items(), dict(clip.config), dataset.description, "embeds")
+    key = fingerprint(
+        clip.state_dict().items(), model_description(clip), dataset.description, "embeds"
+    )
     source = f"{model_dir(data.clip).resolve()} {dataset.description} embeddings"
 
     extras = {"image_embeds": clip_image_embeds(clip)}

@@ -49,6 +49,12 @@ def fingerprint(tensors: Iterable[tuple[str, torch.Tensor]], *descriptions: Any)
     return h.hexdigest()
 
 
+def model_description(model: Any) -> dict[str, Any]:
+    """A saved model's config as a cache key part: without `_name_or_path`, which diffusers'
+    `from_pretrained` sets to the folder it read, so that a moved or linked run still hits."""
+    return {k: v for k, v in dict(model.config).items() if k != "_name_or_path"}
+
+
 def _columns(tokens: Tokens) -> dict[str, np.ndarray]:
     """A batch of grids as named int32 arrays: `tokens` or `tokens_0`, `tokens_1`, ..."""
     if torch.is_tensor(tokens):

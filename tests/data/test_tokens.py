@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import tiny
 import torch
 
 from t2i.data.shapes import ShapesDataset
 from t2i.data.text import CaptionCollator
-from t2i.data.tokens import TokenDataset, cached_tokens, encode_dataset, fingerprint
+from t2i.data.tokens import (
+    TokenDataset,
+    cached_tokens,
+    encode_dataset,
+    fingerprint,
+    model_description,
+)
+from t2i.models import VQVAE
 
 
 def patch_means(x: torch.Tensor) -> torch.Tensor:
@@ -65,3 +73,14 @@ def test_fingerprint_depends_on_the_data_description():
     a = fingerprint(weights, ShapesDataset(n=5, seed=1).description)
     b = fingerprint(weights, ShapesDataset(n=5, seed=2).description)
     assert a != b
+
+
+def test_a_model_keys_the_same_from_any_folder(tmp_path):
+    VQVAE(**tiny.VQ).save_pretrained(tmp_path / "a")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    keys = set()
+    for folder in ("a", "b"):
+        model = VQVAE.from_pretrained(tmp_path / folder)
+        assert folder in str(model.config._name_or_path)  # diffusers records where it read
+        keys.add(fingerprint(model.state_dict().items(), model_description(model)))
+    assert len(keys) == 1
