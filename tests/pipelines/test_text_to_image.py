@@ -116,17 +116,19 @@ def test_a_prior_with_its_own_text_embedding_fills_the_same_pipeline():
 
 def test_a_call_without_settings_uses_the_sampling_defaults_the_pipeline_records(tmp_path):
     pipe = tiny_pipeline()
-    assert pipe.sampling_defaults == {"guidance_scale": 3.0, "temperature": 1.0}
+    library = {"guidance_scale": 3.0, "temperature": 1.0, "prior_guidance_scale": 1.0}
+    assert pipe.sampling_defaults == library
     pipe.sampling_defaults.update(guidance_scale=1.5, temperature=0.5)
+    recorded = {"guidance_scale": 1.5, "temperature": 0.5, "prior_guidance_scale": 1.0}
     pipe.save_pretrained(tmp_path)
     index = json.loads((tmp_path / "model_index.json").read_text())
-    assert index["_t2i_sampling"] == {"guidance_scale": 1.5, "temperature": 0.5}
+    assert index["_t2i_sampling"] == recorded
     loaded = TextToImagePipeline.from_pretrained(tmp_path)
     loaded.set_progress_bar_config(disable=True)
-    assert loaded.sampling_defaults == {"guidance_scale": 1.5, "temperature": 0.5}
+    assert loaded.sampling_defaults == recorded
     kw = dict(num_images_per_prompt=2, output_type="pt")
     implicit = loaded("a red circle", generator=gen(0), **kw).images
     explicit = loaded("a red circle", generator=gen(0), guidance_scale=1.5, temperature=0.5, **kw)
     assert torch.equal(implicit, explicit.images)
-    library = loaded("a red circle", generator=gen(0), guidance_scale=3.0, temperature=1.0, **kw)
-    assert not torch.equal(implicit, library.images)
+    drawn = loaded("a red circle", generator=gen(0), guidance_scale=3.0, temperature=1.0, **kw)
+    assert not torch.equal(implicit, drawn.images)
