@@ -24,13 +24,20 @@ from datetime import date
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from accelerate.utils import send_to_device
 
 from t2i.config import load_config
 from t2i.data.shapes import make_sample, to_tensor
 from t2i.data.text import CaptionCollator
 from t2i.evaluation import judge
-from t2i.models import TOKEN_PRIORS, DALLEPrior, ImageTokenizer
+from t2i.models import (
+    TOKEN_PRIORS,
+    DALLEPrior,
+    DiffusionDecoder,
+    DiffusionPrior,
+    ImageTokenizer,
+)
 from t2i.train import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +53,9 @@ MODEL_CONFIGS = (
     "clip",
     "prior",
     "prior_embed",
+    "diffusion_prior",
+    "decoder",
+    "diffusion_decoder",
 )
 # variants of a shipped config: name -> (config, model overrides)
 VARIANTS = {"prior_embed": ("prior", {"text_encoder": "embed"})}  # own BPE embedding
@@ -158,10 +168,7 @@ def bench_model(
     torch.manual_seed(0)
     model = build_model(config, name).to(device)
     batch = _batch(config, batch_size, device)
-    if isinstance(model, DALLEPrior) and model.config.text_encoder == "clip":
-        # random CLIP states stand in for a CLIP model's
-        states = torch.randn(batch_size, model.config.context_length, model.config.clip_width)
-        batch["text_states"] = states.to(device)
+    batch.update(stand_in_clip_outputs(model, batch_size, device))
     if isinstance(model, TOKEN_PRIORS):  # random codes stand in for a tokenizer's
         grids = model.config.get("grid_sizes") or [model.config.grid_size]
         codes = [torch.randint(0, model.config.num_tokens, (batch_size, g, g)) for g in grids]
@@ -186,7 +193,9 @@ def bench_model(
         return run
 
     kind = config.model["type"]
-    if "text_encoder" in config.model:
+    if config.model.get("text_encoder") == "clip_image":
+        kind += ", unCLIP decoder"
+    elif "text_encoder" in config.model:
         kind += f", {config.model['text_encoder']} text"
     label = f"{kind} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M)"
 
@@ -204,6 +213,9 @@ def bench_model(
         rows = train_row()
         rows += prior_token_rows(model, rows[0][2], peak, label)
         return [*rows, *bench_prior_sampling(model, batch, repeats, device, autocast)]
+    elif isinstance(model, DiffusionPrior):
+        embeds, states = batch["text_embeds"], batch["text_states"]
+        paths = {"sample embeddings, 25 DDIM steps": lambda: model.sample(embeds, states)}
     elif isinstance(model, TOKEN_PRIORS):
         n, ids = batch_size, batch["input_ids"]
         paths = {"sample codes": lambda: model.sample(n, input_ids=ids)}
@@ -217,6 +229,22 @@ def bench_model(
     return rows
 
 
+def stand_in_clip_outputs(model: torch.nn.Module, n: int, device: torch.device) -> dict:
+    """Random CLIP outputs for the models that read a frozen CLIP: token states for the
+    DALL-E prior and the diffusion prior, unit text and image embeddings for unCLIP's
+    stages (a CLIP model's own would cost its forward pass, which is not what is timed)."""
+    c, out = model.config, {}
+    if isinstance(model, DiffusionPrior) or c.get("text_encoder") == "clip":
+        out["text_states"] = torch.randn(n, c.context_length, c.clip_width)
+    if isinstance(model, (DiffusionPrior, DiffusionDecoder)) or c.get("text_encoder") == (
+        "clip_image"
+    ):
+        out["image_embeds"] = F.normalize(torch.randn(n, c.embed_dim), dim=-1)
+    if isinstance(model, DiffusionPrior):
+        out["text_embeds"] = F.normalize(torch.randn(n, c.embed_dim), dim=-1)
+    return send_to_device(out, device)
+
+
 def bench_prior_sampling(
     prior: DALLEPrior, batch: dict, repeats: int, device: torch.device, autocast
 ) -> list[tuple[str, str, float]]:
@@ -224,10 +252,13 @@ def bench_prior_sampling(
     sequence at every step; images/s of each and the speed-up of the cache."""
     prior.eval()
     n = len(batch["input_ids"])
+    c = prior.config
+    kind, prefix = f"{c.text_encoder} text", "text"
+    if c.text_encoder == "clip_image":
+        kind, prefix = "unCLIP decoder", "image-embedding"
     label = (
-        f"dalle_prior ({prior.config.text_encoder} text) dim {prior.config.dim}, "
-        f"depth {prior.config.depth}, "
-        f"{prior.config.context_length} text + {prior.image_len} image tokens, batch {n}"
+        f"dalle_prior ({kind}) dim {c.dim}, depth {c.depth}, "
+        f"{c.context_length} {prefix} + {prior.image_len} image tokens, batch {n}"
     )
     seconds = {}
     for cache in (True, False):
@@ -239,6 +270,7 @@ def bench_prior_sampling(
                     batch.get("text_states"),
                     guidance_scale=3.0,
                     use_cache=cache,
+                    image_embeds=batch.get("image_embeds"),
                 )
 
         seconds[cache] = timed(run, repeats, device)
@@ -276,6 +308,8 @@ def prior_flops_per_token(prior: DALLEPrior) -> tuple[float, int]:
     flops += 6.0 * prior.image_head.weight.numel() * image
     if c.text_encoder == "embed":  # the text head, tied to the embedding
         flops += 6.0 * prior.text_embed.weight.numel() * (text - 1)
+    elif c.text_encoder == "clip_image":  # one embedding -> the whole prefix, with gradient
+        flops += 6.0 * prior.embed_proj.weight.numel()
     else:
         flops += 4.0 * prior.text_proj.weight.numel() * text  # its input needs no gradient
     return flops / seq, seq

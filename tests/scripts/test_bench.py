@@ -16,19 +16,24 @@ bench = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bench)
 
 
-@pytest.mark.parametrize("text_encoder", ["clip", "embed"])
+@pytest.mark.parametrize("text_encoder", ["clip", "embed", "clip_image"])
 def test_prior_flops_match_torch_flop_counter_on_a_training_step(text_encoder):
-    prior = tiny_pipeline(text_encoder).prior.train()  # 32 text + 4 x 4 image tokens
+    if text_encoder == "clip_image":  # unCLIP's decoder: 2 prefix + 4 x 4 image tokens
+        prior = tiny_pipeline(unclip=True).decoder.train()
+    else:  # 32 text + 4 x 4 image tokens
+        prior = tiny_pipeline(text_encoder).prior.train()
     n = 4
     batch = {
         "image_tokens": torch.randint(0, 32, (n, 4, 4)),
         "input_ids": torch.randint(1, 49408, (n, 32)),  # no padding: the text head sees all
         "text_states": torch.randn(n, 32, 32),
     }
+    if text_encoder == "clip_image":
+        batch["image_embeds"] = torch.randn(n, prior.config.embed_dim)
     with FlopCounterMode(display=False) as counter:
         prior.training_losses(batch)["loss"].backward()
     per_token, seq = bench.prior_flops_per_token(prior)
-    assert seq == 32 + 16 - 1
+    assert seq == prior.config.context_length + 16 - 1
     # the counter skips the CPU's fused attention kernel: take the attention term out
     attention = 12.0 * prior.config.depth * prior.config.dim * seq * seq
     counted = counter.get_total_flops()
