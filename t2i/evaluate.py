@@ -259,10 +259,18 @@ PIPELINE_SETTINGS: dict[str, dict[str, Any]] = {  # rerank: candidates drawn per
 }
 UNCLIP_SETTINGS: dict[str, dict[str, Any]] = {  # added for a pipeline with the unCLIP route
     "unclip_plain": dict(
-        route="unclip", guidance_scale=1.0, temperature=1.0, prior_guidance_scale=1.0
+        route="unclip",
+        guidance_scale=1.0,
+        temperature=1.0,
+        prior_guidance_scale=1.0,
+        prior_candidates=1,
     ),
     "unclip_guidance": dict(
-        route="unclip", guidance_scale=3.0, temperature=1.0, prior_guidance_scale=4.0
+        route="unclip",
+        guidance_scale=3.0,
+        temperature=1.0,
+        prior_guidance_scale=4.0,
+        prior_candidates=1,
     ),
     "unclip_defaults": dict(route="unclip"),  # the recorded settings, decoder's and prior's
     "unclip_defaults_rerank": dict(route="unclip", rerank=4),
@@ -388,7 +396,7 @@ def evaluate_unclip(
     pipe.set_progress_bar_config(disable=True)
     prior_scale = prior_guidance_scale
     if prior_scale is None:
-        prior_scale = pipe.sampling_defaults["prior_guidance_scale"]
+        prior_scale = pipe.recorded("prior_guidance_scale")
     sets = _test_sets(pipe.image_tokenizer.config.image_size, n, holdout)
     generator = torch.Generator().manual_seed(seed)
     results: dict[str, Any] = {"embeddings": {}}
@@ -398,7 +406,12 @@ def evaluate_unclip(
             true = pipe.clip.encode_image(batch["pixel_values"].to(pipe.device)).float()
             text = pipe.clip.text_features(batch["input_ids"].to(pipe.device))
             drawn = pipe.diffusion_prior.sample(
-                text.embeds, text.states, prior_scale, generator=generator
+                text.embeds,
+                text.states,
+                prior_scale,
+                num_inference_steps=pipe.recorded("num_inference_steps"),
+                generator=generator,
+                num_candidates=pipe.recorded("prior_candidates"),
             )
             prior_cos.append((drawn * true).sum(-1).cpu())
             text_cos.append((text.embeds.float() * true).sum(-1).cpu())

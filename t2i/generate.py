@@ -75,7 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="the diffusion prior's guidance (default: the pipeline's)",
     )
-    p.add_argument("--steps", type=int, default=25, help="the diffusion prior's denoising steps")
+    p.add_argument(
+        "--steps", type=int, help="the diffusion prior's denoising steps (default: the pipeline's)"
+    )
+    p.add_argument(
+        "--prior-candidates",
+        type=int,
+        help="the diffusion prior's draws per image, the closest to the caption kept "
+        "(default: the pipeline's)",
+    )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     return p
 
@@ -145,7 +153,10 @@ def run(args: argparse.Namespace) -> list[Path]:
     device = resolve_device(args.device)
     pipe = load_pipeline(args.model, device=device)
     init = Image.open(args.init_image) if args.init_image else None
-    guidance_scale, temperature = pipe.resolve_sampling(args.guidance_scale, args.temperature)
+    stage = "decoder" if args.route == "unclip" else "prior"  # whose settings apply
+    guidance_scale, temperature = pipe.resolve_sampling(
+        args.guidance_scale, args.temperature, stage
+    )
     settings = dict(
         model=args.model or "default",
         seed=args.seed,
@@ -158,11 +169,13 @@ def run(args: argparse.Namespace) -> list[Path]:
         prime_rows=args.prime_rows if init else 0,
         route=args.route,
     )
-    prior_guidance_scale = args.prior_guidance_scale
+    unclip = dict(
+        prior_guidance_scale=pipe.recorded("prior_guidance_scale", args.prior_guidance_scale),
+        num_inference_steps=pipe.recorded("num_inference_steps", args.steps),
+        prior_candidates=pipe.recorded("prior_candidates", args.prior_candidates),
+    )
     if args.route == "unclip":
-        if prior_guidance_scale is None:
-            prior_guidance_scale = pipe.sampling_defaults["prior_guidance_scale"]
-        settings.update(prior_guidance_scale=prior_guidance_scale, steps=args.steps)
+        settings.update(unclip)
     result = pipe(
         args.prompts,
         num_images_per_prompt=args.num_images,
@@ -175,8 +188,7 @@ def run(args: argparse.Namespace) -> list[Path]:
         image=init,
         num_prime_rows=settings["prime_rows"],
         route=args.route,
-        prior_guidance_scale=prior_guidance_scale,
-        num_inference_steps=args.steps,
+        **unclip,
     )
     return save_images(
         result.images, args.prompts, args.num_images, Path(args.out), settings, args.grid

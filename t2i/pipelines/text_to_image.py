@@ -38,8 +38,19 @@ from t2i.models.prior import DALLEPrior
 from t2i.models.tokenizer import ImageTokenizer
 
 FORMAT = 1  # bump when a saved pipeline's layout changes incompatibly
-# unless a pipeline records its own; prior_guidance_scale is the unCLIP diffusion prior's
-SAMPLING = {"guidance_scale": 3.0, "temperature": 1.0, "prior_guidance_scale": 1.0}
+# unless a pipeline records its own: guidance_scale and temperature are the DALL-E prior's,
+# prior_guidance_scale the unCLIP diffusion prior's, decoder_* the unCLIP decoder's, and
+# num_inference_steps the denoising steps of the diffusion prior (and of a pixel decoder),
+# prior_candidates its draws per image (the one closest to the text embedding is kept)
+SAMPLING = {
+    "guidance_scale": 3.0,
+    "temperature": 1.0,
+    "prior_guidance_scale": 1.0,
+    "decoder_guidance_scale": 3.0,
+    "decoder_temperature": 1.0,
+    "num_inference_steps": 25,
+    "prior_candidates": 1,
+}
 OUTPUT_TYPES = ("pil", "np", "pt")
 ROUTES = ("dalle", "unclip")
 
@@ -164,8 +175,8 @@ class TextToImagePipeline(DiffusionPipeline):
         return_dict: bool = True,
         route: str = "dalle",
         prior_guidance_scale: float | None = None,
-        num_inference_steps: int = 25,
-        prior_candidates: int = 1,
+        num_inference_steps: int | None = None,
+        prior_candidates: int | None = None,
     ) -> ImagePipelineOutput | tuple:
         """Generate images for one prompt or a list of prompts.
 
@@ -174,11 +185,13 @@ class TextToImagePipeline(DiffusionPipeline):
             num_images_per_prompt: images returned per prompt.
             generator: the source of randomness (a seed gives the same images).
             temperature: softmax temperature of the prior (0 = greedy); None: the
-                pipeline's `sampling_defaults` (1.0 unless it records another).
+                pipeline's `sampling_defaults` (1.0 unless it records another; on the
+                unCLIP route its `decoder_temperature`).
             top_k: sample among the k most likely codes.
             top_p: sample within the nucleus of probability top_p.
             guidance_scale: classifier-free guidance; 1 turns it off; None: the pipeline's
-                `sampling_defaults` (3.0 unless it records another).
+                `sampling_defaults` (3.0 unless it records another; on the unCLIP route its
+                `decoder_guidance_scale`).
             rerank: draw this many candidates per prompt and keep the
                 `num_images_per_prompt` that CLIP scores highest (None: no reranking).
             image: priming image; its first `num_prime_rows` rows of codes are kept.
@@ -192,9 +205,12 @@ class TextToImagePipeline(DiffusionPipeline):
                 `temperature`, `top_k` and `top_p` then apply to the decoder).
             prior_guidance_scale: guidance of the diffusion prior ("unclip"); None: the
                 pipeline's `sampling_defaults` (1.0 unless it records another).
-            num_inference_steps: denoising steps of the diffusion prior ("unclip").
+            num_inference_steps: denoising steps of the diffusion prior ("unclip"), and of
+                a pixel decoder; None: the pipeline's `sampling_defaults` (25 unless it
+                records another).
             prior_candidates: image embeddings drawn per image, the one closest to the text
-                embedding kept ("unclip"; DALL-E 2 keeps the best of 2).
+                embedding kept ("unclip"; DALL-E 2 keeps the best of 2); None: the
+                pipeline's `sampling_defaults` (1 unless it records another).
 
         Returns:
             `.images`, prompt by prompt, `num_images_per_prompt` each (best first when
@@ -226,15 +242,23 @@ class TextToImagePipeline(DiffusionPipeline):
         return self._output(images, output_type, return_dict)
 
     def resolve_sampling(
-        self, guidance_scale: float | None, temperature: float | None
+        self, guidance_scale: float | None, temperature: float | None, stage: str = "prior"
     ) -> tuple[float, float]:
-        """The guidance scale and temperature a call uses: None is the pipeline's
+        """The guidance scale and temperature a call uses for the DALL-E prior (stage
+        "prior") or the unCLIP decoder ("decoder"): None is the pipeline's
         `sampling_defaults` (what its builder recorded, or the library's)."""
-        defaults = self.sampling_defaults
+        if stage not in ("prior", "decoder"):
+            raise ValueError(f"stage={stage!r}: use 'prior' or 'decoder'")
+        key = "" if stage == "prior" else "decoder_"
         return (
-            defaults["guidance_scale"] if guidance_scale is None else guidance_scale,
-            defaults["temperature"] if temperature is None else temperature,
+            self.recorded(f"{key}guidance_scale", guidance_scale),
+            self.recorded(f"{key}temperature", temperature),
         )
+
+    def recorded(self, name: str, value: Any = None) -> Any:
+        """A sampling setting as a call uses it: `value`, or when that is None the pipeline's
+        `sampling_defaults[name]` (what its builder recorded, or the library's)."""
+        return self.sampling_defaults[name] if value is None else value
 
     def _route_model(self, route: str) -> DALLEPrior | DiffusionDecoder:
         """The model that draws the images' codes (or pixels) on a route."""
@@ -293,24 +317,22 @@ class TextToImagePipeline(DiffusionPipeline):
         prompts: list[str],
         draws: int,
         guidance_scale: float | None,
-        num_inference_steps: int,
-        candidates: int,
+        num_inference_steps: int | None,
+        candidates: int | None,
         generator: torch.Generator | None,
     ) -> torch.Tensor:
         """unCLIP's first stage: one CLIP image embedding per image to draw, (N * draws, D),
         from the diffusion prior reading each prompt's text embedding and token states
-        (guidance_scale None: the pipeline's recorded `prior_guidance_scale`)."""
-        if guidance_scale is None:
-            guidance_scale = self.sampling_defaults["prior_guidance_scale"]
+        (a None setting: the pipeline's recorded one)."""
         ids = self.clip.tokenize(prompts).to(self.device)
         text = self.clip.text_features(ids)
         return self.diffusion_prior.sample(
             text.embeds.repeat_interleave(draws, dim=0),
             text.states.repeat_interleave(draws, dim=0),
-            guidance_scale=guidance_scale,
-            num_inference_steps=num_inference_steps,
+            guidance_scale=self.recorded("prior_guidance_scale", guidance_scale),
+            num_inference_steps=self.recorded("num_inference_steps", num_inference_steps),
             generator=generator,
-            num_candidates=candidates,
+            num_candidates=self.recorded("prior_candidates", candidates),
         )
 
     def prime_codes(self, image: Any, rows: int, n: int) -> torch.Tensor | None:
@@ -336,8 +358,10 @@ class TextToImagePipeline(DiffusionPipeline):
         callback_on_step_end: Callable | None,
     ) -> torch.Tensor:
         """The prior's (or decoder's) sampling loop under a progress bar: (N, image_len);
-        a guidance_scale or temperature of None is the pipeline's `sampling_defaults`."""
-        guidance_scale, temperature = self.resolve_sampling(guidance_scale, temperature)
+        a guidance_scale or temperature of None is the pipeline's `sampling_defaults` for
+        that model."""
+        stage = "decoder" if model is self.decoder else "prior"
+        guidance_scale, temperature = self.resolve_sampling(guidance_scale, temperature, stage)
         start = 0 if prime is None else prime.shape[1]
         with self.progress_bar(total=model.image_len - start) as bar:
 
@@ -392,8 +416,9 @@ class TextToImagePipeline(DiffusionPipeline):
             num_images: variations drawn.
             generator: the source of randomness.
             guidance_scale: classifier-free guidance of the decoder (None: the pipeline's
-                `sampling_defaults`).
-            temperature: softmax temperature of the decoder (None: as guidance_scale).
+                `sampling_defaults["decoder_guidance_scale"]`).
+            temperature: softmax temperature of the decoder (None: its
+                `decoder_temperature`).
             top_k: sample among the k most likely codes.
             top_p: sample within the nucleus of probability top_p.
             output_type: "pil", "np" or "pt".
@@ -419,7 +444,7 @@ class TextToImagePipeline(DiffusionPipeline):
         top_k: int | None = None,
         top_p: float | None = None,
         prior_guidance_scale: float | None = None,
-        num_inference_steps: int = 25,
+        num_inference_steps: int | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
     ) -> ImagePipelineOutput | tuple:
@@ -432,13 +457,15 @@ class TextToImagePipeline(DiffusionPipeline):
             steps: images from first to last (>= 2).
             generator: the source of randomness.
             guidance_scale: classifier-free guidance of the decoder (None: the pipeline's
-                `sampling_defaults`).
-            temperature: softmax temperature of the decoder (None: as guidance_scale).
+                `sampling_defaults["decoder_guidance_scale"]`).
+            temperature: softmax temperature of the decoder (None: its
+                `decoder_temperature`).
             top_k: sample among the k most likely codes.
             top_p: sample within the nucleus of probability top_p.
             prior_guidance_scale: guidance of the diffusion prior (None: the pipeline's
                 `sampling_defaults`).
-            num_inference_steps: denoising steps of the diffusion prior.
+            num_inference_steps: denoising steps of the diffusion prior (None: the
+                pipeline's `sampling_defaults`).
             output_type: "pil", "np" or "pt".
             return_dict: an `ImagePipelineOutput` (True) or a tuple (images,).
         """
@@ -447,7 +474,7 @@ class TextToImagePipeline(DiffusionPipeline):
             raise ValueError(f"steps={steps}: an interpolation needs at least its two ends")
         self._check([prompt_a, prompt_b], 1, None, output_type, 0)
         ends = self.image_embeddings(
-            [prompt_a, prompt_b], 1, prior_guidance_scale, num_inference_steps, 1, generator
+            [prompt_a, prompt_b], 1, prior_guidance_scale, num_inference_steps, None, generator
         )
         embeds = slerp(ends[0], ends[1], torch.linspace(0, 1, steps, device=ends.device))
         sampling = (guidance_scale, temperature, top_k, top_p, generator)
@@ -464,13 +491,14 @@ class TextToImagePipeline(DiffusionPipeline):
         generator: torch.Generator | None,
         prime: torch.Tensor | None = None,
         callback_on_step_end: Callable | None = None,
-        num_inference_steps: int = 25,
+        num_inference_steps: int | None = None,
     ) -> torch.Tensor:
         """unCLIP's second stage: CLIP image embeddings (N, D) -> images (N, 3, H, W).
 
         A decoder over codes (`DALLEPrior`) samples with guidance_scale, temperature, top_k,
         top_p, the primed codes and the callback; a pixel decoder (`DiffusionDecoder`)
-        denoises in `num_inference_steps` with guidance_scale and has no codes to prime.
+        denoises in `num_inference_steps` (None: the recorded default) with guidance_scale
+        and has no codes to prime.
         """
         if isinstance(self.decoder, DiffusionDecoder):
             if prime is not None:
@@ -479,8 +507,8 @@ class TextToImagePipeline(DiffusionPipeline):
                 )
             return self.decoder.sample(
                 embeds.to(self.device),
-                guidance_scale=self.resolve_sampling(guidance_scale, None)[0],
-                num_inference_steps=num_inference_steps,
+                guidance_scale=self.resolve_sampling(guidance_scale, None, "decoder")[0],
+                num_inference_steps=self.recorded("num_inference_steps", num_inference_steps),
                 generator=generator,
             )
         cond = {"image_embeds": embeds}

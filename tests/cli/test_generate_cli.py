@@ -105,15 +105,17 @@ def test_the_unclip_route_from_the_command_line(tmp_path, capsys):
     model = tmp_path / "pipe"
     tiny_pipeline(unclip=True).save_pretrained(model)
     argv = ["a red circle", "--model", str(model), "-n", "2", "--out", str(tmp_path / "o")]
-    assert main([*argv, "--route", "unclip", "--steps", "4", "--prior-guidance-scale", "2"]) == 0
+    unclip = ["--route", "unclip", "--steps", "4", "--prior-guidance-scale", "2"]
+    assert main([*argv, *unclip, "--prior-candidates", "3"]) == 0
     printed = capsys.readouterr().out.split()
     assert len(printed) == 2
     settings = json.loads(Image.open(printed[0]).text["t2i"])
-    assert settings["route"] == "unclip" and settings["steps"] == 4
-    assert settings["prior_guidance_scale"] == 2
+    assert settings["route"] == "unclip" and settings["num_inference_steps"] == 4
+    assert settings["prior_guidance_scale"] == 2 and settings["prior_candidates"] == 3
+    assert settings["guidance_scale"] == 3.0  # the decoder's (the library's: none recorded)
     assert main([*argv, "--route", "unclip", "--steps", "4"]) == 0  # the pipeline's recorded one
     settings = json.loads(Image.open(capsys.readouterr().out.split()[0]).text["t2i"])
-    assert settings["prior_guidance_scale"] == 1.0
+    assert settings["prior_guidance_scale"] == 1.0 and settings["prior_candidates"] == 1
 
 
 def test_the_unclip_route_of_a_dalle_only_pipeline_is_a_one_line_error(

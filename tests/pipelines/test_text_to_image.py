@@ -117,9 +117,11 @@ def test_a_prior_with_its_own_text_embedding_fills_the_same_pipeline():
 def test_a_call_without_settings_uses_the_sampling_defaults_the_pipeline_records(tmp_path):
     pipe = tiny_pipeline()
     library = {"guidance_scale": 3.0, "temperature": 1.0, "prior_guidance_scale": 1.0}
+    library.update(decoder_guidance_scale=3.0, decoder_temperature=1.0)  # unCLIP's decoder
+    library.update(num_inference_steps=25, prior_candidates=1)  # the diffusion prior's
     assert pipe.sampling_defaults == library
     pipe.sampling_defaults.update(guidance_scale=1.5, temperature=0.5)
-    recorded = {"guidance_scale": 1.5, "temperature": 0.5, "prior_guidance_scale": 1.0}
+    recorded = {**library, "guidance_scale": 1.5, "temperature": 0.5}
     pipe.save_pretrained(tmp_path)
     index = json.loads((tmp_path / "model_index.json").read_text())
     assert index["_t2i_sampling"] == recorded

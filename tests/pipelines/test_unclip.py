@@ -86,6 +86,54 @@ def test_the_recorded_prior_guidance_is_what_a_call_without_one_uses(tmp_path):
     assert not torch.equal(draw(loaded), draw(pipe, prior_guidance_scale=1.0))
 
 
+def test_the_recorded_steps_and_candidates_are_what_a_call_without_them_uses(tmp_path):
+    pipe = tiny_pipeline(unclip=True)
+    pipe.sampling_defaults.update(num_inference_steps=3, prior_candidates=2)
+    pipe.save_pretrained(tmp_path)
+    loaded = TextToImagePipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    calls = []
+    sample = DiffusionPrior.sample
+
+    def counted(self, *args, **kw):
+        calls.append((kw["num_inference_steps"], kw["num_candidates"]))
+        return sample(self, *args, **kw)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(DiffusionPrior, "sample", counted)
+        loaded("a red circle", route="unclip", generator=gen(0), output_type="pt")
+        loaded.interpolate("a red circle", "a blue square", 2, gen(0), output_type="pt")
+        loaded("a red circle", route="unclip", num_inference_steps=4, prior_candidates=1)
+    assert calls == [(3, 2), (3, 2), (4, 1)]
+
+
+def test_the_decoder_samples_at_its_own_recorded_settings_not_the_dalle_priors(tmp_path):
+    pipe = tiny_pipeline(unclip=True)
+    pipe.sampling_defaults.update(
+        guidance_scale=1.0, temperature=1.0, decoder_guidance_scale=2.5, decoder_temperature=0.5
+    )
+    pipe.save_pretrained(tmp_path)
+    loaded = TextToImagePipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.sampling_defaults["decoder_guidance_scale"] == 2.5
+    kw = dict(route="unclip", output_type="pt", num_inference_steps=5)
+
+    def draw(**extra):
+        return loaded("a green triangle", generator=gen(5), **kw, **extra).images
+
+    own = dict(guidance_scale=2.5, temperature=0.5)
+    assert torch.equal(draw(), draw(**own))
+    assert not torch.equal(draw(), draw(guidance_scale=1.0, temperature=1.0))
+    image = torch.zeros(3, 16, 16)
+
+    def vary(**extra):
+        return loaded.variations(image, 3, gen(6), output_type="pt", **extra).images
+
+    assert torch.equal(vary(), vary(**own))
+    with pytest.raises(ValueError, match="stage='pixels'"):
+        loaded.resolve_sampling(None, None, "pixels")
+
+
 def test_a_dalle_only_pipeline_saves_no_unclip_stages_and_names_the_missing_route(tmp_path):
     dalle = tiny_pipeline()
     dalle.save_pretrained(tmp_path)
