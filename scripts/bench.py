@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from datetime import date
@@ -350,6 +351,14 @@ def machine() -> str:
     )
 
 
+def command(argv: list[str] | None) -> str:
+    """The command line that made a table: `make bench`'s own, or the script's arguments."""
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["--out", "docs/BENCHMARKS.md"]:
+        return "make bench"
+    return " ".join(["python scripts/bench.py", *args])
+
+
 def _figure(value: float) -> str:
     """Three significant figures, thousands separated."""
     return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
@@ -391,8 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Machine: {machine()}.",
         "",
-        "Command: `make bench` (`python scripts/bench.py --out docs/BENCHMARKS.md`); "
-        f"median of {args.repeats} runs after a warm-up.",
+        f"Command: `{command(argv)}`; median of {args.repeats} runs after a warm-up.",
         "",
         "| what | unit | throughput |",
         "| --- | --- | ---: |",

@@ -1,17 +1,17 @@
 """Compare unCLIP decoders on the shapes world: the judge's agreement of variations with
 their source image, and decoding speed (docs/RESULTS.md, "Which decoder").
 
-    python scripts/compare_decoders.py runs/default/decoder \
-        runs/default/diffusion_decoder/checkpoints/checkpoint-0001500 \
+    python scripts/compare_decoders.py runs/default/decoder runs/default/diffusion_decoder \
         --clip runs/default/clip_relations --diffusion-prior runs/default/diffusion_prior
 
 Each DECODER is a run or saved-model directory, or a checkpoint folder of a run (its
 weights, with the model section of the run's config.yaml). All of them decode the CLIP image
-embeddings of the same one-object test images (`--n` of them, `--variations` each) from
-`--clip`, the CLIP they were trained on. The other parts a pipeline needs come from --runs
-(vqvae, prior); the diffusion prior only completes the pipeline (variations do not use it).
-Prints one JSON object per decoder and sampling setting (each --guidance-scale with each
---temperature).
+embeddings of the same test images (`--n` of them per `--num-objects`, one-object and
+two-object scenes by default, `--variations` each) from `--clip`, the CLIP they were
+trained on. The other parts a pipeline needs come from --runs (vqvae, prior_relations: the
+pipeline's own); the diffusion prior only completes the pipeline (variations do not use it).
+Prints one JSON object per decoder, sampling setting (each --guidance-scale with each
+--temperature; a pixel decoder has no temperature) and number of objects.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from safetensors.torch import load_file
 from t2i.config import load_config
 from t2i.data.shapes import ShapesDataset
 from t2i.evaluate import TEST_SEED, variation_agreement
-from t2i.models import load_model
+from t2i.models import DiffusionDecoder, load_model
 from t2i.pipelines import TextToImagePipeline
 from t2i.train import build_model
 
@@ -54,8 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("decoders", nargs="+", type=Path, metavar="DECODER")
     p.add_argument("--clip", type=Path, required=True, help="the CLIP the decoders read")
     p.add_argument("--diffusion-prior", type=Path, required=True)
-    p.add_argument("--runs", type=Path, default=Path("runs/default"), help="vqvae and prior")
-    p.add_argument("--n", type=int, default=100, help="one-object test images")
+    p.add_argument("--runs", type=Path, default=Path("runs/default"), help="vqvae, prior_relations")
+    p.add_argument("--n", type=int, default=100, help="test images per number of objects")
+    p.add_argument("--num-objects", type=int, nargs="+", default=[1, 2], choices=[1, 2])
     p.add_argument("--variations", type=int, default=4, help="decoded per image")
     p.add_argument("--guidance-scale", type=float, nargs="+", default=[1.0])
     p.add_argument("--temperature", type=float, nargs="+", default=[1.0])
@@ -65,26 +66,27 @@ def main(argv: list[str] | None = None) -> int:
     parts = dict(
         clip=load_model(args.clip).eval(),
         image_tokenizer=load_model(args.runs / "vqvae").eval(),
-        prior=load_model(args.runs / "prior").eval(),
+        prior=load_model(args.runs / "prior_relations").eval(),
         diffusion_prior=load_model(args.diffusion_prior).eval(),
     )
     size = parts["image_tokenizer"].config.image_size
-    data = ShapesDataset(n=args.n, seed=TEST_SEED, size=size, num_objects=1)
+    sets = {k: ShapesDataset(args.n, TEST_SEED, size, num_objects=k) for k in args.num_objects}
     for path in args.decoders:
         pipe = TextToImagePipeline(**parts, decoder=load_decoder(path).eval())
         pipe.set_progress_bar_config(disable=True)
-        for scale, temperature in itertools.product(args.guidance_scale, args.temperature):
+        temperatures = [None] if isinstance(pipe.decoder, DiffusionDecoder) else args.temperature
+        for scale, temperature, k in itertools.product(args.guidance_scale, temperatures, sets):
             generator = torch.Generator().manual_seed(args.seed)
             result = variation_agreement(
                 pipe,
-                data,
+                sets[k],
                 args.variations,
                 guidance_scale=scale,
                 temperature=temperature,
                 generator=generator,
             )
             row = {"decoder": str(path), "guidance_scale": scale, "temperature": temperature}
-            print(json.dumps({**row, **result}), flush=True)
+            print(json.dumps({**row, "num_objects": k, **result}), flush=True)
     return 0
 
 

@@ -1,8 +1,21 @@
 """Shared test set-up: this folder is importable, so tests can use `model_checks`; a tiny
 pipeline for the pipeline and CLI tests."""
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
 import pytest
 import torch
+
+
+def load_script(name: str) -> ModuleType:
+    """scripts/NAME.py as a module (the scripts folder is no package)."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_pipeline(text_encoder: str = "clip", unclip: bool = False, pixels: bool = False):

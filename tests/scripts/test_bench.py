@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
-from conftest import tiny_pipeline
+from conftest import load_script, tiny_pipeline
 from torch.utils.flop_counter import FlopCounterMode
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench.py"
-spec = importlib.util.spec_from_file_location("bench", SCRIPT)
-bench = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(bench)
+bench = load_script("bench")
 
 
 @pytest.mark.parametrize("text_encoder", ["clip", "embed", "clip_image"])
@@ -49,3 +43,10 @@ def test_mfu_row_needs_a_peak_and_divides_by_it():
     assert mfu == pytest.approx(100 * tokens * per_token / 1e12)
     assert bench.peak_tflops(torch.device("cpu"), None) is None
     assert bench.peak_tflops(torch.device("cpu"), 2.5) == 2.5
+
+
+def test_a_table_names_the_command_that_made_it():
+    assert bench.command(["--out", "docs/BENCHMARKS.md"]) == "make bench"
+    assert bench.command(["--models", "decoder", "--no-loading"]) == (
+        "python scripts/bench.py --models decoder --no-loading"
+    )

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import tiny
 import torch
+from conftest import load_script
 from safetensors.torch import load_file
 
 from t2i.pipelines import load_pipeline
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build_default.py"
-spec = importlib.util.spec_from_file_location("build_default", SCRIPT)
-build_default = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(build_default)
+build_default = load_script("build_default")
 
 RUN = [
     *tiny.DATA,
@@ -51,11 +47,7 @@ def test_builds_a_float16_pipeline_that_loads_and_generates(tmp_path):
     assert all(t.dtype == torch.float16 for t in weights.values() if t.is_floating_point())
     assert (out / "prior" / "config.yaml").is_file()  # the run's config (its holdout) travels
     index = json.loads((out / "model_index.json").read_text())
-    assert index["_t2i_sampling"] == {
-        "guidance_scale": 2.0,
-        "temperature": 0.7,
-        "prior_guidance_scale": 1.0,
-    }
+    assert index["_t2i_sampling"] == build_default.SAMPLING  # the measured settings
     pipe = load_pipeline(out, device="cpu")
     assert pipe.prior.dtype == torch.float32 and pipe.has_unclip  # both routes by default
     pipe.set_progress_bar_config(disable=True)
@@ -65,8 +57,11 @@ def test_builds_a_float16_pipeline_that_loads_and_generates(tmp_path):
     assert pipe("a red circle", **kw).images.shape == (1, 3, 32, 32)
     # --routes dalle: the same runs, a pipeline without the unCLIP stages
     dalle = tmp_path / "dalle"
-    assert build_default.main(["--runs", str(runs), "--out", str(dalle), "--routes", "dalle"]) == 0
+    only = ["--runs", str(runs), "--out", str(dalle), "--routes", "dalle", "--temperature", "0.9"]
+    assert build_default.main(only) == 0
     assert not load_pipeline(dalle, device="cpu").has_unclip
+    recorded = json.loads((dalle / "model_index.json").read_text())["_t2i_sampling"]
+    assert recorded == {**build_default.SAMPLING, "temperature": 0.9}  # a flag overrides one
     assert not (dalle / "decoder").exists()
     # the shipped CLIP and prior are the fine-tuned ones, and the unCLIP stages read that CLIP
     tuned = load_file(runs / "clip_relations" / "model" / "diffusion_pytorch_model.safetensors")

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
+from conftest import load_script
 
 from t2i import train
 from t2i.config import load_config
 from t2i.models import load_model
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "compare_decoders.py"
-spec = importlib.util.spec_from_file_location("compare_decoders", SCRIPT)
-compare_decoders = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(compare_decoders)
+compare_decoders = load_script("compare_decoders")
 
 
 def test_a_checkpoint_folder_loads_the_weights_the_run_ends_with(tmp_path):
