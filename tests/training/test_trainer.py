@@ -175,6 +175,36 @@ def test_bf16_autocast_trains_fp32_weights_on_the_cpu(tmp_path):
     AcceleratorState._reset_state()
 
 
+def test_updates_the_gradient_scaler_drops_leave_the_schedule_and_the_ema_where_they_were(
+    tmp_path,
+):
+    # fp16's path minus its autocast: a real gradient scaler in the places Accelerate puts
+    # one under fp16 on a GPU (its backward scales the loss, its optimizer steps through the
+    # scaler, its scheduler holds when that step was skipped), which on the CPU it will not
+    from accelerate.optimizer import AcceleratedOptimizer
+
+    trainer = make(tmp_path, max_steps=6, log_every=6, ema_decay=0.5)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    optimizer = AcceleratedOptimizer(trainer.optimizer.optimizer, scaler=scaler)
+    trainer.accelerator.scaler, trainer.accelerator._optimizers = scaler, [optimizer]
+    trainer.optimizer = trainer.scheduler.optimizers[0] = optimizer
+    calls = []
+
+    def overflow_at_update_3(grad: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return grad * float("inf") if len(calls) == 3 else grad
+
+    trainer.model.lin.weight.register_hook(overflow_at_update_3)
+    result = trainer.train()
+    assert result.step == 6 and trainer.scaler_skipped == 1 and trainer.skipped == 0
+    assert scaler.get_scale() == 2.0**7  # halved once, for the overflow
+    assert trainer.scheduler.scheduler.last_epoch == 5  # the schedule held for it
+    assert trainer.ema.optimization_step == 5  # and so did the EMA
+    assert torch.isfinite(trainer.model.lin.weight).all()
+    row = read_metrics(tmp_path / "run" / "logs" / "metrics.csv")[-1]
+    assert row["scaler_skipped_steps"] == 1 and row["skipped_steps"] == 0
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 trains on CUDA")
 def test_fp16_on_the_cpu_is_an_error_not_a_silent_fp32_run(tmp_path):
     with pytest.raises(ValueError, match="mixed_precision='fp16' needs a CUDA GPU"):
