@@ -194,10 +194,8 @@ def bench_model(
         return run
 
     kind = config.model["type"]
-    if config.model.get("text_encoder") == "clip_image":
-        kind += ", unCLIP decoder"
-    elif "text_encoder" in config.model:
-        kind += f", {config.model['text_encoder']} text"
+    if "text_encoder" in config.model:
+        kind += f", {reads(config.model['text_encoder'])}"
     label = f"{kind} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M)"
 
     def train_row() -> list[tuple[str, str, float]]:
@@ -235,15 +233,19 @@ def stand_in_clip_outputs(model: torch.nn.Module, n: int, device: torch.device) 
     DALL-E prior and the diffusion prior, unit text and image embeddings for unCLIP's
     stages (a CLIP model's own would cost its forward pass, which is not what is timed)."""
     c, out = model.config, {}
-    if isinstance(model, DiffusionPrior) or c.get("text_encoder") == "clip":
+    prior, mode = isinstance(model, DiffusionPrior), c.get("text_encoder")
+    if prior or mode == "clip":
         out["text_states"] = torch.randn(n, c.context_length, c.clip_width)
-    if isinstance(model, (DiffusionPrior, DiffusionDecoder)) or c.get("text_encoder") == (
-        "clip_image"
-    ):
+    if prior or mode == "clip_image" or isinstance(model, DiffusionDecoder):
         out["image_embeds"] = F.normalize(torch.randn(n, c.embed_dim), dim=-1)
-    if isinstance(model, DiffusionPrior):
+    if prior:
         out["text_embeds"] = F.normalize(torch.randn(n, c.embed_dim), dim=-1)
     return send_to_device(out, device)
+
+
+def reads(text_encoder: str) -> str:
+    """What a DALL-E prior reads, for the table's labels."""
+    return "unCLIP decoder" if text_encoder == "clip_image" else f"{text_encoder} text"
 
 
 def bench_prior_sampling(
@@ -254,11 +256,9 @@ def bench_prior_sampling(
     prior.eval()
     n = len(batch["input_ids"])
     c = prior.config
-    kind, prefix = f"{c.text_encoder} text", "text"
-    if c.text_encoder == "clip_image":
-        kind, prefix = "unCLIP decoder", "image-embedding"
+    prefix = "image-embedding" if c.text_encoder == "clip_image" else "text"
     label = (
-        f"dalle_prior ({kind}) dim {c.dim}, depth {c.depth}, "
+        f"dalle_prior ({reads(c.text_encoder)}) dim {c.dim}, depth {c.depth}, "
         f"{c.context_length} {prefix} + {prior.image_len} image tokens, batch {n}"
     )
     seconds = {}

@@ -394,9 +394,7 @@ def evaluate_unclip(
             recorded setting, what `pipe(route="unclip")` and `pipe.variations` use).
     """
     pipe.set_progress_bar_config(disable=True)
-    prior_scale = prior_guidance_scale
-    if prior_scale is None:
-        prior_scale = pipe.recorded("prior_guidance_scale")
+    prior_scale = pipe.recorded("prior_guidance_scale", prior_guidance_scale)
     sets = _test_sets(pipe.image_tokenizer.config.image_size, n, holdout)
     generator = torch.Generator().manual_seed(seed)
     results: dict[str, Any] = {"embeddings": {}}
