@@ -44,7 +44,7 @@ import yaml
 from accelerate.utils import send_to_device
 from torch.utils.data import DataLoader
 
-from t2i.data.shapes import ShapesDataset, attributes, make_sample, to_tensor
+from t2i.data.shapes import ShapesDataset, attributes, make_sample, render_spec, to_tensor
 from t2i.data.text import CaptionCollator
 from t2i.data.tokens import TokenDataset, encode_dataset
 from t2i.evaluation import judge_many, reconstruction_report
@@ -399,9 +399,12 @@ def evaluate_unclip(
     generator = torch.Generator().manual_seed(seed)
     results: dict[str, Any] = {"embeddings": {}}
     for name, data in sets.items():
-        prior_cos, text_cos = [], []
+        prior_cos, text_cos, other_cos = [], [], []
         for batch in _loader(data, batch_size, pipe.clip.config.context_length):
             true = pipe.clip.encode_image(batch["pixel_values"].to(pipe.device)).float()
+            start = len(other_cos) * batch_size  # this batch's first sample in the set
+            other = another_image(batch["spec"], batch["pixel_values"].shape[-1], start)
+            other_cos.append((pipe.clip.encode_image(other.to(pipe.device)) * true).sum(-1).cpu())
             text = pipe.clip.text_features(batch["input_ids"].to(pipe.device))
             drawn = pipe.diffusion_prior.sample(
                 text.embeds,
@@ -418,11 +421,21 @@ def evaluate_unclip(
             "cosine_prior_to_image": prior_c.mean().item(),
             "cosine_text_to_image": text_c.mean().item(),
             "prior_closer": (prior_c > text_c).float().mean().item(),
+            # what a perfect prior lands at: an image that fits the caption, not this one
+            "cosine_another_image_to_image": torch.cat(other_cos).float().mean().item(),
         }
     results["variations"] = variation_agreement(
         pipe, sets["one_object"], variations, batch_size, guidance_scale, generator, temperature
     )
     return results
+
+
+def another_image(specs: list[dict], size: int, start: int) -> torch.Tensor:
+    """Another image (N, 3, S, S) of each spec: what its caption states, the rest (size,
+    cell, layout) drawn anew, seeded by the sample's place in its set."""
+    return torch.stack(
+        [to_tensor(render_spec(spec, size, seed=start + i)) for i, spec in enumerate(specs)]
+    )
 
 
 @torch.no_grad()

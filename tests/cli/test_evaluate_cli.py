@@ -93,9 +93,29 @@ def test_a_pipeline_with_the_unclip_route_is_scored_on_it_too(tmp_path):
         assert report[setting]["one_object"]["n"] == 4 and report[setting]["images_per_s"] > 0
     assert report["unclip_guidance"]["settings"]["route"] == "unclip"
     for scores in report["unclip"]["embeddings"].values():
-        for key in ("cosine_prior_to_image", "cosine_text_to_image"):
+        for key in (
+            "cosine_prior_to_image",
+            "cosine_text_to_image",
+            "cosine_another_image_to_image",
+        ):
             assert -1.0 <= scores[key] <= 1.0
         assert 0.0 <= scores["prior_closer"] <= 1.0
     variations = report["unclip"]["variations"]
     assert variations["n"] == 4 and variations["per_image"] == 2
     assert 0.0 <= variations["fidelity"] <= 1.0
+
+
+def test_another_image_of_a_caption_shows_what_it_states_and_draws_the_rest_anew():
+    from t2i.data.shapes import ShapesDataset
+    from t2i.evaluation import judge_many
+
+    data = ShapesDataset(n=8, seed=evaluate.TEST_SEED, size=32, num_objects=2)
+    samples = [data[i] for i in range(8)]
+    specs = [s["spec"] for s in samples]
+    others = evaluate.another_image(specs, 32, start=0)
+    assert others.shape == (8, 3, 32, 32)
+    assert judge_many(list(others), specs)["fidelity"] == 1.0  # every stated attribute holds
+    originals = torch.stack([s["pixel_values"] for s in samples])
+    assert not any(torch.equal(a, b) for a, b in zip(others, originals, strict=True))
+    assert torch.equal(others, evaluate.another_image(specs, 32, start=0))  # seeded
+    assert not torch.equal(others, evaluate.another_image(specs, 32, start=8))
