@@ -25,6 +25,7 @@ test-slow: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check t2i tests scripts
 	$(VENV)/bin/ruff format --check t2i tests scripts
+	$(VENV)/bin/lint-imports --no-logo
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format t2i tests scripts

@@ -28,18 +28,11 @@ import torch
 import torch.nn.functional as F
 from accelerate.utils import send_to_device
 
-from t2i.config import load_config
+from t2i.config import checker, load_config
 from t2i.data.shapes import make_sample, to_tensor
 from t2i.data.text import CaptionCollator
 from t2i.evaluation import judge
-from t2i.models import (
-    TOKEN_PRIORS,
-    DALLEPrior,
-    DiffusionDecoder,
-    DiffusionPrior,
-    ImageTokenizer,
-)
-from t2i.train import build_model
+from t2i.models import DALLEPrior, ImageTokenizer, build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_CONFIGS = (
@@ -167,10 +160,10 @@ def bench_model(
     config = load_config(ROOT / "configs" / "shapes" / f"{base}.yaml")
     config.model.update(overrides)
     torch.manual_seed(0)
-    model = build_model(config, name).to(device)
+    model = build_model(config.model, checker(name)).to(device)
     batch = _batch(config, batch_size, device)
     batch.update(stand_in_clip_outputs(model, batch_size, device))
-    if isinstance(model, TOKEN_PRIORS):  # random codes stand in for a tokenizer's
+    if "image_tokens" in model.reads:  # random codes stand in for a tokenizer's
         grids = model.config.get("grid_sizes") or [model.config.grid_size]
         codes = [torch.randint(0, model.config.num_tokens, (batch_size, g, g)) for g in grids]
         batch["image_tokens"] = send_to_device(
@@ -195,7 +188,7 @@ def bench_model(
 
     kind = config.model["type"]
     if "text_encoder" in config.model:
-        kind += f", {reads(config.model['text_encoder'])}"
+        kind += f", {reads(model)}"
     label = f"{kind} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M)"
 
     def train_row() -> list[tuple[str, str, float]]:
@@ -212,10 +205,10 @@ def bench_model(
         rows = train_row()
         rows += prior_token_rows(model, rows[0][2], peak, label)
         return [*rows, *bench_prior_sampling(model, batch, repeats, device, autocast)]
-    elif isinstance(model, DiffusionPrior):
+    elif "text_embeds" in model.reads:  # draws image embeddings (the diffusion prior)
         embeds, states = batch["text_embeds"], batch["text_states"]
         paths = {"sample embeddings, 25 DDIM steps": lambda: model.sample(embeds, states)}
-    elif isinstance(model, TOKEN_PRIORS):
+    elif "image_tokens" in model.reads:  # a PixelCNN over codes
         n, ids = batch_size, batch["input_ids"]
         paths = {"sample codes": lambda: model.sample(n, input_ids=ids)}
     elif hasattr(model, "log_images"):
@@ -233,19 +226,20 @@ def stand_in_clip_outputs(model: torch.nn.Module, n: int, device: torch.device) 
     DALL-E prior and the diffusion prior, unit text and image embeddings for unCLIP's
     stages (a CLIP model's own would cost its forward pass, which is not what is timed)."""
     c, out = model.config, {}
-    prior, mode = isinstance(model, DiffusionPrior), c.get("text_encoder")
-    if prior or mode == "clip":
+    if "text_states" in model.reads:
         out["text_states"] = torch.randn(n, c.context_length, c.clip_width)
-    if prior or mode == "clip_image" or isinstance(model, DiffusionDecoder):
+    if "image_embeds" in model.reads:
         out["image_embeds"] = F.normalize(torch.randn(n, c.embed_dim), dim=-1)
-    if prior:
+    if "text_embeds" in model.reads:
         out["text_embeds"] = F.normalize(torch.randn(n, c.embed_dim), dim=-1)
     return send_to_device(out, device)
 
 
-def reads(text_encoder: str) -> str:
+def reads(prior: DALLEPrior) -> str:
     """What a DALL-E prior reads, for the table's labels."""
-    return "unCLIP decoder" if text_encoder == "clip_image" else f"{text_encoder} text"
+    if "image_embeds" in prior.reads:
+        return "unCLIP decoder"
+    return "clip text" if "text_states" in prior.reads else "embed text"
 
 
 def bench_prior_sampling(
@@ -258,7 +252,7 @@ def bench_prior_sampling(
     c = prior.config
     prefix = "image-embedding" if c.text_encoder == "clip_image" else "text"
     label = (
-        f"dalle_prior ({reads(c.text_encoder)}) dim {c.dim}, depth {c.depth}, "
+        f"dalle_prior ({reads(prior)}) dim {c.dim}, depth {c.depth}, "
         f"{c.context_length} {prefix} + {prior.image_len} image tokens, batch {n}"
     )
     seconds = {}

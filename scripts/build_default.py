@@ -6,11 +6,13 @@
 Stages, each `python -m t2i.train` on the config of configs/shapes/ named after it (seeded):
   vqvae            the image tokenizer
   clip             CLIP, contrastive on in-batch negatives
-  clip_relations   that CLIP fine-tuned with relation hard negatives: the pipeline's CLIP
   prior            the DALL-E prior (reads vqvae and clip)
+  clip_relations   that CLIP fine-tuned with relation hard negatives: the pipeline's CLIP
   prior_relations  that prior fine-tuned to read clip_relations: the pipeline's prior
   diffusion_prior  unCLIP's diffusion prior (reads clip_relations)
   decoder          unCLIP's decoder (reads vqvae and clip_relations)
+What a stage reads is not written here: its model declares it (`model.reads`), and the stage
+graph (`t2i.training.stages`) names the latest earlier stage that trained each reader.
 `--routes dalle` builds the first five only: a pipeline without the unCLIP route.
 Each run goes to RUNS/STAGE; a stage whose run already holds a model is kept (unless it
 read other runs than it now would: then the build stops and says so), and a stage killed
@@ -32,37 +34,26 @@ import torch
 
 from t2i import train
 from t2i.config import load_config
-from t2i.models import load_model
-from t2i.pipelines import DEFAULT_PIPELINE, TextToImagePipeline
+from t2i.models import build_model, load_model
+from t2i.pipelines import DEFAULT_PIPELINE, ROUTES, TextToImagePipeline
+from t2i.training.inputs import needs
+from t2i.training.stages import final_stages, readers
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = [
-    "vqvae",
-    "clip",
-    "clip_relations",
-    "prior",
-    "prior_relations",
-    "diffusion_prior",
-    "decoder",
-]  # in training order; each trains configs/shapes/STAGE.yaml
-ROUTES = {
-    "dalle": ["vqvae", "clip", "clip_relations", "prior", "prior_relations"],
-    "unclip": ["diffusion_prior", "decoder"],
-}
-COMPONENTS = {  # pipeline component -> the stage whose model fills it
-    "image_tokenizer": "vqvae",
-    "clip": "clip_relations",
-    "prior": "prior_relations",
-    "diffusion_prior": "diffusion_prior",
-    "decoder": "decoder",
+BUILD = [  # (stage, the pipeline component it trains), in training order
+    ("vqvae", "image_tokenizer"),
+    ("clip", "clip"),
+    ("prior", "prior"),
+    ("clip_relations", "clip"),
+    ("prior_relations", "prior"),
+    ("diffusion_prior", "diffusion_prior"),
+    ("decoder", "decoder"),
+]
+STAGES = [stage for stage, _ in BUILD]  # each trains configs/shapes/STAGE.yaml
+ROUTES_STAGES = {  # a route's stages: those training a component its pipeline takes
+    route: [s for s, c in BUILD if c in cls.component_names()] for route, cls in ROUTES.items()
 }
 INIT = {"clip_relations": "clip", "prior_relations": "prior"}  # fine-tuned from that run
-READS = {  # the data keys naming the runs a stage reads
-    "prior": {"tokenizer": "vqvae", "clip": "clip"},
-    "prior_relations": {"tokenizer": "vqvae", "clip": "clip_relations"},
-    "diffusion_prior": {"clip": "clip_relations"},
-    "decoder": {"tokenizer": "vqvae", "clip": "clip_relations"},
-}
 # the sampling settings the pipeline records (a call's defaults), each measured on the shapes
 # world (docs/RESULTS.md); a flag each (--guidance-scale ...) overrides it
 SAMPLING = {
@@ -83,11 +74,22 @@ SAMPLING = {
 logger = logging.getLogger("build_default")
 
 
+def config_path(stage: str) -> Path:
+    """The config a stage trains."""
+    return ROOT / "configs" / "shapes" / f"{stage}.yaml"
+
+
+def reads(stage: str) -> dict[str, str]:
+    """The runs a stage's model reads: data key (tokenizer, clip) -> stage."""
+    model = build_model(load_config(config_path(stage)).model)
+    return readers(BUILD, STAGES.index(stage), needs(model.reads))
+
+
 def stage_overrides(stage: str, runs: Path, extra: list[str]) -> list[str]:
     """The key=value overrides of one stage: its run folder, its inputs, and --set ones."""
     args = [f"train.output_dir={runs / stage}", "train.resume=latest"]
     args += [f"{key}={path}" for key, path in inputs(stage, runs).items()]
-    if stage in READS:
+    if reads(stage):
         args.append(f"data.token_cache={runs / 'token_cache'}")
     prefix = f"{stage}."
     return args + [s.removeprefix(prefix) for s in extra if s.startswith(prefix)]
@@ -95,7 +97,7 @@ def stage_overrides(stage: str, runs: Path, extra: list[str]) -> list[str]:
 
 def inputs(stage: str, runs: Path) -> dict[str, str]:
     """The runs a stage reads: config key -> run folder."""
-    keys = {f"data.{key}": runs / run for key, run in READS.get(stage, {}).items()}
+    keys = {f"data.{key}": runs / run for key, run in reads(stage).items()}
     if stage in INIT:
         keys["init_from"] = runs / INIT[stage]
     return {key: str(path) for key, path in keys.items()}
@@ -117,8 +119,7 @@ def train_stage(stage: str, runs: Path, extra: list[str]) -> None:
                 )
         logger.info("%s: kept %s (delete it to retrain)", stage, runs / stage / "model")
         return
-    config = str(ROOT / "configs" / "shapes" / f"{stage}.yaml")
-    if train.main([config, *stage_overrides(stage, runs, extra)]) != 0:
+    if train.main([str(config_path(stage)), *stage_overrides(stage, runs, extra)]) != 0:
         raise SystemExit(f"stage {stage} failed")
 
 
@@ -132,7 +133,7 @@ def assemble(
     """Load the trained stages (all, or `stages`), cast to float16 and save the pipeline to
     `out` (atomically), recording the sampling settings a call uses when it names none."""
     stages = stages or list(STAGES)
-    components = {name: stage for name, stage in COMPONENTS.items() if stage in stages}
+    components = final_stages([(s, c) for s, c in BUILD if s in stages])
     parts = {
         name: load_model(runs / stage, torch_dtype=torch.float16).eval()
         for name, stage in components.items()
@@ -170,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--routes",
         nargs="+",
-        choices=ROUTES,
-        default=list(ROUTES),
+        choices=ROUTES_STAGES,
+        default=list(ROUTES_STAGES),
         help="the routes the pipeline carries (dalle is always built: unclip reads its parts)",
     )
     p.add_argument(
@@ -190,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"--set {unknown[0]}: start with a stage ({', '.join(STAGES)})")
     runs = Path(args.runs)
-    built = [s for route in ROUTES if route in {"dalle", *args.routes} for s in ROUTES[route]]
+    routes = {"dalle", *args.routes}
+    built = [s for s in STAGES if any(s in ROUTES_STAGES[r] for r in routes)]
     for stage in args.stages or built:
         train_stage(stage, runs, args.set)
     sampling = {name: getattr(args, name) for name in SAMPLING}

@@ -8,8 +8,8 @@ Each DECODER is a run or saved-model directory, or a checkpoint folder of a run 
 weights, with the model section of the run's config.yaml). All of them decode the CLIP image
 embeddings of the same test images (`--n` of them per `--num-objects`, one-object and
 two-object scenes by default, `--variations` each) from `--clip`, the CLIP they were
-trained on. The other parts a pipeline needs come from --runs (vqvae, prior_relations: the
-pipeline's own); the diffusion prior only completes the pipeline (variations do not use it).
+trained on. The image tokenizer comes from --runs (vqvae: the pipeline's own); the diffusion
+prior only completes the unCLIP pipeline (variations do not use it).
 Prints one JSON object per decoder, sampling setting (each --guidance-scale with each
 --temperature; a pixel decoder has no temperature) and number of objects.
 """
@@ -25,12 +25,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from t2i.config import load_config
+from t2i.config import checker, load_config
 from t2i.data.shapes import ShapesDataset
-from t2i.evaluate import TEST_SEED, variation_agreement
-from t2i.models import DiffusionDecoder, load_model
-from t2i.pipelines import TextToImagePipeline
-from t2i.train import build_model
+from t2i.evaluation.models import TEST_SEED
+from t2i.evaluation.pipelines import variation_agreement
+from t2i.models import build_model, load_model
+from t2i.pipelines import UnCLIPPipeline
 
 
 def load_decoder(path: Path) -> torch.nn.Module:
@@ -38,7 +38,7 @@ def load_decoder(path: Path) -> torch.nn.Module:
     if not (path / "model.safetensors").is_file():
         return load_model(path)
     run = path.parent.parent  # RUN/checkpoints/checkpoint-N
-    model = build_model(load_config(run / "config.yaml"), str(run / "config.yaml"))
+    model = build_model(load_config(run / "config.yaml").model, checker(str(run)))
     ema = path / "ema.safetensors"  # what a finished run saves, when it keeps an EMA
     weights = load_file(ema if ema.is_file() else path / "model.safetensors")
     # the trainer wraps the model in a module whose forward is its training_losses
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("decoders", nargs="+", type=Path, metavar="DECODER")
     p.add_argument("--clip", type=Path, required=True, help="the CLIP the decoders read")
     p.add_argument("--diffusion-prior", type=Path, required=True)
-    p.add_argument("--runs", type=Path, default=Path("runs/default"), help="vqvae, prior_relations")
+    p.add_argument("--runs", type=Path, default=Path("runs/default"), help="holds vqvae")
     p.add_argument("--n", type=int, default=100, help="test images per number of objects")
     p.add_argument("--num-objects", type=int, nargs="+", default=[1, 2], choices=[1, 2])
     p.add_argument("--variations", type=int, default=4, help="decoded per image")
@@ -66,15 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     parts = dict(
         clip=load_model(args.clip).eval(),
         image_tokenizer=load_model(args.runs / "vqvae").eval(),
-        prior=load_model(args.runs / "prior_relations").eval(),
         diffusion_prior=load_model(args.diffusion_prior).eval(),
     )
     size = parts["image_tokenizer"].config.image_size
     sets = {k: ShapesDataset(args.n, TEST_SEED, size, num_objects=k) for k in args.num_objects}
     for path in args.decoders:
-        pipe = TextToImagePipeline(**parts, decoder=load_decoder(path).eval())
+        pipe = UnCLIPPipeline(**parts, decoder=load_decoder(path).eval())
         pipe.set_progress_bar_config(disable=True)
-        temperatures = [None] if isinstance(pipe.decoder, DiffusionDecoder) else args.temperature
+        codes = "image_tokens" in pipe.decoder.reads  # a pixel decoder has no temperature
+        temperatures = args.temperature if codes else [None]
         for scale, temperature, k in itertools.product(args.guidance_scale, temperatures, sets):
             generator = torch.Generator().manual_seed(args.seed)
             result = variation_agreement(

@@ -1,11 +1,12 @@
 """t2i: text-conditioned image generation in the DALL-E family, trained by one Accelerate loop.
 
-Public names (imported on first use, so `import t2i` stays light): `TextToImagePipeline`,
-`load_pipeline`, and the model classes a saved pipeline names (`CLIPModel`, `DALLEPrior`,
-`VQVAE`, `VQVAE2`, `DiscreteVAE`, ...). Submodules: `t2i.models`, `t2i.pipelines`, `t2i.data`
-(the shapes world), `t2i.evaluation` (the shapes judge), `t2i.training` (the trainer),
-`t2i.config`. Command lines: `python -m t2i.generate`, `python -m t2i.train`,
-`python -m t2i.evaluate`, `python -m t2i.data.shapes`.
+Public names (imported on first use, so `import t2i` stays light): `load_pipeline`, the
+route pipelines `DALLEPipeline` and `UnCLIPPipeline`, the saved bundle of several routes
+`TextToImagePipeline`, and the model classes a saved pipeline names (`CLIPModel`,
+`DALLEPrior`, `VQVAE`, `VQVAE2`, `DiscreteVAE`, ...). Submodules: `t2i.models`,
+`t2i.pipelines`, `t2i.data` (the shapes world), `t2i.evaluation` (the shapes judge),
+`t2i.training` (the trainer), `t2i.config`. Command lines: `python -m t2i.generate`,
+`python -m t2i.train`, `python -m t2i.evaluate`, `python -m t2i.data.shapes`.
 """
 
 from __future__ import annotations
@@ -13,9 +14,15 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+from t2i._version import __version__
 
-_PIPELINE_NAMES = ("TextToImagePipeline", "load_pipeline", "PipelineFormatError")
+_PIPELINE_NAMES = (
+    "TextToImagePipeline",
+    "DALLEPipeline",
+    "UnCLIPPipeline",
+    "load_pipeline",
+    "PipelineFormatError",
+)
 
 
 def __getattr__(name: str) -> Any:

@@ -286,6 +286,16 @@ def save_config(config: ExperimentConfig, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
 
 
+def checker(where: str) -> Any:
+    """`check_kwargs` bound to a config's name: what `t2i.models.build_model` checks and
+    coerces a model section with (YAML reads 3e-4 as a string).
+
+    Args:
+        where: the config's source and section, named in errors.
+    """
+    return lambda fn, kwargs: check_kwargs(fn, kwargs, where)
+
+
 def check_kwargs(fn: Any, kwargs: dict, where: str) -> dict:
     """Check keyword arguments against a signature: every key known, every value of its type.
 

@@ -47,12 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="outputs", help="folder for the PNG files")
     p.add_argument("--grid", action="store_true", help="also write one grid per prompt")
     p.add_argument(
-        "--temperature", type=float, help="sampling temperature (default: the pipeline's)"
+        "--temperature",
+        type=float,
+        help="sampling temperature of the prior (unclip: of the decoder; default: the pipeline's)",
     )
     p.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest codes")
     p.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold")
     p.add_argument(
-        "--guidance-scale", type=float, help="classifier-free guidance (default: the pipeline's)"
+        "--guidance-scale",
+        type=float,
+        help="classifier-free guidance of the prior (unclip: of the decoder; default: the "
+        "pipeline's)",
     )
     p.add_argument(
         "--rerank",
@@ -151,44 +156,36 @@ def run(args: argparse.Namespace) -> list[Path]:
     if args.model is not None and not Path(args.model).is_dir():
         raise FileNotFoundError(f"--model {args.model}: no such directory")
     device = resolve_device(args.device)
-    pipe = load_pipeline(args.model, device=device)
+    pipe = load_pipeline(args.model, device=device, route=args.route)
     init = Image.open(args.init_image) if args.init_image else None
-    stage = "decoder" if args.route == "unclip" else "prior"  # whose settings apply
-    guidance_scale, temperature = pipe.resolve_sampling(
-        args.guidance_scale, args.temperature, stage
-    )
-    settings = dict(
-        model=args.model or "default",
-        seed=args.seed,
-        temperature=temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        guidance_scale=guidance_scale,
-        rerank=args.rerank,
-        init_image=args.init_image,
-        prime_rows=args.prime_rows if init else 0,
-        route=args.route,
-    )
-    unclip = dict(
-        prior_guidance_scale=pipe.recorded("prior_guidance_scale", args.prior_guidance_scale),
-        num_inference_steps=pipe.recorded("num_inference_steps", args.steps),
-        prior_candidates=pipe.recorded("prior_candidates", args.prior_candidates),
-    )
+    prime_rows = args.prime_rows if init else 0
+    common = dict(top_k=args.top_k, top_p=args.top_p, rerank=args.rerank)
     if args.route == "unclip":
-        settings.update(unclip)
+        route = dict(
+            decoder_guidance_scale=args.guidance_scale,
+            decoder_temperature=args.temperature,
+            prior_guidance_scale=args.prior_guidance_scale,
+            num_inference_steps=args.steps,
+            prior_candidates=args.prior_candidates,
+        )
+    else:
+        route = dict(guidance_scale=args.guidance_scale, temperature=args.temperature)
     result = pipe(
         args.prompts,
         num_images_per_prompt=args.num_images,
         generator=torch.Generator().manual_seed(args.seed),
-        temperature=temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        guidance_scale=guidance_scale,
-        rerank=args.rerank,
         image=init,
-        num_prime_rows=settings["prime_rows"],
+        num_prime_rows=prime_rows,
+        **common,
+        **route,
+    )
+    settings = dict(
+        model=args.model or "default",
+        seed=args.seed,
         route=args.route,
-        **unclip,
+        init_image=args.init_image,
+        prime_rows=prime_rows,
+        **result.settings.as_dict(),  # as the pipeline used them
     )
     return save_images(
         result.images, args.prompts, args.num_images, Path(args.out), settings, args.grid

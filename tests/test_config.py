@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from t2i.config import ConfigError, ExperimentConfig, check_kwargs, load_config, save_config
+from t2i.config import (
+    ConfigError,
+    ExperimentConfig,
+    check_kwargs,
+    checker,
+    load_config,
+    save_config,
+)
 
 
 def write(tmp_path, text: str):
@@ -91,7 +98,7 @@ def test_every_shipped_model_section_is_typed():
     from t2i.train import build_model
 
     config = load_config(Path(__file__).resolve().parents[1] / "configs/shapes/gumbel.yaml")
-    model = build_model(config, "gumbel.yaml")
+    model = build_model(config.model, checker("gumbel.yaml"))
     assert isinstance(model.config.anneal_rate, float)  # written 3e-4 in the YAML
 
 

@@ -317,6 +317,8 @@ class ShapesDataset(Dataset):
         transform: applied to the PIL image instead of the default [-1, 1] tensor conversion.
     """
 
+    has_spec = True  # every sample carries its structured spec (the judge reads it)
+
     def __init__(
         self,
         n: int,

@@ -8,8 +8,6 @@ from typing import Any
 import torch
 from open_clip.tokenizer import SimpleTokenizer
 
-VOCAB_SIZE = 49408  # open_clip's BPE vocabulary, <start_of_text> = 49406, <end_of_text> = 49407
-
 # spatial relations and their opposites: "A left of B" is false where "A right of B" is true
 OPPOSITE_RELATIONS = {
     "to the left of": "to the right of",

@@ -1,10 +1,13 @@
-"""Model families by name: `MODELS[name]` is the class a training config's `model.type` picks;
-`load_model(path)` loads any saved t2i model by the class its `config.json` names."""
+"""Model families by name: `MODELS[name]` is the class a training config's `model.type` picks
+and `build_model` builds; `PRESETS` are named sizes; `load_model(path)` loads any saved t2i
+model by the class its `config.json` names."""
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -16,7 +19,7 @@ from t2i.models.diffusion_prior import DiffusionPrior
 from t2i.models.dvae import DiscreteVAE
 from t2i.models.gumbel import CategoricalVAE
 from t2i.models.pixelcnn import HierarchicalPixelCNN, PixelCNN
-from t2i.models.prior import PRESETS, DALLEPrior
+from t2i.models.prior import DALLEPrior
 from t2i.models.tokenizer import ImageTokenizer
 from t2i.models.vae import VAE
 from t2i.models.vq import VQVAE, VQVAE2
@@ -36,7 +39,67 @@ MODELS: dict[str, type[T2IModel]] = {
     "diffusion_decoder": DiffusionDecoder,
 }
 
-TOKEN_PRIORS = (PixelCNN, HierarchicalPixelCNN, DALLEPrior)  # models of a tokenizer's code grids
+# Named sizes, as DiT / minGPT name theirs: `model: {type: dalle_prior, preset: prior-tiny}`
+# (keys the section also sets win). name -> (model.type, constructor arguments).
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "prior-tiny": ("dalle_prior", dict(dim=64, depth=2, heads=4)),
+    "prior-small": ("dalle_prior", dict(dim=256, depth=6, heads=8)),
+    "prior-base": ("dalle_prior", dict(dim=512, depth=12, heads=8)),
+}
+
+
+def build_model(section: dict[str, Any], check: Any = None) -> T2IModel:
+    """A new model from a config's model section: `type` (a key of `MODELS`), an optional
+    `preset` (a key of `PRESETS` for that type), and the constructor's other arguments.
+
+    Args:
+        section: the model section.
+        check: (constructor, kwargs) -> kwargs, validating the arguments (t2i.config's
+            `check_kwargs` with the config's name); None passes them as they are.
+
+    Raises:
+        ValueError: an unknown type or preset, or a preset of another type.
+    """
+    kwargs = dict(section)
+    name = kwargs.pop("type", None)
+    if name not in MODELS:
+        raise ValueError(
+            f"model.type={name!r} is not a t2i model; choose one of: {', '.join(sorted(MODELS))}"
+        )
+    preset = kwargs.pop("preset", None)
+    if preset is not None:
+        kind, sizes = PRESETS.get(preset, (None, None))
+        if kind != name:
+            names = [k for k, (t, _) in PRESETS.items() if t == name]
+            raise ValueError(
+                f"model.preset={preset!r} is not a preset of {name} (its presets: "
+                f"{', '.join(names) or 'none'})"
+            )
+        kwargs = {**sizes, **kwargs}
+    cls = MODELS[name]
+    return cls(**(check(cls.__init__, kwargs) if check else kwargs))
+
+
+def model_type(model: T2IModel) -> str:
+    """The `model.type` name of a model's class."""
+    return next(name for name, cls in MODELS.items() if cls is type(model))
+
+
+def class_of(path: str | Path) -> type[T2IModel]:
+    """The t2i class a saved model directory's config.json names, without loading it.
+
+    Args:
+        path: a saved model directory, or a run directory.
+    """
+    config = model_dir(path) / "config.json"
+    class_name = json.loads(config.read_text()).get("_class_name")
+    by_name = {cls.__name__: cls for cls in MODELS.values()}
+    if class_name not in by_name:
+        raise ValueError(
+            f"{config}: _class_name={class_name!r} is not a t2i model "
+            f"({', '.join(sorted(by_name))})"
+        )
+    return by_name[class_name]
 
 
 def model_dir(path: str | Path) -> Path:
@@ -53,22 +116,30 @@ def model_dir(path: str | Path) -> Path:
     return path
 
 
-def load_model(path: str | Path, torch_dtype: torch.dtype | None = None) -> T2IModel:
+def load_model(
+    path: str | Path, torch_dtype: torch.dtype | None = None, kind: type | None = None
+) -> T2IModel:
     """Load a saved t2i model of any family, by the `_class_name` of its config.json.
 
     Args:
         path: a saved model directory, or a run directory (its `model/` is loaded).
         torch_dtype: load the weights in this dtype (None: as saved).
+        kind: the class (or base class) the model must be; another is a ValueError that
+            names both, raised before the weights are read.
     """
-    path = model_dir(path)
-    class_name = json.loads((path / "config.json").read_text()).get("_class_name")
-    by_name = {cls.__name__: cls for cls in MODELS.values()}
-    if class_name not in by_name:
-        raise ValueError(
-            f"{path / 'config.json'}: _class_name={class_name!r} is not a t2i model "
-            f"({', '.join(sorted(by_name))})"
-        )
-    return by_name[class_name].from_pretrained(str(path), torch_dtype=torch_dtype)
+    cls = class_of(path)
+    if kind is not None and not issubclass(cls, kind):
+        article = "an" if kind.__name__[0] in "AEIOU" else "a"
+        raise ValueError(f"{path} holds a {cls.__name__}, not {article} {_kind_name(kind)}")
+    return cls.from_pretrained(str(model_dir(path)), torch_dtype=torch_dtype)
+
+
+def _kind_name(kind: type) -> str:
+    """A class's name, with its subclasses for an interface (ImageTokenizer)."""
+    if inspect.isabstract(kind):
+        subclasses = ", ".join(c.__name__ for c in MODELS.values() if issubclass(c, kind))
+        return f"{kind.__name__} ({subclasses})"
+    return kind.__name__
 
 
 __all__ = [
@@ -88,8 +159,10 @@ __all__ = [
     "ImageTokenizer",
     "PixelCNN",
     "T2IModel",
-    "TOKEN_PRIORS",
+    "build_model",
+    "class_of",
     "load_model",
+    "model_type",
     "model_dir",
     "clip_score",
     "rerank",

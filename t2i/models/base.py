@@ -10,7 +10,7 @@ for bit. A copy per tensor, once at load time, restores it and releases the file
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import Any, ClassVar
 
 from diffusers import ConfigMixin, ModelMixin
 
@@ -18,8 +18,21 @@ from diffusers import ConfigMixin, ModelMixin
 class T2IModel(ModelMixin, ConfigMixin):
     """A diffusers model whose `from_pretrained` reproduces the saved model's outputs exactly.
 
-    Subclasses decorate `__init__` with `register_to_config`, as any diffusers model.
+    Subclasses decorate `__init__` with `register_to_config`, as any diffusers model, and
+    declare in `READS` (or, when it depends on the config, a `reads` property) the batch
+    inputs their `training_losses` reads: `pixel_values` and `input_ids` come from the data
+    set and its collator; the others are prepared from another trained model
+    (`t2i.training.inputs`): `image_tokens` (an image tokenizer's codes), `text_states` and
+    `text_embeds` (a frozen CLIP's caption token states and text embedding), `image_embeds`
+    (its image embedding).
     """
+
+    READS: ClassVar[frozenset[str]] = frozenset({"pixel_values"})
+
+    @property
+    def reads(self) -> frozenset[str]:
+        """The batch inputs this model's `training_losses` reads."""
+        return self.READS
 
     @classmethod
     def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:

@@ -36,6 +36,7 @@ from PIL import Image
 from torch import Tensor
 
 from t2i.models.base import T2IModel
+from t2i.nn.text import VOCAB_SIZE
 
 logger = logging.getLogger(__name__)
 
@@ -69,12 +70,14 @@ class CLIPModel(T2IModel):
         text_layers: text transformer layers.
         text_heads: text transformer attention heads.
         context_length: caption length in tokens, start and end tokens included.
-        vocab_size: BPE vocabulary (open_clip's: 49408).
+        vocab_size: BPE vocabulary (open_clip's).
         architecture: an open_clip model name; when set, it replaces all the shape arguments
             above (the image size and context length come from it).
         image_mean: per-channel mean the vision tower expects of images on [0, 1].
         image_std: per-channel std the vision tower expects of images on [0, 1].
     """
+
+    READS = frozenset({"pixel_values", "input_ids", "negative_input_ids"})  # + hard negatives
 
     @register_to_config
     def __init__(
@@ -89,7 +92,7 @@ class CLIPModel(T2IModel):
         text_layers: int = 4,
         text_heads: int = 4,
         context_length: int = 32,
-        vocab_size: int = 49408,
+        vocab_size: int = VOCAB_SIZE,
         architecture: str | None = None,
         image_mean: Sequence[float] = (0.5, 0.5, 0.5),
         image_std: Sequence[float] = (0.5, 0.5, 0.5),

@@ -19,14 +19,15 @@ from diffusers.configuration_utils import register_to_config
 from torch import Tensor, nn
 
 from t2i.models.base import T2IModel
-from t2i.models.vae import (
+from t2i.nn import CaptionEncoder, VectorDecoder, VectorEncoder
+from t2i.nn.distributions import (
     LOGVAR_RANGE,
     bits_per_dim,
     gaussian_kl_two,
     gaussian_log_likelihood,
     reparameterize,
 )
-from t2i.nn import CaptionEncoder, VectorDecoder, VectorEncoder
+from t2i.nn.text import VOCAB_SIZE
 
 IMAGE_CHANNELS = 3
 
@@ -53,11 +54,13 @@ class CVAE(T2IModel):
         channels: image encoder stage widths (each halves the resolution); the decoder mirrors it.
         text_width: width of the caption encoder and of the caption vector.
         text_layers: Transformer layers of the caption encoder.
-        vocab_size: token vocabulary (open_clip's BPE: 49408).
+        vocab_size: token vocabulary (open_clip's BPE).
         context_length: longest caption in tokens.
         sigma_dec: fixed std of the Gaussian likelihood p(y|x, z), on the [-1, 1] scale.
         alpha: weight of L_CVAE in the hybrid loss; 1 - alpha weighs L_GSNN.
     """
+
+    READS = frozenset({"pixel_values", "input_ids"})
 
     @register_to_config
     def __init__(
@@ -67,7 +70,7 @@ class CVAE(T2IModel):
         channels: Sequence[int] = (32, 64, 128),
         text_width: int = 128,
         text_layers: int = 2,
-        vocab_size: int = 49408,
+        vocab_size: int = VOCAB_SIZE,
         context_length: int = 32,
         sigma_dec: float = 0.1,
         alpha: float = 0.5,

@@ -45,6 +45,8 @@ class DiffusionDecoder(T2IModel):
         cond_drop_prob: chance that a training embedding is replaced by the null one.
     """
 
+    READS = frozenset({"pixel_values", "image_embeds"})
+
     @register_to_config
     def __init__(
         self,

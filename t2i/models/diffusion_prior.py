@@ -49,6 +49,8 @@ class DiffusionPrior(T2IModel):
         attention: "sdpa" (torch) or "xformers".
     """
 
+    READS = frozenset({"text_states", "text_embeds", "image_embeds"})
+
     @register_to_config
     def __init__(
         self,

@@ -22,11 +22,15 @@ from diffusers.configuration_utils import register_to_config
 from einops import einsum, rearrange
 from torch import Tensor, nn
 
-from t2i.evaluation.reconstruction import psnr
-from t2i.models.gumbel import TemperatureSchedule, categorical_kl_uniform, gumbel_softmax
 from t2i.models.tokenizer import ImageTokenizer
-from t2i.models.vae import gaussian_log_likelihood
 from t2i.nn import Decoder, Encoder, code_statistics, downsampled_size
+from t2i.nn.distributions import (
+    TemperatureSchedule,
+    categorical_kl_uniform,
+    gaussian_log_likelihood,
+    gumbel_softmax,
+)
+from t2i.nn.metrics import psnr
 
 
 class DiscreteVAE(ImageTokenizer):

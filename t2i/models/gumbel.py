@@ -13,7 +13,6 @@ saved and loaded with the weights.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -22,71 +21,15 @@ from diffusers.configuration_utils import register_to_config
 from torch import Tensor
 
 from t2i.models.base import T2IModel
-from t2i.models.vae import gaussian_log_likelihood
 from t2i.nn import VectorDecoder, VectorEncoder
-
-
-def _gumbel_noise(like: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Standard Gumbel noise g = -log(-log U), fp32, shaped like `like`; U kept off 0 and 1."""
-    finfo = torch.finfo(torch.float32)
-    u = torch.rand(like.shape, generator=generator, device=like.device, dtype=torch.float32)
-    return -torch.log(-torch.log(u.clamp(finfo.tiny, 1.0 - finfo.eps)))
-
-
-def gumbel_softmax(
-    logits: Tensor,
-    tau: float | Tensor,
-    hard: bool = False,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """A Gumbel-softmax sample over the last dimension (Jang et al. 2017, eq. 2), in fp32.
-
-    Args:
-        logits: unnormalised log-probabilities (..., K).
-        tau: temperature > 0; a float or a scalar tensor.
-        hard: return the one-hot of the argmax in the forward pass, with the soft sample's
-            gradient (straight-through: y_hard - y_soft.detach() + y_soft).
-        generator: source of the Gumbel noise.
-
-    Returns:
-        (..., K) points on the simplex (one-hot if `hard`).
-    """
-    y_soft = ((logits.float() + _gumbel_noise(logits, generator)) / tau).softmax(-1)
-    if not hard:
-        return y_soft
-    index = y_soft.argmax(-1)
-    y_hard = F.one_hot(index, y_soft.shape[-1]).to(y_soft.dtype)
-    return y_hard - y_soft.detach() + y_soft
-
-
-def gumbel_max(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Exact draws from Categorical(softmax(logits)) by the Gumbel-max trick.
-
-    Args:
-        logits: unnormalised log-probabilities (..., K).
-        generator: source of the Gumbel noise.
-
-    Returns:
-        (...,) class indices, int64.
-    """
-    return (logits.float() + _gumbel_noise(logits, generator)).argmax(-1)
-
-
-class TemperatureSchedule:
-    """tau(step) = max(tau_min, tau0 * exp(-rate * step)) (Jang et al. 2017, section 4).
-
-    Args:
-        tau0: temperature at step 0.
-        tau_min: floor the temperature decays to.
-        rate: decay rate per step.
-    """
-
-    def __init__(self, tau0: float, tau_min: float, rate: float) -> None:
-        self.tau0, self.tau_min, self.rate = tau0, tau_min, rate
-
-    def __call__(self, step: int | Tensor) -> Tensor:
-        step = torch.as_tensor(step, dtype=torch.float32)
-        return (self.tau0 * torch.exp(-self.rate * step)).clamp(min=self.tau_min)
+from t2i.nn.distributions import (
+    TemperatureSchedule,
+    categorical_kl_uniform,
+    code_perplexity,
+    gaussian_log_likelihood,
+    gumbel_max,
+    gumbel_softmax,
+)
 
 
 class CategoricalVAE(T2IModel):
@@ -219,30 +162,3 @@ class CategoricalVAE(T2IModel):
             "reconstructions": self.decode(F.one_hot(codes, self.config.num_classes)).clamp(-1, 1),
             "samples": self.sample(x.shape[0], generator),
         }
-
-
-def categorical_kl_uniform(logits: Tensor) -> Tensor:
-    """KL(Categorical(softmax(logits)) || uniform over K) = sum_k q_k (log q_k + log K).
-
-    Args:
-        logits: (..., K).
-
-    Returns:
-        (...,) nats.
-    """
-    log_q = logits.float().log_softmax(-1)
-    return (log_q.exp() * (log_q + math.log(logits.shape[-1]))).sum(-1)
-
-
-def code_perplexity(probs: Tensor) -> Tensor:
-    """exp(entropy) of the batch-averaged class probabilities, averaged over variables.
-
-    Args:
-        probs: (N, L, K) class probabilities.
-
-    Returns:
-        a scalar in [1, K].
-    """
-    avg = probs.float().mean(0)  # (L, K)
-    entropy = -(avg * avg.clamp(min=1e-10).log()).sum(-1)  # (L,)
-    return entropy.exp().mean()

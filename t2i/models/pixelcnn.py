@@ -18,6 +18,7 @@ tokenizer, see `t2i.data.tokens`) and, when conditioned, `class_labels` or `inpu
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,7 @@ from torch import Tensor, nn
 from t2i.models.base import T2IModel
 from t2i.nn import CaptionEncoder
 from t2i.nn.sampling import sample_logits
+from t2i.nn.text import VOCAB_SIZE
 
 
 def _gate(x: Tensor) -> Tensor:
@@ -85,11 +87,16 @@ class PixelCNN(T2IModel):
         text_width: > 0 conditions on captions (`input_ids`) through a small caption encoder
             of this width.
         text_layers: Transformer layers of that caption encoder.
-        vocab_size: caption token vocabulary (open_clip's BPE: 49408).
+        vocab_size: caption token vocabulary (open_clip's BPE).
         context_length: longest caption in tokens.
         cond_num_tokens: > 0 conditions on another code grid (VQ-VAE-2's top codes) with this
             many codes, upsampled to this grid.
     """
+
+    @property
+    def reads(self) -> frozenset[str]:
+        """The codes, and the class labels and captions it is conditioned on."""
+        return _condition_reads(self.config)
 
     @register_to_config
     def __init__(
@@ -102,7 +109,7 @@ class PixelCNN(T2IModel):
         num_classes: int = 0,
         text_width: int = 0,
         text_layers: int = 2,
-        vocab_size: int = 49408,
+        vocab_size: int = VOCAB_SIZE,
         context_length: int = 32,
         cond_num_tokens: int = 0,
     ) -> None:
@@ -252,6 +259,11 @@ class HierarchicalPixelCNN(T2IModel):
         context_length: longest caption in tokens.
     """
 
+    @property
+    def reads(self) -> frozenset[str]:
+        """The codes, and the class labels and captions it is conditioned on."""
+        return _condition_reads(self.config)
+
     @register_to_config
     def __init__(
         self,
@@ -263,7 +275,7 @@ class HierarchicalPixelCNN(T2IModel):
         num_classes: int = 0,
         text_width: int = 0,
         text_layers: int = 2,
-        vocab_size: int = 49408,
+        vocab_size: int = VOCAB_SIZE,
         context_length: int = 32,
     ) -> None:
         super().__init__()
@@ -326,6 +338,12 @@ class HierarchicalPixelCNN(T2IModel):
             len(top), batch.get("class_labels"), batch.get("input_ids"), generator
         )
         return {"data": batch["image_tokens"], "samples": samples}
+
+
+def _condition_reads(config: Any) -> frozenset[str]:
+    """The code grids, and the class labels and captions a PixelCNN config conditions on."""
+    conditions = {"class_labels": config.num_classes, "input_ids": config.text_width}
+    return frozenset({"image_tokens", *(k for k, v in conditions.items() if v)})
 
 
 def _required(value: Tensor | None, name: str) -> Tensor:

@@ -36,16 +36,11 @@ from torch import Tensor, nn
 
 from t2i.models.base import T2IModel
 from t2i.nn.sampling import sample_logits
+from t2i.nn.text import VOCAB_SIZE
 from t2i.nn.transformer import ATTENTION_BACKENDS, Transformer
 
 TEXT_ENCODERS = ("embed", "clip", "clip_image")
 
-# Named sizes (dim, depth, heads), as DiT / minGPT name theirs; the CLI and configs use the keys.
-PRESETS: dict[str, dict[str, int]] = {
-    "prior-tiny": dict(dim=64, depth=2, heads=4),
-    "prior-small": dict(dim=256, depth=6, heads=8),
-    "prior-base": dict(dim=512, depth=12, heads=8),
-}
 
 Grids = Tensor | tuple[Tensor, ...]
 
@@ -76,6 +71,12 @@ class DALLEPrior(T2IModel):
         attention: "sdpa" (torch) or "xformers".
     """
 
+    @property
+    def reads(self) -> frozenset[str]:
+        """The codes, and the caption as `text_encoder` reads it."""
+        caption = {"embed": "input_ids", "clip": "text_states", "clip_image": "image_embeds"}
+        return frozenset({"image_tokens", caption[self.config.text_encoder]})
+
     @register_to_config
     def __init__(
         self,
@@ -83,7 +84,7 @@ class DALLEPrior(T2IModel):
         grid_sizes: Sequence[int] = (8,),
         context_length: int = 32,
         text_encoder: str = "clip",
-        text_vocab_size: int = 49408,
+        text_vocab_size: int = VOCAB_SIZE,
         clip_width: int = 128,
         embed_dim: int = 128,
         dim: int = 256,

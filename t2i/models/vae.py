@@ -14,7 +14,6 @@ Log-likelihoods and KLs are computed in fp32 even under bf16 autocast.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -23,82 +22,15 @@ from torch import Tensor
 
 from t2i.models.base import T2IModel
 from t2i.nn import VectorDecoder, VectorEncoder
+from t2i.nn.distributions import (
+    LOGVAR_RANGE,
+    bits_per_dim,
+    gaussian_kl,
+    gaussian_log_likelihood,
+    reparameterize,
+)
 
 ACTIVE_VARIANCE = 0.01  # Burda et al. 2016: a unit is active when Var_x(E_q[z_d]) > 0.01
-LOGVAR_RANGE = (-30.0, 20.0)  # keeps exp(logvar) finite early in training
-
-
-def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
-    """KL(N(mu, exp(logvar)) || N(0, I)) per dimension (Kingma & Welling 2014, appendix B).
-
-    KL = 0.5 * (mu^2 + sigma^2 - 1 - log sigma^2). Computed in the inputs' dtype (pass fp32).
-
-    Args:
-        mu: posterior means, (N, D).
-        logvar: posterior log-variances, (N, D).
-
-    Returns:
-        (N, D) nats.
-    """
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
-
-
-def gaussian_kl_two(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor, logvar_p: Tensor) -> Tensor:
-    """KL(N(mu_q, exp(logvar_q)) || N(mu_p, exp(logvar_p))) per dimension, diagonal Gaussians.
-
-    KL = 0.5 * (logvar_p - logvar_q + (sigma_q^2 + (mu_q - mu_p)^2) / sigma_p^2 - 1).
-
-    Args:
-        mu_q: means of q, (N, D).
-        logvar_q: log-variances of q, (N, D).
-        mu_p: means of p, (N, D).
-        logvar_p: log-variances of p, (N, D).
-
-    Returns:
-        (N, D) nats.
-    """
-    var_ratio = (logvar_q - logvar_p).exp()
-    return 0.5 * (logvar_p - logvar_q + var_ratio + (mu_q - mu_p).pow(2) / logvar_p.exp() - 1.0)
-
-
-def gaussian_log_likelihood(x: Tensor, mean: Tensor, sigma: float) -> Tensor:
-    """log N(x; mean, sigma^2 I), summed over all but the first dimension.
-
-    Args:
-        x: observations, (N, ...).
-        mean: Gaussian means, same shape as x.
-        sigma: the fixed standard deviation.
-
-    Returns:
-        (N,) nats.
-    """
-    log_density = -0.5 * ((x - mean) / sigma).pow(2) - math.log(sigma) - 0.5 * math.log(2 * math.pi)
-    return log_density.flatten(1).sum(1)
-
-
-def bits_per_dim(elbo_nats: Tensor, num_dims: int) -> Tensor:
-    """Bits per dimension of 8-bit images, from an ELBO of the density on [-1, 1].
-
-    Pixel k in {0..255} maps to x = k / 127.5 - 1, so each of the 256 bins has width 1 / 127.5 and
-    P(bin) ~= p(x) / 127.5 per dimension: -log2 P(image) = (-log p(x) + D log 127.5) / ln 2.
-
-    Args:
-        elbo_nats: lower bounds on log p(x) in nats, any shape.
-        num_dims: D, the number of pixel values (C * H * W) per image.
-    """
-    return (-elbo_nats + num_dims * math.log(127.5)) / (num_dims * math.log(2.0))
-
-
-def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """z = mu + exp(logvar / 2) * eps with eps ~ N(0, I) drawn from `generator`.
-
-    Args:
-        mu: means, (N, D).
-        logvar: log-variances, (N, D).
-        generator: source of eps; None uses the global RNG of mu's device.
-    """
-    eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-    return mu + (0.5 * logvar).exp() * eps
 
 
 class VAE(T2IModel):

@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from diffusers.configuration_utils import register_to_config
 from torch import Tensor, nn
 
-from t2i.evaluation.reconstruction import psnr
 from t2i.models.tokenizer import ImageTokenizer
 from t2i.nn import Decoder, Encoder, QuantizerOutput, VectorQuantizer, downsampled_size
+from t2i.nn.metrics import psnr
 
 
 def _quantizer(dim: int, config: dict) -> VectorQuantizer:

@@ -11,13 +11,14 @@ import torch
 from torch import Tensor, nn
 
 PAD_ID = 0  # open_clip's SimpleTokenizer pads with 0
+VOCAB_SIZE = 49408  # open_clip's BPE vocabulary, <start_of_text> = 49406, <end_of_text> = 49407
 
 
 class CaptionEncoder(nn.Module):
     """Token ids (B, L) -> one caption vector (B, width).
 
     Args:
-        vocab_size: token vocabulary size (49408 for open_clip's BPE).
+        vocab_size: token vocabulary size (`VOCAB_SIZE` for open_clip's BPE).
         context_length: longest token sequence the position table covers.
         width: embedding width.
         layers: Transformer encoder layers.

@@ -1,4 +1,7 @@
-"""Pipelines: the routes from a prompt to images, assembled from t2i's trained models."""
+"""Pipelines: the routes from a prompt to images, one file per route, assembled from t2i's
+trained models: `DALLEPipeline` (dalle.py), `UnCLIPPipeline` (unclip.py); the saved bundle
+of several routes' components, `TextToImagePipeline` (bundle.py); what they share
+(common.py)."""
 
 from __future__ import annotations
 
@@ -6,42 +9,70 @@ from pathlib import Path
 
 import torch
 
-from t2i.pipelines.text_to_image import (
+from t2i.pipelines.bundle import ROUTES, TextToImagePipeline
+from t2i.pipelines.common import (
     FORMAT,
+    CodeSampling,
     PipelineFormatError,
-    TextToImagePipeline,
+    SamplingSettings,
+    T2IPipeline,
+    T2IPipelineOutput,
     check_pipeline_dir,
     saved_components,
 )
+from t2i.pipelines.dalle import DALLEPipeline, DALLESampling
+from t2i.pipelines.unclip import UnCLIPPipeline, UnCLIPSampling
 
 DEFAULT_PIPELINE = Path(__file__).resolve().parent.parent / "assets" / "default"
+CLASSES = {cls.__name__: cls for cls in (TextToImagePipeline, *ROUTES.values())}
 
 
 def load_pipeline(
-    path: str | Path | None = None, device: str | torch.device | None = None
-) -> TextToImagePipeline:
-    """A saved pipeline in float32 on `device`; with no path, the default shipped with t2i.
+    path: str | Path | None = None,
+    device: str | torch.device | None = None,
+    route: str = "dalle",
+) -> T2IPipeline:
+    """A route of a saved pipeline, in float32 on `device`; with no path, the default shipped
+    with t2i.
 
     Args:
-        path: a directory `TextToImagePipeline.save_pretrained` wrote (None: the default,
-            trained on the shapes world by scripts/build_default.py).
+        path: a directory a pipeline's `save_pretrained` wrote (None: the default, trained
+            on the shapes world by scripts/build_default.py).
         device: where to run it ("cpu", "cuda"; None: CUDA when present).
+        route: "dalle" or "unclip", of a bundle (`TextToImagePipeline`); a saved route
+            pipeline must be of this route.
     """
     if path is None and not (DEFAULT_PIPELINE / "model_index.json").is_file():
         raise FileNotFoundError(
             f"{DEFAULT_PIPELINE}: the default pipeline is not in this install; build it "
             "with `python scripts/build_default.py` or pass a pipeline directory"
         )
-    pipe = TextToImagePipeline.from_pretrained(path or DEFAULT_PIPELINE, torch_dtype=torch.float32)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return pipe.to(device)
+    path = Path(path or DEFAULT_PIPELINE)
+    cls = CLASSES[check_pipeline_dir(path)["_class_name"]]
+    if cls is not TextToImagePipeline and ROUTES.get(route) is not cls:
+        raise ValueError(f"route={route!r}: {path} holds a {cls.__name__} only")
+    if route not in ROUTES:
+        raise ValueError(f"route={route!r}: use one of {tuple(ROUTES)}")
+    pipe = cls.from_pretrained(path, torch_dtype=torch.float32)
+    pipe = pipe.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return pipe.route(route) if isinstance(pipe, TextToImagePipeline) else pipe
 
 
 __all__ = [
+    "CLASSES",
     "DEFAULT_PIPELINE",
     "FORMAT",
+    "ROUTES",
+    "CodeSampling",
+    "DALLEPipeline",
+    "DALLESampling",
     "PipelineFormatError",
+    "SamplingSettings",
+    "T2IPipeline",
+    "T2IPipelineOutput",
     "TextToImagePipeline",
+    "UnCLIPPipeline",
+    "UnCLIPSampling",
     "check_pipeline_dir",
     "load_pipeline",
     "saved_components",

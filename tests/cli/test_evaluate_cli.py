@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from t2i import evaluate
+from t2i.evaluation.pipelines import another_image, pipeline_prompt_sets
 from t2i.models import CVAE, VAE, load_model
 
 
@@ -59,12 +60,18 @@ def test_a_pipeline_is_scored_per_setting_and_prompt_set(saved_pipeline, tmp_pat
     assert evaluate.main(argv) == 0
     report = json.loads(out.read_text())
     assert report["prompts"] == 3 and report["images_per_prompt"] == 2
+    # each setting reports what its route sampled at, resolved: named values, else recorded
     assert report["guidance_rerank"]["settings"] == {
         "guidance_scale": 3.0,
         "temperature": 1.0,
+        "top_k": None,
+        "top_p": None,
         "rerank": 8,
     }
-    assert report["defaults_rerank"]["settings"] == {"rerank": 8}  # the pipeline's own
+    recorded = json.loads((pipe_dir / "model_index.json").read_text())["_t2i_sampling"]
+    defaults = report["defaults_rerank"]["settings"]
+    assert defaults["rerank"] == 8 and defaults["temperature"] == recorded["temperature"]
+    assert report["plain"]["settings"]["guidance_scale"] == 1.0 != recorded["guidance_scale"]
     for setting in ("plain", "guidance", "rerank", "guidance_rerank", "defaults"):
         for prompts in ("one_object", "two_objects", "holdout"):
             scores = report[setting][prompts]
@@ -76,7 +83,7 @@ def test_a_pipeline_is_scored_per_setting_and_prompt_set(saved_pipeline, tmp_pat
     assert evaluate.main([*argv, "unclip_plain"]) == 2
     assert "has no unCLIP route" in capsys.readouterr().err
     # the held-out prompts name a held-out combination
-    captions, _ = evaluate.pipeline_prompt_sets(16, 3, holdout)["holdout"]
+    captions, _ = pipeline_prompt_sets(16, 3, holdout)["holdout"]
     assert all("purple" in c and "triangle" in c for c in captions)
 
 
@@ -91,7 +98,8 @@ def test_a_pipeline_with_the_unclip_route_is_scored_on_it_too(tmp_path):
     report = json.loads(out.read_text())
     for setting in ("guidance", "unclip_plain", "unclip_guidance", "unclip_defaults"):
         assert report[setting]["one_object"]["n"] == 4 and report[setting]["images_per_s"] > 0
-    assert report["unclip_guidance"]["settings"]["route"] == "unclip"
+    assert report["unclip_guidance"]["route"] == "unclip"
+    assert report["unclip_guidance"]["settings"]["prior_guidance_scale"] == 4.0
     for scores in report["unclip"]["embeddings"].values():
         for key in (
             "cosine_prior_to_image",
@@ -112,10 +120,10 @@ def test_another_image_of_a_caption_shows_what_it_states_and_draws_the_rest_anew
     data = ShapesDataset(n=8, seed=evaluate.TEST_SEED, size=32, num_objects=2)
     samples = [data[i] for i in range(8)]
     specs = [s["spec"] for s in samples]
-    others = evaluate.another_image(specs, 32, start=0)
+    others = another_image(specs, 32, start=0)
     assert others.shape == (8, 3, 32, 32)
     assert judge_many(list(others), specs)["fidelity"] == 1.0  # every stated attribute holds
     originals = torch.stack([s["pixel_values"] for s in samples])
     assert not any(torch.equal(a, b) for a, b in zip(others, originals, strict=True))
-    assert torch.equal(others, evaluate.another_image(specs, 32, start=0))  # seeded
-    assert not torch.equal(others, evaluate.another_image(specs, 32, start=8))
+    assert torch.equal(others, another_image(specs, 32, start=0))  # seeded
+    assert not torch.equal(others, another_image(specs, 32, start=8))

@@ -76,7 +76,7 @@ def test_init_from_starts_a_stage_from_a_pipeline_component(saved_pipeline, fold
 
 def test_mismatched_init_and_shorthand_keys_are_named(saved_pipeline, tmp_path):
     config = load_config("configs/shapes/dvae.yaml", [f"init_from={saved_pipeline / 'prior'}"])
-    with pytest.raises(ConfigError, match="holds a DALLEPrior, not the DiscreteVAE"):
+    with pytest.raises(ConfigError, match="holds a DALLEPrior, not a DiscreteVAE"):
         train.initial_model(config, "cfg")
     with pytest.raises(ConfigError, match="'seed' is in several sections"):
         load_config("configs/shapes/vae.yaml", ["seed=1"])
@@ -87,13 +87,13 @@ def test_mismatched_init_and_shorthand_keys_are_named(saved_pipeline, tmp_path):
         ["model.stages=[unet]", "data.path=x", f"init_from={tmp_path}"],
     )
     with pytest.raises(ConfigError, match="takes only model.stages"):
-        train.run(bad, "cfg")
+        train.train(bad, "cfg")
     absent = load_config(
         "configs/custom/finetune.yaml",
         ["model.stages=[decoder]", "data.path=x", f"init_from={saved_pipeline}"],
     )
     with pytest.raises(ConfigError, match="names decoder, which the pipeline at .* does not have"):
-        train.run(absent, "cfg")
+        train.train(absent, "cfg")
 
 
 def test_finetune_the_unclip_stages_keeps_the_route_and_the_sampling_defaults(folder, tmp_path):
@@ -114,8 +114,8 @@ def test_finetune_the_unclip_stages_keeps_the_route_and_the_sampling_defaults(fo
     for name, trained in [("prior", False), ("diffusion_prior", True), ("decoder", True)]:
         before, after = weights(source / name), weights(out / name)
         assert any(not torch.equal(before[k], after[k]) for k in before) == trained, name
-    tuned = load_pipeline(out, device="cpu")
-    assert tuned.has_unclip and tuned.sampling_defaults["temperature"] == 0.7
+    tuned = load_pipeline(out, device="cpu", route="unclip")
+    assert tuned.sampling_defaults["temperature"] == 0.7
     tuned.set_progress_bar_config(disable=True)
-    images = tuned("a red circle", route="unclip", num_inference_steps=2, output_type="pt").images
+    images = tuned("a red circle", num_inference_steps=2, output_type="pt").images
     assert images.shape[1:] == (3, 16, 16)

@@ -76,9 +76,8 @@ def test_prior_trains_on_cached_codes_and_its_samples_decode(tokenizer_run, tmp_
     prior = PixelCNN.from_pretrained(out / "model")
     assert prior.config.grid_size == 8
 
-    result = evaluate.evaluate_prior(
-        prior, VQVAE.from_pretrained(tokenizer_run / "model"), n=8, batch_size=8
-    )
+    tokenizer = VQVAE.from_pretrained(tokenizer_run / "model")
+    result = evaluate.evaluate_model(prior, {"tokenizer": tokenizer}, n=8, batch_size=8)
     assert result["loss_terms"]["loss"] > 0
     assert result["fidelity_one_object"]["n"] == 8
     report = tmp_path / "prior.json"
@@ -104,4 +103,4 @@ def test_a_tokenizer_path_that_is_no_tokenizer_is_refused(tmp_path, capsys):
     PixelCNN(num_tokens=8, grid_size=4, channels=8, num_layers=1).save_pretrained(tmp_path / "p")
     args = ["configs/shapes/pixelcnn.yaml", f"data.tokenizer={tmp_path / 'p'}"]
     assert train.main(args) == 2
-    assert "not an image tokenizer" in capsys.readouterr().err
+    assert "holds a PixelCNN, not an ImageTokenizer" in capsys.readouterr().err

@@ -6,7 +6,7 @@ from model_checks import assert_one_step_trains, assert_same_images, assert_seed
 
 from t2i.data.text import get_tokenizer
 from t2i.models import CVAE, MODELS
-from t2i.models.vae import gaussian_kl_two
+from t2i.nn.distributions import gaussian_kl_two
 
 TINY = dict(
     image_size=16, latent_dim=4, channels=(8, 16), text_width=32, text_layers=1, context_length=16

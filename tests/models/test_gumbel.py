@@ -7,7 +7,7 @@ import torch
 from model_checks import assert_one_step_trains, assert_seeded_losses_agree
 
 from t2i.models import MODELS, CategoricalVAE
-from t2i.models.gumbel import (
+from t2i.nn.distributions import (
     TemperatureSchedule,
     categorical_kl_uniform,
     code_perplexity,

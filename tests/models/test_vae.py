@@ -8,7 +8,7 @@ import torch
 from model_checks import assert_one_step_trains, assert_same_images, assert_seeded_losses_agree
 
 from t2i.models import MODELS, VAE
-from t2i.models.vae import (
+from t2i.nn.distributions import (
     bits_per_dim,
     gaussian_kl,
     gaussian_kl_two,

@@ -49,17 +49,19 @@ def test_builds_a_float16_pipeline_that_loads_and_generates(tmp_path):
     index = json.loads((out / "model_index.json").read_text())
     assert index["_t2i_sampling"] == build_default.SAMPLING  # the measured settings
     pipe = load_pipeline(out, device="cpu")
-    assert pipe.prior.dtype == torch.float32 and pipe.has_unclip  # both routes by default
+    assert pipe.prior.dtype == torch.float32
     pipe.set_progress_bar_config(disable=True)
     images = pipe("a red circle", num_images_per_prompt=2, output_type="pt").images
     assert images.shape == (2, 3, 32, 32)
-    kw = dict(route="unclip", num_inference_steps=2, output_type="pt", num_images_per_prompt=1)
-    assert pipe("a red circle", **kw).images.shape == (1, 3, 32, 32)
+    unclip = load_pipeline(out, device="cpu", route="unclip")  # both routes by default
+    kw = dict(num_inference_steps=2, output_type="pt", num_images_per_prompt=1)
+    assert unclip("a red circle", **kw).images.shape == (1, 3, 32, 32)
     # --routes dalle: the same runs, a pipeline without the unCLIP stages
     dalle = tmp_path / "dalle"
     only = ["--runs", str(runs), "--out", str(dalle), "--routes", "dalle", "--temperature", "0.9"]
     assert build_default.main(only) == 0
-    assert not load_pipeline(dalle, device="cpu").has_unclip
+    with pytest.raises(ValueError, match="has the DALL-E route only"):
+        load_pipeline(dalle, device="cpu", route="unclip")
     recorded = json.loads((dalle / "model_index.json").read_text())["_t2i_sampling"]
     assert recorded == {**build_default.SAMPLING, "temperature": 0.9}  # a flag overrides one
     assert not (dalle / "decoder").exists()

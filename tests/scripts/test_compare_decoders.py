@@ -6,8 +6,8 @@ import torch
 from conftest import load_script
 
 from t2i import train
-from t2i.config import load_config
-from t2i.models import load_model
+from t2i.config import checker, load_config
+from t2i.models import build_model, load_model
 
 compare_decoders = load_script("compare_decoders")
 
@@ -28,7 +28,7 @@ def test_a_checkpoint_folder_loads_the_weights_the_run_ends_with(tmp_path):
     ]
     assert train.main(argv) == 0
     saved = load_model(run).state_dict()
-    fresh = train.build_model(load_config(run / "config.yaml"), "config").state_dict()
+    fresh = build_model(load_config(run / "config.yaml").model, checker("c")).state_dict()
     loaded = compare_decoders.load_decoder(run / "checkpoints" / "checkpoint-0000003")
     assert type(loaded).__name__ == "VAE" and loaded.state_dict().keys() == saved.keys()
     assert any(not torch.equal(saved[k], fresh[k]) for k in saved)  # training moved them

@@ -1,0 +1,346 @@
+"""What the route pipelines share: the saved-pipeline format, loading only the components a
+route takes (and making one route's pipeline from another's components), sampling settings
+as one dataclass resolved once against what the pipeline records, the stages two routes run
+alike (tokenising, drawing codes, decoding them, CLIP reranking), and the output.
+
+A saved pipeline is a directory with `model_index.json` and a folder per component; its
+`model_index.json` also records the t2i version, the pipeline format and the sampling
+settings its builder measured best (`_t2i_sampling`). `from_pretrained` refuses a directory
+whose format it cannot read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.utils import BaseOutput
+from PIL import Image
+
+from t2i._version import __version__
+from t2i.models import clip_score, load_model
+
+FORMAT = 1  # bump when a saved pipeline's layout changes incompatibly
+OUTPUT_TYPES = ("pil", "np", "pt")
+PIPELINE_CLASSES = ("TextToImagePipeline", "DALLEPipeline", "UnCLIPPipeline")  # saved by t2i
+
+
+class PipelineFormatError(ValueError):
+    """A directory that is not a t2i pipeline this version can load."""
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """Base of a route's sampling settings. `RECORDED` names the fields a saved pipeline
+    records (a call that leaves one None gets the recorded value, else the field's default)."""
+
+    RECORDED: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def resolve(cls, recorded: dict[str, Any], **given: Any) -> SamplingSettings:
+        """The settings a call uses: each given value, else the recorded one, else the default.
+
+        Args:
+            recorded: the pipeline's `sampling_defaults`.
+            **given: the call's arguments (None: not given).
+        """
+        values = {}
+        for field in dataclasses.fields(cls):
+            value = given.get(field.name)
+            if value is None and field.name in cls.RECORDED:
+                value = recorded.get(field.name)
+            values[field.name] = field.default if value is None else value
+        return cls(**values)
+
+    @classmethod
+    def library_defaults(cls) -> dict[str, Any]:
+        """The recorded fields' defaults: what a pipeline records unless its builder says."""
+        return {f.name: f.default for f in dataclasses.fields(cls) if f.name in cls.RECORDED}
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings as plain values (for PNG metadata and JSON)."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class CodeSampling(SamplingSettings):
+    """How an autoregressive model over image codes samples (the DALL-E prior, the unCLIP
+    decoder over codes).
+
+    Args:
+        guidance_scale: classifier-free guidance s; 1 turns it off.
+        temperature: softmax temperature (0 = greedy).
+        top_k: sample among the k most likely codes.
+        top_p: sample within the nucleus of probability top_p.
+    """
+
+    guidance_scale: float = 3.0
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+
+
+@dataclass
+class T2IPipelineOutput(BaseOutput):
+    """A pipeline call's result.
+
+    Args:
+        images: prompt by prompt (best first when reranked): PIL images, an (N, H, W, 3)
+            numpy array or an (N, 3, H, W) tensor in [0, 1].
+        settings: the sampling settings the call used, resolved.
+    """
+
+    images: list[Image.Image] | np.ndarray | torch.Tensor
+    settings: SamplingSettings | None = None
+
+
+class T2IPipeline(DiffusionPipeline):
+    """Base of the t2i pipelines: saving with the t2i format, loading only this route's
+    components (`from_pretrained`), making a pipeline from another's (`from_pipe`), and the
+    recorded sampling settings (`sampling_defaults`)."""
+
+    _optional_components: ClassVar[list[str]] = []
+    settings_classes: ClassVar[tuple[type[SamplingSettings], ...]] = ()
+
+    def _init_defaults(self) -> None:
+        """The sampling settings a call uses when it names none: the library's, until a saved
+        pipeline's recorded ones replace them."""
+        self.sampling_defaults = {}
+        for settings in self.settings_classes:
+            self.sampling_defaults.update(settings.library_defaults())
+
+    @classmethod
+    def component_names(cls) -> list[str]:
+        """The components this pipeline takes, required first."""
+        expected, _ = cls._get_signature_keys(cls)
+        return sorted(expected, key=lambda name: name in cls._optional_components)
+
+    # ---- saving and loading ----------------------------------------------------------------
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> None:
+        """diffusers' save, then the t2i version, format and sampling settings recorded in
+        model_index.json."""
+        super().save_pretrained(save_directory, **kwargs)
+        index = Path(save_directory) / "model_index.json"
+        config = json.loads(index.read_text())
+        config.update(
+            {
+                "_t2i_version": __version__,
+                "_t2i_format": FORMAT,
+                "_t2i_sampling": self.sampling_defaults,
+            }
+        )
+        index.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | Path, torch_dtype: torch.dtype | None = None
+    ) -> T2IPipeline:
+        """Load this pipeline's components of a saved pipeline directory (a bundle of several
+        routes, or this route's own), after checking it is one this t2i can read.
+
+        Each component loads through `t2i.models.load_model` (by the class its config.json
+        names), so any t2i tokenizer or prior can fill its slot.
+
+        Args:
+            pretrained_model_name_or_path: the directory `save_pretrained` wrote.
+            torch_dtype: cast the weights to this dtype (None: as saved).
+
+        Raises:
+            FileNotFoundError: no such directory, no model_index.json, or a missing component.
+            PipelineFormatError: not a t2i pipeline, or one of another format.
+        """
+        path = Path(pretrained_model_name_or_path)
+        index = check_pipeline_dir(path)
+        saved = saved_components(index)
+        components = {}
+        for name in cls.component_names():
+            if name not in saved and name in cls._optional_components:
+                continue
+            if name not in saved or not (path / name / "config.json").is_file():
+                raise FileNotFoundError(f"{path}: component {name!r} missing ({path / name})")
+            components[name] = load_model(path / name, torch_dtype=torch_dtype).eval()
+        pipe = cls(**components)
+        pipe.sampling_defaults.update(index.get("_t2i_sampling") or {})
+        return pipe
+
+    @classmethod
+    def from_pipe(cls, pipeline: T2IPipeline, **components: Any) -> T2IPipeline:
+        """This pipeline over another's components (shared, not copied or reloaded), as
+        diffusers' `from_pipe`; `components` add or replace some. The recorded sampling
+        settings and the progress-bar settings come along.
+
+        Args:
+            pipeline: the pipeline whose components to take.
+            **components: components to use instead (or that `pipeline` lacks).
+        """
+        have = {**pipeline.components, **components}
+        parts = {n: have.get(n) for n in cls.component_names() if have.get(n) is not None}
+        missing = [n for n in cls.component_names() if n not in parts]
+        missing = [n for n in missing if n not in cls._optional_components]
+        if missing:
+            raise ValueError(
+                f"{cls.__name__} needs {', '.join(missing)}, which the "
+                f"{type(pipeline).__name__} does not have; pass them to from_pipe"
+            )
+        pipe = cls(**parts)
+        pipe.sampling_defaults.update(pipeline.sampling_defaults)
+        pipe.set_progress_bar_config(**getattr(pipeline, "_progress_bar_config", {}))
+        return pipe
+
+    # ---- the stages routes share -----------------------------------------------------------
+
+    def check_call(self, prompts: list[str], n: int, rerank: int | None, output_type: str) -> int:
+        """Validate a call's common arguments; return the candidates drawn per prompt."""
+        if not prompts:
+            raise ValueError("no prompt given")
+        if n < 1:
+            raise ValueError(f"num_images_per_prompt={n} must be >= 1")
+        if rerank is not None and rerank < n:
+            raise ValueError(f"rerank={rerank} candidates cannot yield {n} images per prompt")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type={output_type!r}: use one of {OUTPUT_TYPES}")
+        return n if rerank is None else rerank
+
+    def prime_codes(self, reader: Any, image: Any, rows: int, n: int) -> torch.Tensor | None:
+        """The first `rows` rows of codes of `image` in the order `reader` (a model over the
+        tokenizer's codes) reads them, for each of n images (or None without an image)."""
+        if image is None or rows == 0:
+            if image is not None:
+                raise ValueError("an image was given to prime with but num_prime_rows=0")
+            return None
+        side = reader.grids[0]
+        if not 0 <= rows < side:
+            raise ValueError(f"num_prime_rows={rows} must be in [0, {side})")
+        x = image_tensor(image, self.image_tokenizer.config.image_size).to(self.device)
+        codes = reader.flatten(self.image_tokenizer.encode(x))  # (1, image_len)
+        return codes[:, : rows * side].expand(n, -1)
+
+    def sample_codes(
+        self,
+        model: Any,
+        cond: dict[str, torch.Tensor],
+        sampling: CodeSampling,
+        generator: torch.Generator | None,
+        prime: torch.Tensor | None,
+        callback_on_step_end: Callable | None,
+    ) -> torch.Tensor:
+        """An autoregressive model's sampling loop over codes under a progress bar:
+        (N, image_len)."""
+        start = 0 if prime is None else prime.shape[1]
+        with self.progress_bar(total=model.image_len - start) as bar:
+
+            def step(i: int, codes: torch.Tensor) -> None:
+                bar.update()
+                if callback_on_step_end is not None:
+                    callback_on_step_end(self, i - start, i, {"codes": codes})
+
+            return model.sample(
+                cond.get("input_ids"),
+                cond.get("text_states"),
+                image_embeds=cond.get("image_embeds"),
+                guidance_scale=sampling.guidance_scale,
+                temperature=sampling.temperature,
+                top_k=sampling.top_k,
+                top_p=sampling.top_p,
+                generator=generator,
+                prime=prime,
+                callback=step,
+            )
+
+    def decode_codes(self, model: Any, codes: torch.Tensor) -> torch.Tensor:
+        """Codes (N, image_len) in `model`'s order -> images (N, 3, H, W) in [-1, 1]."""
+        return self.image_tokenizer.decode(model.unflatten(codes)).float().clamp(-1, 1)
+
+    def rerank(
+        self, images: torch.Tensor, prompts: list[str], draws: int, keep: int
+    ) -> torch.Tensor:
+        """Each prompt's `keep` best of its `draws` candidates by CLIP score, best first."""
+        groups = images.view(len(prompts), draws, *images.shape[1:])
+        best = []
+        for prompt, group in zip(prompts, groups, strict=True):
+            scores = clip_score(self.clip, group, [prompt])[:, 0]  # (draws,)
+            best.append(group[scores.argsort(descending=True)[:keep]])
+        return torch.cat(best)
+
+    def output(
+        self,
+        images: torch.Tensor,
+        output_type: str,
+        return_dict: bool,
+        settings: SamplingSettings | None = None,
+    ) -> T2IPipelineOutput | tuple:
+        """The call's result in the asked form."""
+        images = to_output(images, output_type)
+        self.maybe_free_model_hooks()
+        return T2IPipelineOutput(images=images, settings=settings) if return_dict else (images,)
+
+
+def prompt_list(prompt: str | Sequence[str]) -> list[str]:
+    """One prompt or several, as a list."""
+    return [prompt] if isinstance(prompt, str) else list(prompt)
+
+
+def saved_components(index: dict) -> list[str]:
+    """The components a saved pipeline holds, by its model_index.json (those it records as
+    saved, in the order it lists them)."""
+    return [
+        name
+        for name, value in index.items()
+        if not name.startswith("_") and isinstance(value, list) and value[0] is not None
+    ]
+
+
+def check_pipeline_dir(path: str | Path) -> dict:
+    """model_index.json of a saved t2i pipeline this version reads; a clear error otherwise.
+
+    Args:
+        path: a pipeline directory.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such pipeline directory")
+    index = path / "model_index.json"
+    if not index.is_file():
+        raise FileNotFoundError(f"{path}: no model_index.json; not a saved pipeline")
+    config = json.loads(index.read_text())
+    if config.get("_class_name") not in PIPELINE_CLASSES or "_t2i_format" not in config:
+        raise PipelineFormatError(
+            f"{index}: _class_name={config.get('_class_name')!r} with no _t2i_format; "
+            "not a pipeline saved by t2i"
+        )
+    if config["_t2i_format"] != FORMAT:
+        raise PipelineFormatError(
+            f"{index}: pipeline format {config['_t2i_format']} (saved by t2i "
+            f"{config.get('_t2i_version', '?')}); this t2i reads format {FORMAT}"
+        )
+    return config
+
+
+def image_tensor(image: Image.Image | torch.Tensor, size: int) -> torch.Tensor:
+    """A PIL image or a (3, H, W) / (1, 3, H, W) tensor in [-1, 1] -> (1, 3, size, size)."""
+    if isinstance(image, Image.Image):
+        array = np.asarray(image.convert("RGB").resize((size, size), Image.BICUBIC), np.float32)
+        return torch.from_numpy(array).permute(2, 0, 1)[None] / 127.5 - 1.0
+    x = image[None] if image.dim() == 3 else image
+    if x.shape[-2:] != (size, size):
+        x = torch.nn.functional.interpolate(x.float(), size=(size, size), mode="bicubic")
+    return x.float()
+
+
+def to_output(images: torch.Tensor, output_type: str) -> Any:
+    """Images (N, 3, H, W) in [-1, 1] as PIL images, a numpy array or a tensor in [0, 1]."""
+    x = (images + 1) / 2
+    if output_type == "pt":
+        return x.cpu()
+    array = x.permute(0, 2, 3, 1).cpu().numpy()
+    if output_type == "np":
+        return array
+    return [Image.fromarray((a * 255).round().astype(np.uint8)) for a in array]

@@ -1,0 +1,146 @@
+"""DALLEPipeline: the DALL-E route (Ramesh et al. 2021), prompt -> images.
+
+Stage by stage: CLIP tokenises the prompts (and, for a prior that reads CLIP's token states,
+encodes them); the autoregressive prior draws the image codes one at a time with
+classifier-free guidance, optionally primed with the top rows of an image's codes; the image
+tokenizer decodes the codes to pixels; CLIP scores the candidates against their prompt and
+keeps the best (reranking).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from PIL import Image
+
+from t2i.models import CLIPModel, DALLEPrior, ImageTokenizer
+from t2i.pipelines.common import (
+    CodeSampling,
+    T2IPipeline,
+    T2IPipelineOutput,
+    prompt_list,
+)
+
+
+@dataclass(frozen=True)
+class DALLESampling(CodeSampling):
+    """How the DALL-E prior samples, and how many candidates CLIP reranks.
+
+    Args:
+        guidance_scale: classifier-free guidance s; 1 turns it off.
+        temperature: softmax temperature of the prior (0 = greedy).
+        top_k: sample among the k most likely codes.
+        top_p: sample within the nucleus of probability top_p.
+        rerank: candidates drawn per prompt, of which CLIP keeps the best (None: no
+            reranking).
+    """
+
+    RECORDED: ClassVar[tuple[str, ...]] = ("guidance_scale", "temperature")
+
+    rerank: int | None = None
+
+
+class DALLEPipeline(T2IPipeline):
+    """Text -> images through CLIP, an autoregressive prior over image codes and a tokenizer.
+
+    Args:
+        clip: the CLIP model; owns the text tokenizer, conditions the prior (its "clip" text
+            encoder) and reranks candidates.
+        image_tokenizer: the tokenizer whose codes the prior draws (DiscreteVAE, VQVAE, VQVAE2).
+        prior: the `DALLEPrior` reading the caption.
+    """
+
+    model_cpu_offload_seq = "clip->prior->image_tokenizer"
+    settings_classes = (DALLESampling,)
+
+    def __init__(self, clip: CLIPModel, image_tokenizer: ImageTokenizer, prior: DALLEPrior):
+        super().__init__()
+        if "image_embeds" in prior.reads:
+            raise ValueError(
+                "prior reads a CLIP image embedding (text_encoder='clip_image'): that is "
+                "unCLIP's decoder; the DALL-E prior reads the caption"
+            )
+        self.register_modules(clip=clip, image_tokenizer=image_tokenizer, prior=prior)
+        self._init_defaults()
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | Sequence[str],
+        num_images_per_prompt: int = 4,
+        generator: torch.Generator | None = None,
+        guidance_scale: float | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        rerank: int | None = None,
+        image: Image.Image | torch.Tensor | None = None,
+        num_prime_rows: int = 0,
+        output_type: str = "pil",
+        callback_on_step_end: Callable[[Any, int, int, dict], dict] | None = None,
+        return_dict: bool = True,
+    ) -> T2IPipelineOutput | tuple:
+        """Generate images for one prompt or a list of prompts.
+
+        Args:
+            prompt: the caption(s).
+            num_images_per_prompt: images returned per prompt.
+            generator: the source of randomness (a seed gives the same images).
+            guidance_scale: classifier-free guidance; 1 turns it off; None: the pipeline's
+                recorded default (`sampling_defaults`, 3.0 unless it records another).
+            temperature: softmax temperature of the prior (0 = greedy); None: the recorded
+                default (1.0 unless it records another).
+            top_k: sample among the k most likely codes.
+            top_p: sample within the nucleus of probability top_p.
+            rerank: draw this many candidates per prompt and keep the
+                `num_images_per_prompt` that CLIP scores highest (None: no reranking).
+            image: priming image; its first `num_prime_rows` rows of codes are kept.
+            num_prime_rows: rows of the (first level's) code grid taken from `image`.
+            output_type: "pil", "np" (N, H, W, 3 floats in [0, 1]) or "pt" (N, 3, H, W).
+            callback_on_step_end: called as f(pipe, step, code_index, {"codes": (N, i+1)})
+                after each code, as diffusers calls it after each denoising step.
+            return_dict: a `T2IPipelineOutput` (True) or a tuple (images,).
+
+        Returns:
+            `.images`, prompt by prompt, `num_images_per_prompt` each (best first when
+            reranked), and `.settings`, the `DALLESampling` the call used.
+        """
+        settings = DALLESampling.resolve(
+            self.sampling_defaults,
+            guidance_scale=guidance_scale,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            rerank=rerank,
+        )
+        prompts = prompt_list(prompt)
+        draws = self.check_call(prompts, num_images_per_prompt, settings.rerank, output_type)
+        prime = self.prime_codes(self.prior, image, num_prime_rows, len(prompts) * draws)
+        # 1. the caption, as the prior reads it
+        cond = self.encode_prompt(prompts, draws)
+        # 2. the prior draws the codes, 3. the tokenizer decodes them
+        codes = self.sample_codes(
+            self.prior, cond, settings, generator, prime, callback_on_step_end
+        )
+        images = self.decode_codes(self.prior, codes)
+        # 4. CLIP keeps each prompt's best candidates
+        if settings.rerank is not None:
+            images = self.rerank(images, prompts, draws, num_images_per_prompt)
+        return self.output(images, output_type, return_dict, settings)
+
+    def encode_prompt(self, prompts: list[str], draws: int) -> dict[str, torch.Tensor]:
+        """The prior's condition for every image: input_ids and, for a prior that reads
+        CLIP's token states, text_states; each prompt repeated `draws` times."""
+        ids = self.clip.tokenize(prompts).to(self.device)
+        if ids.shape[1] != self.prior.config.context_length:
+            raise ValueError(
+                f"CLIP tokenises to {ids.shape[1]} tokens; the prior reads "
+                f"{self.prior.config.context_length}"
+            )
+        cond = {"input_ids": ids}
+        if "text_states" in self.prior.reads:
+            cond["text_states"] = self.clip.text_features(ids).states
+        return {k: v.repeat_interleave(draws, dim=0) for k, v in cond.items()}

@@ -1,0 +1,253 @@
+"""What a model reads -> how it is prepared: the one place that turns a model's declared inputs
+(`model.reads`, see `t2i.models.base`) into data sets and batch transforms.
+
+- `pixel_values`, `input_ids`, `negative_input_ids`: the data set and its collator, as they are;
+- `image_tokens`: an image tokenizer's code grids, encoded once and cached (`data.tokenizer`);
+- `text_states`, `text_embeds`: a frozen CLIP's caption token states and pooled text embedding,
+  from one text-tower pass per batch (`data.clip`);
+- `image_embeds`: the same CLIP's image embedding: cached beside the codes, cached alone for a
+  model that reads no image, or computed per batch for a model that reads the pixels.
+
+It knows no model family: the readers (a tokenizer, a CLIP) are passed in, used through their
+methods (`encode`, `decode`, `text_features`, `encode_image`) and checked against the reading
+model's config by the keys below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from t2i.data.tokens import (
+    TokenDataset,
+    cached_tokens,
+    encode_dataset,
+    fingerprint,
+    model_description,
+)
+
+PROVIDERS = {  # a prepared input -> the data key naming the trained model that prepares it
+    "image_tokens": "tokenizer",
+    "text_states": "clip",
+    "text_embeds": "clip",
+    "image_embeds": "clip",
+}
+CAPTION_INPUTS = frozenset({"input_ids", "text_states", "text_embeds"})  # read the caption
+CONDITIONS = CAPTION_INPUTS | {"image_embeds"}  # what makes a model's samples conditional
+
+
+def needs(reads: frozenset[str]) -> list[str]:
+    """The data keys (`tokenizer`, `clip`) naming the models that prepare what `reads` holds."""
+    return sorted({PROVIDERS[name] for name in reads if name in PROVIDERS}, reverse=True)
+
+
+def reads_caption(reads: frozenset[str]) -> bool:
+    """Whether a model reads the caption (its tokens, or CLIP's states of them)."""
+    return bool(reads & CAPTION_INPUTS)
+
+
+def samples_are_judged(reads: frozenset[str]) -> bool:
+    """Whether a model's samples are images drawn for a batch's own captions or images (so
+    the shapes judge can score them against the batch's specs)."""
+    return bool(reads & CONDITIONS) and bool(reads & {"image_tokens", "pixel_values"})
+
+
+def check_readers(
+    config: Any, reads: frozenset[str], tokenizer: Any = None, clip: Any = None
+) -> None:
+    """Raise a ValueError naming the model key whose value differs from its reader's.
+
+    Args:
+        config: the reading model's config.
+        reads: its declared inputs.
+        tokenizer: the image tokenizer preparing `image_tokens` (or None).
+        clip: the CLIP preparing the CLIP inputs (or None).
+    """
+    checks = []
+    if "image_tokens" in reads:
+        grid_key = "grid_sizes" if "grid_sizes" in config else "grid_size"
+        owner = f"the tokenizer {type(tokenizer).__name__}"
+        checks += [
+            ("num_tokens", tokenizer.num_tokens, owner),
+            (grid_key, tokenizer.grid_size, owner),
+        ]
+    if "text_states" in reads:
+        checks += [
+            ("clip_width", clip.config.text_width, "the CLIP model at data.clip"),
+            ("context_length", clip.config.context_length, "the CLIP model at data.clip"),
+        ]
+    if reads & {"text_embeds", "image_embeds"}:
+        checks.append(("embed_dim", clip.config.embed_dim, "the CLIP model at data.clip"))
+    for key, want, owner in checks:
+        have = config.get(key)
+        if have is not None and _as_list(have) != _as_list(want):
+            raise ValueError(f"model.{key}={have} but {owner} has {want}; set model.{key}={want}")
+
+
+def _as_list(value: object) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+@dataclass
+class PreparedData:
+    """A model's training and validation sets as it reads them.
+
+    Args:
+        train_set: the training samples.
+        val_set: the held-back samples (sample grids, evaluation).
+        batch_transform: applied to each collated batch on the device (CLIP states, ...).
+        decode_tokens: code grids -> images, for sample grids of a model over codes.
+    """
+
+    train_set: Dataset
+    val_set: Dataset
+    batch_transform: Callable[[dict], dict] | None = None
+    decode_tokens: Callable[[Any], torch.Tensor] | None = None
+
+
+def prepare(
+    reads: frozenset[str],
+    train_set: Dataset,
+    val_set: Dataset,
+    cache_dir: str,
+    tokenizer: Any = None,
+    clip: Any = None,
+    sources: dict[str, str] | None = None,
+) -> PreparedData:
+    """The data sets and batch transform that give a model what it reads.
+
+    Args:
+        reads: the model's declared inputs.
+        train_set: the image data set for training.
+        val_set: the held-back image data set.
+        cache_dir: the folder of cached codes and embeddings.
+        tokenizer: the frozen image tokenizer (when `image_tokens` is read).
+        clip: the frozen CLIP (when a CLIP input is read).
+        sources: data key -> the path a reader was loaded from (names cache entries).
+    """
+    sources = sources or {}
+    sets = [train_set, val_set]
+    transforms = []
+    decode = None
+    if "image_tokens" in reads:  # codes (and image embeddings beside them), cached
+        embedder = clip if "image_embeds" in reads else None
+        sets = [token_dataset(tokenizer, s, cache_dir, sources, embedder) for s in sets]
+        decode = token_decoder(tokenizer)
+    elif "image_embeds" in reads and "pixel_values" not in reads:  # embeddings alone, cached
+        sets = [embedding_dataset(clip, s, cache_dir, sources) for s in sets]
+    elif "image_embeds" in reads:  # the model reads the pixels too: embed them per batch
+        transforms.append(image_embeds_transform(clip))
+    if "text_states" in reads:
+        transforms.append(clip_text_states(clip, embeds="text_embeds" in reads))
+    return PreparedData(*sets, batch_transform=_compose(transforms), decode_tokens=decode)
+
+
+def _compose(transforms: list[Callable[[dict], dict]]) -> Callable[[dict], dict] | None:
+    """One batch transform applying each in turn (None when there are none)."""
+    if not transforms:
+        return None
+    if len(transforms) == 1:
+        return transforms[0]
+
+    def transform(batch: dict) -> dict:
+        for t in transforms:
+            batch = t(batch)
+        return batch
+
+    return transform
+
+
+def _device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def token_dataset(
+    tokenizer: Any, dataset: Any, cache_dir: str, sources: dict[str, str], clip: Any = None
+) -> TokenDataset:
+    """A data set's code grids under `tokenizer`, from the cache (encoded on a miss); with
+    `clip`, each image's CLIP embedding (`image_embeds`) beside them."""
+    weights = list(tokenizer.state_dict().items())
+    described = [model_description(tokenizer), dataset.description]
+    source = f"{sources.get('tokenizer')} {dataset.description}"
+    extras = None
+    if clip is not None:
+        weights += [(f"clip.{k}", v) for k, v in clip.state_dict().items()]
+        described.append(model_description(clip))
+        source += f" + {sources.get('clip')}"
+        extras = {"image_embeds": clip_image_embeds(clip)}
+
+    def build():
+        for model in (tokenizer, clip):
+            if model is not None:
+                model.to(_device())
+        return encode_dataset(dataset, tokenizer.encode, device=_device(), extras=extras)
+
+    key = fingerprint(weights, *described)
+    return TokenDataset(cached_tokens(cache_dir, key, source, build))
+
+
+def embedding_dataset(
+    clip: Any, dataset: Any, cache_dir: str, sources: dict[str, str]
+) -> TokenDataset:
+    """A data set's CLIP image embeddings (`image_embeds`) beside its captions, from the cache
+    (encoded on a miss), so a model that reads no image never runs CLIP's image tower."""
+    key = fingerprint(
+        clip.state_dict().items(), model_description(clip), dataset.description, "embeds"
+    )
+    source = f"{sources.get('clip')} {dataset.description} embeddings"
+    extras = {"image_embeds": clip_image_embeds(clip)}
+
+    def build():
+        clip.to(_device())
+        return encode_dataset(dataset, None, device=_device(), extras=extras)
+
+    return TokenDataset(cached_tokens(cache_dir, key, source, build))
+
+
+def clip_text_states(clip: Any, embeds: bool = False) -> Callable[[dict], dict]:
+    """A batch transform adding the frozen CLIP token states (`text_states`) of `input_ids`,
+    and with `embeds` their pooled text embeddings (`text_embeds`) from the same pass."""
+
+    def transform(batch: dict) -> dict:
+        clip.to(batch["input_ids"].device)
+        features = clip.text_features(batch["input_ids"])
+        out = {**batch, "text_states": features.states}
+        if embeds:
+            out["text_embeds"] = features.embeds
+        return out
+
+    return transform
+
+
+def clip_image_embeds(clip: Any) -> Callable[[dict], torch.Tensor]:
+    """batch -> the frozen CLIP image embeddings of its `pixel_values` (on their device)."""
+
+    def embed(batch: dict) -> torch.Tensor:
+        clip.to(batch["pixel_values"].device)
+        return clip.encode_image(batch["pixel_values"])
+
+    return embed
+
+
+def image_embeds_transform(clip: Any) -> Callable[[dict], dict]:
+    """A batch transform adding the CLIP image embeddings of its pixels (`image_embeds`)."""
+    embed = clip_image_embeds(clip)
+
+    def transform(batch: dict) -> dict:
+        return {**batch, "image_embeds": embed(batch)}
+
+    return transform
+
+
+def token_decoder(tokenizer: Any) -> Callable[[Any], torch.Tensor]:
+    """Code grids (on any device) -> images, for the trainer's sample grids."""
+
+    def decode(tokens: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+        device = (tokens[0] if isinstance(tokens, tuple) else tokens).device
+        return tokenizer.to(device).decode(tokens)
+
+    return decode
