@@ -116,8 +116,9 @@ def bench_loading(n: int = 512) -> list[tuple[str, str, float]]:
 
     from torch.utils.data import DataLoader
 
-    from t2i.data.captioned import CaptionedDataset, WebDatasetShards
+    from t2i.data.captioned import CaptionedDataset
     from t2i.data.shapes import export
+    from t2i.data.webdataset import WebDatasetShards
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

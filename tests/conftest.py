@@ -1,5 +1,6 @@
 """Shared test set-up: this folder is importable, so tests can use `model_checks`; a tiny
-pipeline for the pipeline and CLI tests."""
+pipeline (a saved bundle's components, and its routes' pipelines) for the pipeline and CLI
+tests."""
 
 import importlib.util
 from pathlib import Path
@@ -18,10 +19,16 @@ def load_script(name: str) -> ModuleType:
     return module
 
 
+def gen(seed: int = 0) -> torch.Generator:
+    """A CPU generator with this seed (the tests' source of randomness)."""
+    return torch.Generator().manual_seed(seed)
+
+
 def tiny_pipeline(text_encoder: str = "clip", unclip: bool = False, pixels: bool = False):
-    """A small untrained TextToImagePipeline (16 px images, a 4 x 4 code grid), seeded; with
-    `unclip`, also a diffusion prior and a decoder (over codes; with `pixels`, a pixel
-    diffusion decoder)."""
+    """A small untrained bundle, `TextToImagePipeline` (16 px images, a 4 x 4 code grid),
+    seeded, so every call builds the same models; with `unclip`, also a diffusion prior and a
+    decoder (over codes; with `pixels`, a pixel diffusion decoder). `.route("dalle")` /
+    `.route("unclip")` is a route's pipeline over the same components (or `tiny_route`)."""
     import tiny
 
     from t2i import TextToImagePipeline
@@ -70,9 +77,26 @@ def tiny_pipeline(text_encoder: str = "clip", unclip: bool = False, pixels: bool
     return pipe
 
 
+def tiny_route(route: str = "dalle", **kw):
+    """`tiny_pipeline(**kw).route(route)`: the route's pipeline (DALLEPipeline or
+    UnCLIPPipeline; the unCLIP route builds the bundle with `unclip=True`)."""
+    kw["unclip"] = kw.get("unclip", False) or route == "unclip"
+    return tiny_pipeline(**kw).route(route)
+
+
 @pytest.fixture(scope="session")
 def saved_pipeline(tmp_path_factory):
-    """A tiny pipeline saved to a directory (shared by the pipeline and CLI tests)."""
+    """A tiny bundle with the DALL-E route only, saved to a directory (shared by the pipeline
+    and CLI tests; read it, do not write to it)."""
     path = tmp_path_factory.mktemp("pipeline")
     tiny_pipeline().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def saved_unclip_pipeline(tmp_path_factory):
+    """A tiny bundle with both routes (the unCLIP decoder over codes), saved to a directory
+    (shared; read it, do not write to it)."""
+    path = tmp_path_factory.mktemp("unclip_pipeline")
+    tiny_pipeline(unclip=True).save_pretrained(path)
     return path

@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 
-from t2i.data.captioned import inspect
+from t2i.data.sets import inspect
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,14 +1,19 @@
-"""The data sets a training config names: the shapes world or a user's captioned images."""
+"""The data sets a training config names (the shapes world or a user's captioned images),
+and `inspect`, which reads one once."""
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from torch.utils.data import Dataset
 
-from t2i.data.captioned import CaptionedDataset, WebDatasetShards, detect_format
+from t2i.data.captioned import CaptionedDataset, detect_format, summarize
+from t2i.data.images import BadImageError, load_image
 from t2i.data.shapes import ShapesDataset
+from t2i.data.webdataset import WebDatasetShards
 
 logger = logging.getLogger(__name__)
 
@@ -78,3 +83,28 @@ def captioned_datasets(data: Any) -> tuple[Dataset, Dataset]:
 def bad_samples(dataset: Dataset) -> dict[str, Any]:
     """What a captioned data set skipped while training read it ({} for the shapes world)."""
     return dataset.report() if isinstance(dataset, (CaptionedDataset, WebDatasetShards)) else {}
+
+
+def inspect(path: str | Path, **kwargs: Any) -> dict[str, Any]:
+    """Read every sample of a data set once: counts, image sizes, caption lengths, bad files.
+
+    Args:
+        path: the data set.
+        kwargs: `CaptionedDataset` arguments (caption_column, image_column).
+    """
+    if detect_format(path) == "webdataset":
+        return WebDatasetShards(path, caption_column=kwargs.get("caption_column")).inspect()
+    data = CaptionedDataset(path, **kwargs)
+    sizes: Counter = Counter()
+    for record in data.records:
+        try:
+            if record["image"] is None:
+                raise BadImageError("no image given")
+            image = load_image(record["image"], data.background)
+        except (BadImageError, OSError) as err:
+            data._report(record["source"], str(err))
+            continue
+        sizes[f"{image.width}x{image.height}"] += 1
+    words = [len(c.split()) for r in data.records for c in r["caption"]]
+    samples = len(data.records) + sum(1 for s in data.bad if "caption" in data.bad[s])
+    return summarize(data.path, data.format, samples, sizes, words, data.report())

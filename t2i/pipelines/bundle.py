@@ -13,8 +13,8 @@ from typing import ClassVar
 
 from t2i.models import CLIPModel, DALLEPrior, DiffusionDecoder, DiffusionPrior, ImageTokenizer
 from t2i.pipelines.common import T2IPipeline
-from t2i.pipelines.dalle import DALLEPipeline, DALLESampling
-from t2i.pipelines.unclip import UnCLIPPipeline, UnCLIPSampling
+from t2i.pipelines.dalle import DALLEPipeline, DALLESampling, check_prior
+from t2i.pipelines.unclip import UnCLIPPipeline, UnCLIPSampling, check_decoder
 
 ROUTES: dict[str, type[T2IPipeline]] = {"dalle": DALLEPipeline, "unclip": UnCLIPPipeline}
 
@@ -44,6 +44,9 @@ class TextToImagePipeline(T2IPipeline):
         super().__init__()
         if (diffusion_prior is None) != (decoder is None):
             raise ValueError("the unCLIP route needs both a diffusion_prior and a decoder")
+        check_prior(prior)
+        if decoder is not None:
+            check_decoder(decoder)
         self.register_modules(
             clip=clip,
             image_tokenizer=image_tokenizer,

@@ -51,6 +51,13 @@ class SamplingSettings:
             recorded: the pipeline's `sampling_defaults`.
             **given: the call's arguments (None: not given).
         """
+        names = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(given) - names)
+        if unknown:
+            raise TypeError(
+                f"{cls.__name__} has no setting {unknown[0]!r}; its settings: "
+                f"{', '.join(sorted(names))}"
+            )
         values = {}
         for field in dataclasses.fields(cls):
             value = given.get(field.name)
@@ -116,6 +123,11 @@ class T2IPipeline(DiffusionPipeline):
         for settings in self.settings_classes:
             self.sampling_defaults.update(settings.library_defaults())
 
+    def recorded_settings(self) -> dict[str, Any]:
+        """What a save records: the sampling defaults of this pipeline's own routes."""
+        own = {name for settings in self.settings_classes for name in settings.RECORDED}
+        return {k: v for k, v in self.sampling_defaults.items() if k in own}
+
     @classmethod
     def component_names(cls) -> list[str]:
         """The components this pipeline takes, required first."""
@@ -134,7 +146,7 @@ class T2IPipeline(DiffusionPipeline):
             {
                 "_t2i_version": __version__,
                 "_t2i_format": FORMAT,
-                "_t2i_sampling": self.sampling_defaults,
+                "_t2i_sampling": self.recorded_settings(),
             }
         )
         index.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
@@ -215,6 +227,8 @@ class T2IPipeline(DiffusionPipeline):
         if image is None or rows == 0:
             if image is not None:
                 raise ValueError("an image was given to prime with but num_prime_rows=0")
+            if rows:
+                raise ValueError(f"num_prime_rows={rows} needs an image to prime with")
             return None
         side = reader.grids[0]
         if not 0 <= rows < side:

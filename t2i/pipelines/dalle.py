@@ -58,11 +58,7 @@ class DALLEPipeline(T2IPipeline):
 
     def __init__(self, clip: CLIPModel, image_tokenizer: ImageTokenizer, prior: DALLEPrior):
         super().__init__()
-        if "image_embeds" in prior.reads:
-            raise ValueError(
-                "prior reads a CLIP image embedding (text_encoder='clip_image'): that is "
-                "unCLIP's decoder; the DALL-E prior reads the caption"
-            )
+        check_prior(prior)
         self.register_modules(clip=clip, image_tokenizer=image_tokenizer, prior=prior)
         self._init_defaults()
 
@@ -144,3 +140,12 @@ class DALLEPipeline(T2IPipeline):
         if "text_states" in self.prior.reads:
             cond["text_states"] = self.clip.text_features(ids).states
         return {k: v.repeat_interleave(draws, dim=0) for k, v in cond.items()}
+
+
+def check_prior(prior: DALLEPrior) -> None:
+    """A ValueError unless the prior reads the caption (not an image embedding)."""
+    if "image_embeds" in prior.reads:
+        raise ValueError(
+            "prior reads a CLIP image embedding (text_encoder='clip_image'): that is "
+            "unCLIP's decoder; the DALL-E prior reads the caption"
+        )

@@ -94,11 +94,7 @@ class UnCLIPPipeline(T2IPipeline):
         decoder: DALLEPrior | DiffusionDecoder,
     ):
         super().__init__()
-        if "image_embeds" not in decoder.reads:
-            raise ValueError(
-                f"decoder reads {sorted(decoder.reads)}; unCLIP's decoder reads a CLIP image "
-                "embedding (a DALLEPrior with text_encoder='clip_image', or a DiffusionDecoder)"
-            )
+        check_decoder(decoder)
         self.register_modules(
             clip=clip,
             image_tokenizer=image_tokenizer,
@@ -328,6 +324,15 @@ class UnCLIPPipeline(T2IPipeline):
         embeds = slerp(ends[0], ends[1], torch.linspace(0, 1, steps, device=ends.device))
         images = self.decode_embeddings(embeds, settings, generator)
         return self.output(images, output_type, return_dict, settings)
+
+
+def check_decoder(decoder: DALLEPrior | DiffusionDecoder) -> None:
+    """A ValueError unless the decoder reads a CLIP image embedding."""
+    if "image_embeds" not in decoder.reads:
+        raise ValueError(
+            f"decoder reads {sorted(decoder.reads)}; unCLIP's decoder reads a CLIP image "
+            "embedding (a DALLEPrior with text_encoder='clip_image', or a DiffusionDecoder)"
+        )
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

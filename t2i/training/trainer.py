@@ -26,7 +26,6 @@ from accelerate.utils import (
     DataLoaderConfiguration,
     ProjectConfiguration,
     send_to_device,
-    set_seed,
 )
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
@@ -36,6 +35,7 @@ from tqdm.auto import tqdm
 
 from t2i.config import TrainConfig
 from t2i.training.checkpoints import load_checkpoint, resolve_resume, save_checkpoint
+from t2i.training.devices import cpu_processes, resolve_mixed_precision
 from t2i.training.tracking import default_trackers
 
 logger = logging.getLogger(__name__)
@@ -73,35 +73,6 @@ class _LossModule(torch.nn.Module):
         return self.model.training_losses(batch)
 
 
-def resolve_mixed_precision(setting: str) -> str:
-    """ "auto" -> the precision `accelerate launch` names (its config's `mixed_precision` or
-    `--mixed_precision`) when it is bf16 or fp16, else "bf16" on CUDA and "no" (fp32) on the
-    CPU; other values pass through checked."""
-    where = f"train.mixed_precision={setting!r}"
-    if setting == "auto":
-        launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")  # "no" unless named
-        if launched in ("bf16", "fp16"):
-            setting, where = launched, f"accelerate launch's mixed_precision={launched!r}"
-        else:
-            return "bf16" if torch.cuda.is_available() else "no"
-    if setting not in ("no", "bf16", "fp16"):
-        raise ValueError(f"{where}: use 'auto', 'no', 'bf16' or 'fp16'")
-    if setting == "fp16" and not torch.cuda.is_available():
-        # Accelerate would quietly train in fp32 here: no fp16 autocast, no gradient scaler
-        raise ValueError(
-            f"{where} needs a CUDA GPU (its gradient scaler is a CUDA feature in "
-            "Accelerate); on the CPU use 'bf16' or 'no'"
-        )
-    return setting
-
-
-def _cpu_processes() -> bool:
-    """Several processes (`accelerate launch --multi_gpu`, torchrun, mpirun) and no CUDA: join
-    them over gloo on the CPU (Accelerate only does so when told it is on the CPU)."""
-    world = max(int(os.environ.get(k, "1")) for k in ("WORLD_SIZE", "PMI_SIZE"))
-    return world > 1 and not torch.cuda.is_available()
-
-
 class Trainer:
     """Trains `model` on `train_dataset` as `config` says.
 
@@ -137,45 +108,12 @@ class Trainer:
         self.batch_transform = batch_transform
         self.score_samples = score_samples
         self.out = Path(config.output_dir)
-        self.accelerator = Accelerator(
-            cpu=_cpu_processes(),
-            mixed_precision=resolve_mixed_precision(config.mixed_precision),
-            gradient_accumulation_steps=config.gradient_accumulation_steps,
-            log_with=default_trackers(self.out / "logs"),
-            project_config=ProjectConfiguration(
-                project_dir=str(self.out), logging_dir=str(self.out / "logs")
-            ),
-            dataloader_config=DataLoaderConfiguration(
-                use_seedable_sampler=True, data_seed=config.seed
-            ),
-        )
+        self.accelerator = self._accelerator()
         self.model = model
         self.sample_batch = self._sample_batch(sample_dataset or train_dataset, collate_fn)
         self.streaming = isinstance(train_dataset, IterableDataset)  # shuffles itself
-        loader = DataLoader(
-            train_dataset,
-            batch_size=config.batch_size,
-            shuffle=not self.streaming,
-            drop_last=True,
-            collate_fn=collate_fn,
-            num_workers=num_workers,
-            # its own generator: starting an epoch must not draw from the
-            # global RNG, or a resumed run's noise would drift from the original
-            generator=torch.Generator().manual_seed(config.seed),
-        )
-        optimizer = torch.optim.AdamW(
-            model.parameters(),
-            lr=config.learning_rate,
-            betas=tuple(config.adam_betas),
-            weight_decay=config.weight_decay,
-        )
-        n = self.accelerator.num_processes
-        scheduler = get_scheduler(
-            config.lr_schedule,
-            optimizer,
-            num_warmup_steps=config.warmup_steps * n,
-            num_training_steps=config.max_steps * n,
-        )
+        loader = self._loader(train_dataset, collate_fn, num_workers)
+        optimizer, scheduler = self._optimizer(model)
         self.wrapped, self.optimizer, self.loader, self.scheduler = self.accelerator.prepare(
             _LossModule(model), optimizer, loader, scheduler
         )
@@ -198,6 +136,56 @@ class Trainer:
         self.bad_window = False  # a micro-batch of the current update had a non-finite loss
         self.grad_norm: torch.Tensor | None = None
         self.last_metrics: dict[str, float] = {}
+
+    def _accelerator(self) -> Accelerator:
+        """Accelerate, set up from the config: processes, precision, logs, seeded sampling."""
+        config = self.config
+        return Accelerator(
+            cpu=cpu_processes(),
+            mixed_precision=resolve_mixed_precision(config.mixed_precision),
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+            log_with=default_trackers(self.out / "logs"),
+            project_config=ProjectConfiguration(
+                project_dir=str(self.out), logging_dir=str(self.out / "logs")
+            ),
+            dataloader_config=DataLoaderConfiguration(
+                use_seedable_sampler=True, data_seed=config.seed
+            ),
+        )
+
+    def _loader(
+        self, dataset: Dataset, collate_fn: Callable | None, num_workers: int
+    ) -> DataLoader:
+        """The training batches, shuffled by a generator of their own (unless streamed)."""
+        return DataLoader(
+            dataset,
+            batch_size=self.config.batch_size,
+            shuffle=not self.streaming,
+            drop_last=True,
+            collate_fn=collate_fn,
+            num_workers=num_workers,
+            # its own generator: starting an epoch must not draw from the
+            # global RNG, or a resumed run's noise would drift from the original
+            generator=torch.Generator().manual_seed(self.config.seed),
+        )
+
+    def _optimizer(self, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, Any]:
+        """AdamW and its learning-rate schedule (stepped once per process per update)."""
+        config = self.config
+        optimizer = torch.optim.AdamW(
+            model.parameters(),
+            lr=config.learning_rate,
+            betas=tuple(config.adam_betas),
+            weight_decay=config.weight_decay,
+        )
+        n = self.accelerator.num_processes
+        scheduler = get_scheduler(
+            config.lr_schedule,
+            optimizer,
+            num_warmup_steps=config.warmup_steps * n,
+            num_training_steps=config.max_steps * n,
+        )
+        return optimizer, scheduler
 
     def _sample_batch(self, dataset: Dataset, collate_fn: Callable | None) -> dict | None:
         """A fixed batch for sample grids, so grids over training are comparable."""
@@ -455,8 +443,3 @@ class Trainer:
         acc.wait_for_everyone()
         acc.end_training()
         return TrainResult(self.step, self.last_metrics, self.skipped, model_dir)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (all devices) before a model is built."""
-    set_seed(seed)

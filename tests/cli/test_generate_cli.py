@@ -4,10 +4,27 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
+import torch
+from conftest import gen
 from PIL import Image
 
+from t2i import load_pipeline
 from t2i.generate import main
+from t2i.models import DALLEPrior
+from t2i.pipelines import UnCLIPSampling
+from t2i.pipelines.common import image_tensor, to_output
+
+
+def pixels(path) -> np.ndarray:
+    """A written PNG's pixels, (H, W, 3) uint8."""
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def settings_of(metadata: dict) -> dict:
+    """The unCLIP sampling settings in a PNG's "t2i" metadata, as call arguments."""
+    return {k: metadata[k] for k in UnCLIPSampling().as_dict()}
 
 
 def test_writes_the_images_and_grids_it_prints_with_prompt_and_settings(
@@ -47,25 +64,41 @@ def test_writes_the_images_and_grids_it_prints_with_prompt_and_settings(
     assert Image.open(printed[0]).tobytes() == first.tobytes()
 
 
-def test_priming_from_an_init_image(saved_pipeline, tmp_path, capsys):
+def test_priming_from_an_init_image_keeps_its_code_rows_in_the_written_pixels(
+    saved_pipeline, tmp_path, capsys
+):
     init = tmp_path / "init.png"
     Image.new("RGB", (16, 16), (200, 30, 30)).save(init)
-    argv = [
-        "a red circle",
-        "--model",
-        str(saved_pipeline),
-        "-n",
-        "1",
-        "--out",
-        str(tmp_path / "o"),
-        "--init-image",
-        str(init),
-        "--prime-rows",
-        "2",
-    ]
-    assert main(argv) == 0
-    path = capsys.readouterr().out.split()[0]
-    assert json.loads(Image.open(path).text["t2i"])["prime_rows"] == 2
+    argv = ["a red circle", "--model", str(saved_pipeline), "-n", "2", "--seed", "4"]
+    argv += ["--device", "cpu"]
+    drawn = []
+    sample = DALLEPrior.sample
+
+    def spy(self, *args, **kw):
+        drawn.append(sample(self, *args, **kw))
+        return drawn[-1]
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(DALLEPrior, "sample", spy)
+        primed_argv = [*argv, "--out", str(tmp_path / "p"), "--init-image", str(init)]
+        assert main([*primed_argv, "--prime-rows", "2"]) == 0
+        primed = capsys.readouterr().out.split()
+        assert main([*argv, "--out", str(tmp_path / "u")]) == 0
+        unprimed = capsys.readouterr().out.split()
+    assert json.loads(Image.open(primed[0]).text["t2i"])["prime_rows"] == 2
+    assert json.loads(Image.open(unprimed[0]).text["t2i"])["prime_rows"] == 0
+    # the codes drawn for the written images start with the init image's top two code rows
+    pipe = load_pipeline(saved_pipeline, device="cpu")
+    init_codes = pipe.image_tokenizer.encode(image_tensor(Image.open(init), 16)).flatten(1)
+    codes = drawn[0]
+    assert codes.shape == (2, 16) and torch.equal(codes[:, :8], init_codes[:, :8].expand(2, -1))
+    assert not torch.equal(drawn[1][:, :8], codes[:, :8])  # unprimed, they are drawn
+    # the written PNGs are those codes decoded, and differ from the unprimed run's
+    with torch.no_grad():
+        decoded = to_output(pipe.decode_codes(pipe.prior, codes), "np")
+    for i, path in enumerate(primed):
+        assert (pixels(path) == (decoded[i] * 255).round()).all()
+    assert all((pixels(a) != pixels(b)).any() for a, b in zip(primed, unprimed, strict=True))
 
 
 @pytest.mark.parametrize(
@@ -99,23 +132,42 @@ def test_an_unknown_flag_is_a_one_line_error(capsys):
     assert "unrecognized arguments: --strength 9" in err and len(err.splitlines()) == 1
 
 
-def test_the_unclip_route_from_the_command_line(tmp_path, capsys):
-    from conftest import tiny_pipeline
-
-    model = tmp_path / "pipe"
-    tiny_pipeline(unclip=True).save_pretrained(model)
-    argv = ["a red circle", "--model", str(model), "-n", "2", "--out", str(tmp_path / "o")]
+def test_the_unclip_route_from_the_command_line(saved_unclip_pipeline, tmp_path, capsys):
+    model = saved_unclip_pipeline
+    argv = ["a red circle", "--model", str(model), "-n", "2", "--device", "cpu"]
     unclip = ["--route", "unclip", "--steps", "4", "--prior-guidance-scale", "2"]
-    assert main([*argv, *unclip, "--prior-candidates", "3"]) == 0
+    assert main([*argv, *unclip, "--prior-candidates", "3", "--out", str(tmp_path / "u")]) == 0
     printed = capsys.readouterr().out.split()
     assert len(printed) == 2
     settings = json.loads(Image.open(printed[0]).text["t2i"])
     assert settings["route"] == "unclip" and settings["num_inference_steps"] == 4
     assert settings["prior_guidance_scale"] == 2 and settings["prior_candidates"] == 3
-    assert settings["guidance_scale"] == 3.0  # the decoder's (the library's: none recorded)
-    assert main([*argv, "--route", "unclip", "--steps", "4"]) == 0  # the pipeline's recorded one
-    settings = json.loads(Image.open(capsys.readouterr().out.split()[0]).text["t2i"])
+    # the decoder's (the library's: none recorded); the DALL-E prior's names are not written
+    assert settings["decoder_guidance_scale"] == 3.0 and "guidance_scale" not in settings
+    # the pixels are what the unCLIP route draws with that seed and those settings
+    pipe = load_pipeline(model, device="cpu", route="unclip")
+    pipe.set_progress_bar_config(disable=True)
+    kw = dict(num_images_per_prompt=2, output_type="np")
+    given = dict(num_inference_steps=4, prior_guidance_scale=2, prior_candidates=3)
+    want = pipe("a red circle", generator=gen(0), **given, **kw)
+    for path, image in zip(printed, want.images, strict=True):
+        assert (pixels(path) == (image * 255).round()).all()
+    # and not what the DALL-E route draws with the same seed
+    assert main([*argv, "--out", str(tmp_path / "d")]) == 0
+    dalle = capsys.readouterr().out.split()
+    assert json.loads(Image.open(dalle[0]).text["t2i"])["route"] == "dalle"
+    assert all((pixels(a) != pixels(b)).any() for a, b in zip(printed, dalle, strict=True))
+    # --guidance-scale / --temperature are the decoder's on this route
+    decoder = ["--guidance-scale", "1.5", "--temperature", "0.5"]
+    unclip = ["--route", "unclip", "--steps", "4", *decoder, "--out", str(tmp_path / "g")]
+    assert main([*argv, *unclip]) == 0
+    printed = capsys.readouterr().out.split()
+    settings = json.loads(Image.open(printed[0]).text["t2i"])
+    assert settings["decoder_guidance_scale"] == 1.5 and settings["decoder_temperature"] == 0.5
     assert settings["prior_guidance_scale"] == 1.0 and settings["prior_candidates"] == 1
+    decoded = pipe("a red circle", generator=gen(0), **kw, **settings_of(settings)).images
+    for path, image in zip(printed, decoded, strict=True):
+        assert (pixels(path) == (image * 255).round()).all()
 
 
 def test_the_unclip_route_of_a_dalle_only_pipeline_is_a_one_line_error(

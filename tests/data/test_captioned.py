@@ -13,8 +13,9 @@ import torch
 from PIL import Image
 
 from t2i.data.__main__ import main as data_main
-from t2i.data.captioned import CaptionedDataset, detect_format, inspect
+from t2i.data.captioned import CaptionedDataset, detect_format
 from t2i.data.images import BadImageError, fit, load_image
+from t2i.data.sets import inspect
 from t2i.data.shapes import export
 
 
@@ -257,7 +258,7 @@ def write_shards(root, bad: bool = True):
 
 
 def test_webdataset_shards_stream_and_skip_bad_samples(tmp_path):
-    from t2i.data.captioned import WebDatasetShards
+    from t2i.data.webdataset import WebDatasetShards
 
     root = write_shards(tmp_path / "shards")
     assert (
@@ -354,7 +355,7 @@ def test_a_prior_trains_on_the_codes_of_streamed_shards(tmp_path):
 def test_bad_samples_found_by_dataloader_workers_reach_the_report(tmp_path, messy, layout):
     from torch.utils.data import DataLoader
 
-    from t2i.data.captioned import WebDatasetShards
+    from t2i.data.webdataset import WebDatasetShards
 
     if layout == "webdataset":
         data = WebDatasetShards(write_shards(tmp_path / "shards"), image_size=16, shuffle_buffer=0)

@@ -1,4 +1,5 @@
-"""TextToImagePipeline: calls, outputs, reranking, priming, and saving / loading."""
+"""The DALL-E route (`DALLEPipeline`) and the saved bundle (`TextToImagePipeline`): calls,
+outputs, reranking, priming, settings, routes over shared components, saving / loading."""
 
 from __future__ import annotations
 
@@ -7,19 +8,17 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_pipeline
+from conftest import gen, tiny_pipeline, tiny_route
 from PIL import Image
 
-from t2i import PipelineFormatError, TextToImagePipeline
-from t2i.models import clip_score
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+import t2i.pipelines.common
+from t2i import DALLEPipeline, PipelineFormatError, TextToImagePipeline, UnCLIPPipeline
+from t2i.models import DALLEPrior, clip_score
+from t2i.pipelines import DALLESampling, load_pipeline
 
 
 def test_returns_num_images_per_prompt_for_each_prompt_in_every_output_type():
-    pipe = tiny_pipeline()
+    pipe = tiny_route("dalle")
     pil = pipe(["a red circle", "a blue square"], num_images_per_prompt=3, generator=gen()).images
     assert len(pil) == 6 and all(isinstance(im, Image.Image) and im.size == (16, 16) for im in pil)
     pt = pipe("a red circle", num_images_per_prompt=2, generator=gen(), output_type="pt").images
@@ -28,10 +27,12 @@ def test_returns_num_images_per_prompt_for_each_prompt_in_every_output_type():
     np.testing.assert_allclose(arr, pt.permute(0, 2, 3, 1).numpy(), atol=1e-6)
     one = pipe("a red circle", num_images_per_prompt=2, generator=gen()).images
     assert (np.asarray(one[1]) == (arr[1] * 255).round()).all()
+    (images,) = pipe("a red circle", num_images_per_prompt=2, generator=gen(), return_dict=False)
+    assert all((np.asarray(a) == np.asarray(b)).all() for a, b in zip(images, one, strict=True))
 
 
 def test_a_seed_gives_the_same_images_and_another_seed_others():
-    pipe = tiny_pipeline()
+    pipe = tiny_route("dalle")
     a = pipe("a red circle", generator=gen(1), output_type="pt").images
     b = pipe("a red circle", generator=gen(1), output_type="pt").images
     c = pipe("a red circle", generator=gen(2), output_type="pt").images
@@ -40,13 +41,16 @@ def test_a_seed_gives_the_same_images_and_another_seed_others():
 
 def test_save_load_round_trip_gives_identical_images_and_records_the_format(saved_pipeline):
     index = json.loads((saved_pipeline / "model_index.json").read_text())
+    assert index["_class_name"] == "TextToImagePipeline"
     assert index["_t2i_format"] == 1 and index["_t2i_version"]
     assert {"clip", "image_tokenizer", "prior"} <= index.keys()
     loaded = TextToImagePipeline.from_pretrained(saved_pipeline)
     loaded.set_progress_bar_config(disable=True)
+    assert loaded.routes == ["dalle"]
     kw = dict(num_images_per_prompt=2, guidance_scale=2.0, output_type="pt")
-    want = tiny_pipeline()("a green triangle", generator=gen(5), **kw).images
-    assert torch.equal(loaded("a green triangle", generator=gen(5), **kw).images, want)
+    want = tiny_route("dalle")("a green triangle", generator=gen(5), **kw).images
+    got = loaded.route("dalle")("a green triangle", generator=gen(5), **kw).images
+    assert torch.equal(got, want)
 
 
 def test_an_incompatible_directory_is_refused_with_the_reason(saved_pipeline, tmp_path):
@@ -58,6 +62,8 @@ def test_an_incompatible_directory_is_refused_with_the_reason(saved_pipeline, tm
     (tmp_path / "model_index.json").write_text(json.dumps({**index, "_t2i_format": 99}))
     with pytest.raises(PipelineFormatError, match="pipeline format 99 .* reads format 1"):
         TextToImagePipeline.from_pretrained(tmp_path)
+    with pytest.raises(PipelineFormatError, match="pipeline format 99"):
+        DALLEPipeline.from_pretrained(tmp_path)  # every class checks the format
     del index["_t2i_format"]
     (tmp_path / "model_index.json").write_text(json.dumps(index))
     with pytest.raises(PipelineFormatError, match="not a pipeline saved by t2i"):
@@ -65,7 +71,7 @@ def test_an_incompatible_directory_is_refused_with_the_reason(saved_pipeline, tm
 
 
 def test_rerank_keeps_the_best_candidates_by_clip_score_best_first():
-    pipe = tiny_pipeline()
+    pipe = tiny_route("dalle")
     kw = dict(output_type="pt", guidance_scale=1.0)
     candidates = pipe("a red circle", num_images_per_prompt=6, generator=gen(3), **kw).images
     kept = pipe("a red circle", num_images_per_prompt=2, rerank=6, generator=gen(3), **kw).images
@@ -77,7 +83,7 @@ def test_rerank_keeps_the_best_candidates_by_clip_score_best_first():
 
 
 def test_callback_sees_codes_arrive_and_priming_keeps_the_image_rows():
-    pipe = tiny_pipeline()
+    pipe = tiny_route("dalle")
     seen = []
 
     def watch(p, step, index, kwargs):
@@ -99,38 +105,211 @@ def test_callback_sees_codes_arrive_and_priming_keeps_the_image_rows():
 
 
 def test_bad_calls_are_named():
-    pipe = tiny_pipeline()
+    pipe = tiny_route("dalle")
     with pytest.raises(ValueError, match="prompt 1 is empty"):
         pipe(["a red circle", " "])
     with pytest.raises(ValueError, match="output_type='jpg'"):
         pipe("a red circle", output_type="jpg")
     with pytest.raises(ValueError, match=r"num_prime_rows=4 must be in \[0, 4\)"):
         pipe("a red circle", image=torch.zeros(3, 16, 16), num_prime_rows=4)
+    with pytest.raises(ValueError, match="num_prime_rows=0"):
+        pipe("a red circle", image=torch.zeros(3, 16, 16))
 
 
-def test_a_prior_with_its_own_text_embedding_fills_the_same_pipeline():
-    pipe = tiny_pipeline("embed")
-    images = pipe("a red circle", num_images_per_prompt=2, generator=gen(), output_type="pt")
-    assert images.images.shape == (2, 3, 16, 16)
+def test_a_prior_with_its_own_text_embedding_reads_the_caption_ids_and_no_clip_states():
+    pipe = tiny_route("dalle", text_encoder="embed")
+    assert pipe.prior.reads == {"image_tokens", "input_ids"}
+    seen = {}
+    sample, text_features = DALLEPrior.sample, type(pipe.clip).text_features
+
+    def spy(self, input_ids, text_states, **kw):
+        seen.update(input_ids=input_ids, text_states=text_states)
+        seen["codes"] = sample(self, input_ids, text_states, **kw)
+        return seen["codes"]
+
+    def tower(self, *args, **kw):
+        seen["tower"] = True
+        return text_features(self, *args, **kw)
+
+    kw = dict(num_images_per_prompt=2, output_type="pt")
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(DALLEPrior, "sample", spy)
+        m.setattr(type(pipe.clip), "text_features", tower)
+        images = pipe("a red circle", generator=gen(), **kw).images
+    # the prior is given the caption's BPE ids, one row per image, and no CLIP token states
+    ids = pipe.clip.tokenize(["a red circle"])
+    assert torch.equal(seen["input_ids"], ids.expand(2, -1)) and seen["text_states"] is None
+    assert "tower" not in seen  # CLIP's text tower is not run for a prior that does not read it
+    # what the pipeline returns is the tokenizer's decoding of exactly those codes
+    decoded = pipe.image_tokenizer.decode(pipe.prior.unflatten(seen["codes"])).clamp(-1, 1)
+    assert torch.equal(images, (decoded + 1) / 2)
+    # and the caption steers the codes: the same seed with another caption draws others
+    assert torch.equal(images, pipe("a red circle", generator=gen(), **kw).images)
+    assert not torch.equal(images, pipe("a blue square", generator=gen(), **kw).images)
 
 
 def test_a_call_without_settings_uses_the_sampling_defaults_the_pipeline_records(tmp_path):
-    pipe = tiny_pipeline()
+    bundle = tiny_pipeline()
     library = {"guidance_scale": 3.0, "temperature": 1.0, "prior_guidance_scale": 1.0}
     library.update(decoder_guidance_scale=3.0, decoder_temperature=1.0)  # unCLIP's decoder
     library.update(num_inference_steps=25, prior_candidates=1)  # the diffusion prior's
-    assert pipe.sampling_defaults == library
-    pipe.sampling_defaults.update(guidance_scale=1.5, temperature=0.5)
+    assert bundle.sampling_defaults == library
+    bundle.sampling_defaults.update(guidance_scale=1.5, temperature=0.5)
     recorded = {**library, "guidance_scale": 1.5, "temperature": 0.5}
-    pipe.save_pretrained(tmp_path)
+    bundle.save_pretrained(tmp_path)
     index = json.loads((tmp_path / "model_index.json").read_text())
     assert index["_t2i_sampling"] == recorded
     loaded = TextToImagePipeline.from_pretrained(tmp_path)
     loaded.set_progress_bar_config(disable=True)
     assert loaded.sampling_defaults == recorded
+    pipe = loaded.route("dalle")
+    assert pipe.sampling_defaults == recorded  # the route takes the bundle's record
     kw = dict(num_images_per_prompt=2, output_type="pt")
-    implicit = loaded("a red circle", generator=gen(0), **kw).images
-    explicit = loaded("a red circle", generator=gen(0), guidance_scale=1.5, temperature=0.5, **kw)
+    implicit = pipe("a red circle", generator=gen(0), **kw).images
+    explicit = pipe("a red circle", generator=gen(0), guidance_scale=1.5, temperature=0.5, **kw)
     assert torch.equal(implicit, explicit.images)
-    drawn = loaded("a red circle", generator=gen(0), guidance_scale=3.0, temperature=1.0, **kw)
+    drawn = pipe("a red circle", generator=gen(0), guidance_scale=3.0, temperature=1.0, **kw)
     assert not torch.equal(implicit, drawn.images)
+
+
+def test_out_settings_is_what_the_call_used_recorded_unless_passed():
+    pipe = tiny_route("dalle")
+    pipe.sampling_defaults.update(guidance_scale=1.5, temperature=0.5)
+    kw = dict(num_images_per_prompt=1, output_type="pt")
+    out = pipe("a red circle", generator=gen(0), **kw)
+    assert out.settings == DALLESampling(guidance_scale=1.5, temperature=0.5)
+    assert out.settings.as_dict() == dict(
+        guidance_scale=1.5, temperature=0.5, top_k=None, top_p=None, rerank=None
+    )
+    passed = pipe("a red circle", generator=gen(0), guidance_scale=2.0, top_k=8, rerank=2, **kw)
+    assert passed.settings == DALLESampling(2.0, 0.5, top_k=8, top_p=None, rerank=2)
+    # the settings reported are the ones sampled with: passing them back draws the same images
+    again = pipe("a red circle", generator=gen(0), **passed.settings.as_dict(), **kw)
+    assert torch.equal(again.images, passed.images) and again.settings == passed.settings
+    with pytest.raises(AttributeError):  # frozen
+        out.settings.guidance_scale = 3.0
+
+
+def test_bundle_routes_are_pipelines_over_the_very_same_components():
+    bundle = tiny_pipeline(unclip=True)
+    assert bundle.routes == ["dalle", "unclip"]
+    dalle, unclip = bundle.route("dalle"), bundle.route("unclip")
+    assert type(dalle) is DALLEPipeline and type(unclip) is UnCLIPPipeline
+    assert set(dalle.components) == {"clip", "image_tokenizer", "prior"}
+    assert set(unclip.components) == {"clip", "image_tokenizer", "diffusion_prior", "decoder"}
+    for pipe in (dalle, unclip):
+        for name, component in pipe.components.items():
+            assert component is getattr(bundle, name), name  # shared, not copied or reloaded
+    with pytest.raises(TypeError):  # the bundle holds components; its routes generate
+        bundle("a red circle")
+    one = tiny_pipeline()
+    assert one.routes == ["dalle"]
+    with pytest.raises(ValueError, match="route='unclip' needs a pipeline with a diffusion_prior"):
+        one.route("unclip")
+    with pytest.raises(ValueError, match="route='dalle3'"):
+        one.route("dalle3")
+
+
+def test_from_pipe_shares_components_carries_the_record_and_names_what_is_missing():
+    bundle = tiny_pipeline(unclip=True)
+    bundle.sampling_defaults.update(guidance_scale=1.5, decoder_temperature=0.5)
+    dalle = DALLEPipeline.from_pipe(bundle)
+    assert dalle.prior is bundle.prior and dalle.clip is bundle.clip
+    assert dalle.sampling_defaults == bundle.sampling_defaults
+    kw = dict(num_images_per_prompt=2, output_type="pt")
+    want = bundle.route("dalle")("a red circle", generator=gen(2), **kw).images
+    assert torch.equal(dalle("a red circle", generator=gen(2), **kw).images, want)
+    # a route from another route: what it lacks is named, or passed in
+    with pytest.raises(
+        ValueError, match="UnCLIPPipeline needs decoder, diffusion_prior, which the DALLEPipeline"
+    ):
+        UnCLIPPipeline.from_pipe(dalle)
+    parts = dict(diffusion_prior=bundle.diffusion_prior, decoder=bundle.decoder)
+    unclip = UnCLIPPipeline.from_pipe(dalle, **parts)
+    assert unclip.clip is bundle.clip and unclip.decoder is bundle.decoder
+    assert unclip.sampling_defaults["decoder_temperature"] == 0.5
+    kw["num_inference_steps"] = 3
+    want = bundle.route("unclip")("a red circle", generator=gen(2), **kw).images
+    assert torch.equal(unclip("a red circle", generator=gen(2), **kw).images, want)
+    # a component passed replaces the pipeline's
+    other = tiny_pipeline("embed").prior
+    assert DALLEPipeline.from_pipe(dalle, prior=other).prior is other
+
+
+def test_a_dalle_pipeline_loads_only_its_components_of_a_bundle(saved_unclip_pipeline):
+    loaded = []
+    load_model = t2i.pipelines.common.load_model
+
+    def spy(path, **kw):
+        loaded.append(path.name)
+        return load_model(path, **kw)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(t2i.pipelines.common, "load_model", spy)
+        pipe = DALLEPipeline.from_pretrained(saved_unclip_pipeline)
+        assert sorted(loaded) == ["clip", "image_tokenizer", "prior"]
+        loaded.clear()
+        unclip = UnCLIPPipeline.from_pretrained(saved_unclip_pipeline)
+        assert sorted(loaded) == ["clip", "decoder", "diffusion_prior", "image_tokenizer"]
+    assert set(pipe.components) == {"clip", "image_tokenizer", "prior"}
+    assert not hasattr(pipe, "decoder") and isinstance(unclip, UnCLIPPipeline)
+    pipe.set_progress_bar_config(disable=True)
+    kw = dict(num_images_per_prompt=2, output_type="pt")
+    want = tiny_route("dalle", unclip=True)("a red circle", generator=gen(4), **kw).images
+    assert torch.equal(pipe("a red circle", generator=gen(4), **kw).images, want)
+
+
+def test_load_pipeline_returns_the_route_asked_for(saved_pipeline, saved_unclip_pipeline, tmp_path):
+    assert type(load_pipeline(saved_pipeline, device="cpu")) is DALLEPipeline  # the default
+    assert type(load_pipeline(saved_unclip_pipeline, "cpu", route="dalle")) is DALLEPipeline
+    unclip = load_pipeline(saved_unclip_pipeline, "cpu", route="unclip")
+    assert type(unclip) is UnCLIPPipeline
+    assert unclip.decoder.dtype == torch.float32 and unclip.device.type == "cpu"
+    with pytest.raises(ValueError, match="route='unclip' needs a pipeline with a diffusion_prior"):
+        load_pipeline(saved_pipeline, "cpu", route="unclip")
+    with pytest.raises(ValueError, match="route='dalle3'"):
+        load_pipeline(saved_pipeline, "cpu", route="dalle3")
+    # a route saved on its own is loaded as itself, and only as its own route
+    tiny_route("dalle").save_pretrained(tmp_path)
+    assert type(load_pipeline(tmp_path, "cpu", route="dalle")) is DALLEPipeline
+    with pytest.raises(ValueError, match="holds a DALLEPipeline only"):
+        load_pipeline(tmp_path, "cpu", route="unclip")
+
+
+def test_a_dalle_route_saved_on_its_own_reloads_with_identical_images(tmp_path):
+    pipe = tiny_route("dalle")
+    pipe.sampling_defaults.update(guidance_scale=2.0, temperature=0.8)
+    pipe.save_pretrained(tmp_path)
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    assert index["_class_name"] == "DALLEPipeline" and index["_t2i_format"] == 1
+    assert {"clip", "image_tokenizer", "prior"} <= index.keys() and "decoder" not in index
+    loaded = DALLEPipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.sampling_defaults["guidance_scale"] == 2.0
+    kw = dict(num_images_per_prompt=3, output_type="pt")
+    out = loaded("a green triangle", generator=gen(7), **kw)
+    assert torch.equal(out.images, pipe("a green triangle", generator=gen(7), **kw).images)
+    assert out.settings == DALLESampling(guidance_scale=2.0, temperature=0.8)
+
+
+def test_the_dalle_route_refuses_a_prior_that_reads_an_image_embedding():
+    bundle = tiny_pipeline(unclip=True)
+    with pytest.raises(ValueError, match="prior reads a CLIP image embedding"):
+        DALLEPipeline(
+            clip=bundle.clip, image_tokenizer=bundle.image_tokenizer, prior=bundle.decoder
+        )
+
+
+def test_a_misspelt_setting_and_prime_rows_without_an_image_are_refused():
+    with pytest.raises(TypeError, match="DALLESampling has no setting 'guidance'"):
+        DALLESampling.resolve({}, guidance=2.0)
+    pipe = tiny_route("dalle")
+    with pytest.raises(ValueError, match="num_prime_rows=2 needs an image"):
+        pipe("a red circle", num_images_per_prompt=1, num_prime_rows=2)
+
+
+def test_a_route_saved_alone_records_only_its_own_settings(tmp_path):
+    pipe = tiny_route("dalle")
+    pipe.save_pretrained(tmp_path / "dalle")
+    index = json.loads((tmp_path / "dalle" / "model_index.json").read_text())
+    assert set(index["_t2i_sampling"]) == {"guidance_scale", "temperature"}

@@ -69,7 +69,9 @@ def make(tmp_path, *, bad=frozenset(), trainer_cls=Trainer, **kw) -> Trainer:
 
 
 def test_loss_goes_down_and_run_writes_its_outputs(tmp_path):
-    result = make(tmp_path, max_steps=60).train()
+    trainer = make(tmp_path, max_steps=60)
+    initial = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    result = trainer.train()
     rows = read_metrics(tmp_path / "run" / "logs" / "metrics.csv")
     assert result.step == 60
     assert [r["step"] for r in rows] == list(range(5, 61, 5))
@@ -79,8 +81,15 @@ def test_loss_goes_down_and_run_writes_its_outputs(tmp_path):
     assert (tmp_path / "run" / "samples" / "pred_0000010.png").is_file()
     assert (result.model_dir / "config.json").is_file()
     assert any(result.model_dir.glob("*.safetensors"))
+    # the saved model is the trained one at the end (no EMA here), not the initial one
     reloaded = Toy.from_pretrained(result.model_dir)
-    assert torch.equal(reloaded.lin.weight, make(tmp_path).model.lin.weight) is False
+    final, saved = trainer.model.state_dict(), reloaded.state_dict()
+    assert saved.keys() == final.keys() == initial.keys()
+    assert all(torch.equal(saved[k], final[k].detach().cpu()) for k in final)
+    assert not any(torch.equal(saved[k], initial[k]) for k in initial)
+    x = Pairs().x
+    with torch.no_grad():
+        assert torch.equal(reloaded.lin(x), trainer.model.lin(x))
     ckpts = list_checkpoints(tmp_path / "run")
     assert [c.name for c in ckpts] == [
         "checkpoint-0000040",
@@ -212,7 +221,7 @@ def test_fp16_on_the_cpu_is_an_error_not_a_silent_fp32_run(tmp_path):
 
 
 def test_auto_precision_follows_what_accelerate_launch_names(monkeypatch):
-    from t2i.training.trainer import resolve_mixed_precision
+    from t2i.training.devices import resolve_mixed_precision
 
     on_cpu = not torch.cuda.is_available()
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")  # what launch sets when told nothing
