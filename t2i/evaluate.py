@@ -55,12 +55,11 @@ from t2i.evaluation.pipelines import (
     route_of,
     variation_agreement,
 )
-from t2i.models import CLIPModel, ImageTokenizer, load_model
+from t2i.models import load_model, load_reader
 from t2i.training.inputs import needs
 
 logger = logging.getLogger("t2i.evaluate")
 
-READER_KINDS = {"tokenizer": ImageTokenizer, "clip": CLIPModel}  # data key -> what it loads
 ROUTE_NAMES = {"dalle": "DALL-E", "unclip": "unCLIP"}
 
 __all__ = [
@@ -95,7 +94,7 @@ def load_readers(model_path: str, model: Any, given: dict[str, str | None]) -> d
             raise FileNotFoundError(
                 f"{model_path} reads {key} outputs; pass --{key} (no run config.yaml names one)"
             )
-        readers[key] = load_model(found, kind=READER_KINDS[key])
+        readers[key] = load_reader(key, found)
     return readers
 
 

@@ -27,7 +27,14 @@ from t2i.data.sets import bad_samples, build_datasets
 from t2i.data.text import CaptionCollator
 from t2i.evaluation import judge_many
 from t2i.finetune import finetune_pipeline
-from t2i.models import MODELS, CLIPModel, ImageTokenizer, build_model, load_model, model_dir
+from t2i.models import (
+    MODELS,
+    READER_KINDS,
+    build_model,
+    load_model,
+    load_reader,
+    model_dir,
+)
 from t2i.training import Trainer, TrainResult, seed_everything
 from t2i.training.inputs import (
     check_readers,
@@ -39,8 +46,6 @@ from t2i.training.inputs import (
 from t2i.training.stages import COMPONENTS
 
 logger = logging.getLogger("t2i.train")
-
-READER_KINDS = {"tokenizer": ImageTokenizer, "clip": CLIPModel}  # data key -> what it loads
 
 
 def initial_model(config: ExperimentConfig, where: str) -> torch.nn.Module:
@@ -85,7 +90,7 @@ def load_readers(config: ExperimentConfig, model: torch.nn.Module, where: str) -
                 f"(a trained {READER_KINDS[key].__name__} run)"
             )
         try:
-            loaded[key] = load_model(path, kind=READER_KINDS[key]).eval().requires_grad_(False)
+            loaded[key] = load_reader(key, path)
         except (FileNotFoundError, ValueError) as err:
             raise ConfigError(f"{where}: data.{key}={path!r}: {err}") from err
     tokenizer = loaded.get("tokenizer")

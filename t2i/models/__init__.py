@@ -80,6 +80,23 @@ def build_model(section: dict[str, Any], check: Any = None) -> T2IModel:
     return cls(**(check(cls.__init__, kwargs) if check else kwargs))
 
 
+READER_KINDS: dict[str, type] = {  # a data key naming a model another reads -> its kind
+    "tokenizer": ImageTokenizer,
+    "clip": CLIPModel,
+}
+
+
+def load_reader(key: str, path: str | Path) -> T2IModel:
+    """The frozen model a data key (`tokenizer`, `clip`) names, in eval mode, checked to be of
+    its kind.
+
+    Args:
+        key: a key of `READER_KINDS`.
+        path: a saved model or run directory.
+    """
+    return load_model(path, kind=READER_KINDS[key]).eval().requires_grad_(False)
+
+
 def model_type(model: T2IModel) -> str:
     """The `model.type` name of a model's class."""
     return next(name for name, cls in MODELS.items() if cls is type(model))
@@ -159,7 +176,9 @@ __all__ = [
     "ImageTokenizer",
     "PixelCNN",
     "T2IModel",
+    "READER_KINDS",
     "build_model",
+    "load_reader",
     "class_of",
     "load_model",
     "model_type",
