@@ -20,6 +20,7 @@ _PIPELINE_NAMES = (
     "TextToImagePipeline",
     "DALLEPipeline",
     "UnCLIPPipeline",
+    "LatentDiffusionPipeline",
     "load_pipeline",
     "PipelineFormatError",
 )

@@ -60,6 +60,11 @@ class DataConfig:
             spatial relation, the caption with the opposite relation as a negative for its
             image (NegCLIP), so that CLIP learns what "left of" means; None: only the batch's
             other captions are negatives.
+        autoencoder: a trained KL autoencoder (saved model or run directory); when set, a
+            latent diffusion denoiser's samples are its scaled latents (`latents`), encoded
+            once and cached in `token_cache`.
+        caption_drop_prob: for models reading CLIP's caption states: the chance a training
+            caption is replaced by the empty one (classifier-free guidance).
     """
 
     dataset: str = "shapes"
@@ -80,6 +85,8 @@ class DataConfig:
     token_cache: str = "runs/token_cache"
     clip: str | None = None
     hard_negatives: str | None = None
+    autoencoder: str | None = None
+    caption_drop_prob: float = 0.0
 
 
 @dataclasses.dataclass

@@ -47,9 +47,7 @@ from t2i.evaluation.models import (
     evaluate_shapes,
 )
 from t2i.evaluation.pipelines import (
-    PIPELINE_SETTINGS,
     ROUTE_SETTINGS,
-    UNCLIP_SETTINGS,
     evaluate_pipeline,
     evaluate_unclip,
     route_of,
@@ -60,7 +58,7 @@ from t2i.training.inputs import needs
 
 logger = logging.getLogger("t2i.evaluate")
 
-ROUTE_NAMES = {"dalle": "DALL-E", "unclip": "unCLIP"}
+ROUTE_NAMES = {"dalle": "DALL-E", "unclip": "unCLIP", "ldm": "latent diffusion"}
 
 __all__ = [
     "ACTIVE_KL",
@@ -115,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--images-per-prompt", type=int, default=4, help="a pipeline's images per test prompt"
     )
-    every = [*PIPELINE_SETTINGS, *UNCLIP_SETTINGS]
+    every = [name for table in ROUTE_SETTINGS.values() for name in table]
     parser.add_argument(
         "--settings",
         nargs="+",

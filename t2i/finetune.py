@@ -80,6 +80,7 @@ def stage_config(
         context_length=clip.config.context_length,
         tokenizer=reads.get("tokenizer"),
         clip=reads.get("clip"),
+        autoencoder=reads.get("autoencoder"),
     )
     return dataclasses.replace(
         config,

@@ -9,6 +9,8 @@ Examples:
     python -m t2i.generate "a green triangle" --model runs/shapes/pipeline --rerank 16
     python -m t2i.generate "a red circle below a cyan square" --init-image in.png --prime-rows 3
     python -m t2i.generate "a small blue square in the top left" --route unclip
+    python -m t2i.generate "a red circle" --route ldm --steps 20 --negative-prompt "a square"
+    python -m t2i.generate "a red circle" --route ldm --init-image in.png --strength 0.6
 """
 
 from __future__ import annotations
@@ -66,14 +68,29 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="draw N candidates per prompt and keep the -n best by CLIP score",
     )
-    p.add_argument("--init-image", help="an image whose top code rows prime the sample")
+    p.add_argument(
+        "--init-image",
+        help="dalle/unclip: an image whose top code rows prime the sample; ldm: the image to "
+        "start from (image-to-image)",
+    )
     p.add_argument("--prime-rows", type=int, default=2, help="code rows kept from --init-image")
     p.add_argument(
+        "--strength",
+        type=float,
+        help="ldm: how far --init-image is noised, 0 (kept) to 1 (default: the pipeline's)",
+    )
+    p.add_argument(
         "--route",
-        choices=("dalle", "unclip"),
+        choices=("dalle", "unclip", "ldm"),
         default="dalle",
         help="dalle: the prior reads the caption; unclip: a diffusion prior draws a CLIP "
-        "image embedding that the decoder reads",
+        "image embedding that the decoder reads; ldm: latent diffusion reading the caption",
+    )
+    p.add_argument("--negative-prompt", help="ldm: what guidance steers away from")
+    p.add_argument(
+        "--sampler",
+        choices=("ddim", "dpm", "euler", "unipc"),
+        help="ldm: the scheduler (default: the pipeline's)",
     )
     p.add_argument(
         "--prior-guidance-scale",
@@ -81,7 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="the diffusion prior's guidance (default: the pipeline's)",
     )
     p.add_argument(
-        "--steps", type=int, help="the diffusion prior's denoising steps (default: the pipeline's)"
+        "--steps",
+        type=int,
+        help="denoising steps of the diffusion prior (ldm: of the denoiser; default: the "
+        "pipeline's)",
     )
     p.add_argument(
         "--prior-candidates",
@@ -158,9 +178,18 @@ def run(args: argparse.Namespace) -> list[Path]:
     device = resolve_device(args.device)
     pipe = load_pipeline(args.model, device=device, route=args.route)
     init = Image.open(args.init_image) if args.init_image else None
-    prime_rows = args.prime_rows if init else 0
-    common = dict(top_k=args.top_k, top_p=args.top_p, rerank=args.rerank)
-    if args.route == "unclip":
+    prime_rows = args.prime_rows if init and args.route != "ldm" else 0
+    common = dict(top_k=args.top_k, top_p=args.top_p, num_prime_rows=prime_rows)
+    if args.route == "ldm":
+        common = {}  # no codes to sample or prime
+        route = dict(
+            guidance_scale=args.guidance_scale,
+            num_inference_steps=args.steps,
+            negative_prompt=args.negative_prompt,
+            sampler=args.sampler,
+            strength=args.strength,
+        )
+    elif args.route == "unclip":
         route = dict(
             decoder_guidance_scale=args.guidance_scale,
             decoder_temperature=args.temperature,
@@ -175,7 +204,7 @@ def run(args: argparse.Namespace) -> list[Path]:
         num_images_per_prompt=args.num_images,
         generator=torch.Generator().manual_seed(args.seed),
         image=init,
-        num_prime_rows=prime_rows,
+        rerank=args.rerank,
         **common,
         **route,
     )
@@ -185,6 +214,7 @@ def run(args: argparse.Namespace) -> list[Path]:
         route=args.route,
         init_image=args.init_image,
         prime_rows=prime_rows,
+        **({"negative_prompt": args.negative_prompt} if args.route == "ldm" else {}),
         **result.settings.as_dict(),  # as the pipeline used them
     )
     return save_images(

@@ -93,14 +93,15 @@ def load_readers(config: ExperimentConfig, model: torch.nn.Module, where: str) -
             loaded[key] = load_reader(key, path)
         except (FileNotFoundError, ValueError) as err:
             raise ConfigError(f"{where}: data.{key}={path!r}: {err}") from err
-    tokenizer = loaded.get("tokenizer")
-    if tokenizer is not None and tokenizer.config.image_size != config.data.image_size:
-        raise ConfigError(
-            f"{where}: data.image_size={config.data.image_size} but the tokenizer was trained "
-            f"on {tokenizer.config.image_size} pixel images"
-        )
+    for key in ("tokenizer", "autoencoder"):  # they encode the data's images
+        size = loaded[key].config.image_size if key in loaded else config.data.image_size
+        if size != config.data.image_size:
+            raise ConfigError(
+                f"{where}: data.image_size={config.data.image_size} but the {key} was trained "
+                f"on {size} pixel images"
+            )
     try:
-        check_readers(model.config, model.reads, tokenizer, loaded.get("clip"))
+        check_readers(model.config, model.reads, **loaded)
     except ValueError as err:
         raise ConfigError(f"{where}: {err}") from err
     return loaded

@@ -44,7 +44,13 @@ UNCLIP_SETTINGS: dict[str, dict[str, Any]] = {  # the unCLIP route, when a pipel
     "unclip_defaults": {},  # the recorded settings, decoder's and prior's
     "unclip_defaults_rerank": dict(rerank=4),
 }
-ROUTE_SETTINGS = {"dalle": PIPELINE_SETTINGS, "unclip": UNCLIP_SETTINGS}
+LDM_SETTINGS: dict[str, dict[str, Any]] = {  # the latent diffusion route, when it is there
+    "ldm_plain": dict(guidance_scale=1.0),
+    "ldm_defaults": {},  # the recorded guidance, steps and sampler
+    "ldm_defaults_rerank": dict(rerank=4),
+    **{f"ldm_steps_{n}": dict(num_inference_steps=n) for n in (5, 10, 20, 50)},
+}
+ROUTE_SETTINGS = {"dalle": PIPELINE_SETTINGS, "unclip": UNCLIP_SETTINGS, "ldm": LDM_SETTINGS}
 
 
 def route_of(setting: str) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from t2i.models.autoencoder_kl import KLAutoencoder
 from t2i.models.base import T2IModel
 from t2i.models.clip import CLIPModel, clip_score, rerank
 from t2i.models.cvae import CVAE
@@ -18,6 +19,7 @@ from t2i.models.diffusion_decoder import DiffusionDecoder
 from t2i.models.diffusion_prior import DiffusionPrior
 from t2i.models.dvae import DiscreteVAE
 from t2i.models.gumbel import CategoricalVAE
+from t2i.models.latent_diffusion import LatentDenoiser
 from t2i.models.pixelcnn import HierarchicalPixelCNN, PixelCNN
 from t2i.models.prior import DALLEPrior
 from t2i.models.tokenizer import ImageTokenizer
@@ -37,6 +39,8 @@ MODELS: dict[str, type[T2IModel]] = {
     "dalle_prior": DALLEPrior,
     "diffusion_prior": DiffusionPrior,
     "diffusion_decoder": DiffusionDecoder,
+    "autoencoder_kl": KLAutoencoder,
+    "latent_diffusion": LatentDenoiser,
 }
 
 # Named sizes, as DiT / minGPT name theirs: `model: {type: dalle_prior, preset: prior-tiny}`
@@ -83,6 +87,7 @@ def build_model(section: dict[str, Any], check: Any = None) -> T2IModel:
 READER_KINDS: dict[str, type] = {  # a data key naming a model another reads -> its kind
     "tokenizer": ImageTokenizer,
     "clip": CLIPModel,
+    "autoencoder": KLAutoencoder,
 }
 
 
@@ -165,6 +170,8 @@ __all__ = [
     "DALLEPrior",
     "DiffusionDecoder",
     "DiffusionPrior",
+    "KLAutoencoder",
+    "LatentDenoiser",
     "MODELS",
     "PRESETS",
     "VAE",

@@ -154,18 +154,19 @@ class CLIPModel(T2IModel):
             return open_clip.tokenizer.SimpleTokenizer(context_length=length)
         return open_clip.get_tokenizer(name, context_length=length)
 
-    def tokenize(self, texts: str | Sequence[str]) -> Tensor:
+    def tokenize(self, texts: str | Sequence[str], allow_empty: bool = False) -> Tensor:
         """Token ids (B, context_length) for prompts; warns about what truncation cuts off.
 
         Args:
             texts: one prompt or a list of prompts.
+            allow_empty: accept "" (the unconditional caption of classifier-free guidance).
 
         Raises:
-            ValueError: for an empty (or blank) prompt.
+            ValueError: for an empty (or blank) prompt, unless `allow_empty`.
         """
         texts = [texts] if isinstance(texts, str) else list(texts)
         for i, text in enumerate(texts):
-            if not text or not text.strip():
+            if not allow_empty and (not text or not text.strip()):
                 raise ValueError(f"prompt {i} is empty; give a caption to condition on")
         ids = self.tokenizer(texts)
         self._warn_truncated(texts, ids)

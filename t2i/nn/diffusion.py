@@ -6,11 +6,21 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+from diffusers import (
+    DDIMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    UniPCMultistepScheduler,
+)
 from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor
 
-SAMPLERS = {"ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler}
+SAMPLERS = {  # diffusers' schedulers by the names configs and command lines use
+    "ddim": DDIMScheduler,
+    "dpm": DPMSolverMultistepScheduler,  # DPM-Solver++ (multistep)
+    "euler": EulerDiscreteScheduler,
+    "unipc": UniPCMultistepScheduler,
+}
 
 
 def check_sampler(sampler: str) -> None:
@@ -26,8 +36,11 @@ def guided_denoise(
     guidance_scale: float,
     num_inference_steps: int,
     sampler: str,
-    generator: torch.Generator | None,
+    generator: torch.Generator | list[torch.Generator] | None,
     device: torch.device,
+    init: Tensor | None = None,
+    strength: float = 1.0,
+    callback: Callable[[int, Tensor, Tensor], None] | None = None,
 ) -> Tensor:
     """Noise (float32, from `generator`) -> a clean sample of `shape` in `num_inference_steps`.
 
@@ -40,22 +53,43 @@ def guided_denoise(
         shape: the sample's shape, (B, ...).
         guidance_scale: classifier-free guidance s; 1 runs the conditional rows alone.
         num_inference_steps: denoising steps.
-        sampler: "ddim" (eta 0: deterministic given the first noise) or "dpm" (DPM-Solver++).
-        generator: the source of the starting noise.
+        sampler: a key of `SAMPLERS`: "ddim" (eta 0: deterministic given the first noise),
+            "dpm" (DPM-Solver++), "euler" or "unipc".
+        generator: the source of the starting noise (one per row, or one for all).
         device: where the sample lives.
+        init: start from this clean sample noised to `strength` (SDEdit, Meng et al. 2022)
+            instead of from pure noise; None: pure noise.
+        strength: the share of the schedule `init` is noised to and denoised from (0: init
+            as it is, 1: the full schedule).
+        callback: called as f(step, timestep, x) after each step.
     """
     check_sampler(sampler)
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"strength={strength} must be in [0, 1]")
     scheduler = SAMPLERS[sampler].from_config(scheduler_config)
     scheduler.set_timesteps(num_inference_steps, device=device)
     guided = guidance_scale != 1.0
+    timesteps = scheduler.timesteps
     x = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
-    x = x * scheduler.init_noise_sigma
-    for t in scheduler.timesteps:
+    if init is None:
+        x = x * scheduler.init_noise_sigma
+    else:
+        skip = min(int(round(num_inference_steps * (1.0 - strength))), num_inference_steps)
+        timesteps = timesteps[skip * scheduler.order :]
+        if len(timesteps) == 0:
+            return init.float()
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(skip * scheduler.order)
+        x = scheduler.add_noise(init.float(), x, timesteps[:1].repeat(shape[0]))
+    for i, t in enumerate(timesteps):
         inp = torch.cat([x, x]) if guided else x
+        inp = scheduler.scale_model_input(inp, t)
         steps = torch.full((inp.shape[0],), int(t), device=device, dtype=torch.long)
         pred = predict(inp, steps).float()
         if guided:
             cond, uncond = pred.chunk(2)
             pred = uncond + guidance_scale * (cond - uncond)
         x = scheduler.step(pred, t, x).prev_sample
+        if callback is not None:
+            callback(i, t, x)
     return x

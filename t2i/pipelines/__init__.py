@@ -1,7 +1,7 @@
 """Pipelines: the routes from a prompt to images, one file per route, assembled from t2i's
-trained models: `DALLEPipeline` (dalle.py), `UnCLIPPipeline` (unclip.py); the saved bundle
-of several routes' components, `TextToImagePipeline` (bundle.py); what they share
-(common.py)."""
+trained models: `DALLEPipeline` (dalle.py), `UnCLIPPipeline` (unclip.py),
+`LatentDiffusionPipeline` (ldm.py); the saved bundle of several routes' components,
+`TextToImagePipeline` (bundle.py); what they share (common.py)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from t2i.pipelines.common import (
     saved_components,
 )
 from t2i.pipelines.dalle import DALLEPipeline, DALLESampling
+from t2i.pipelines.ldm import LatentDiffusionPipeline, LDMSampling
 from t2i.pipelines.unclip import UnCLIPPipeline, UnCLIPSampling
 
 DEFAULT_PIPELINE = Path(__file__).resolve().parent.parent / "assets" / "default"
@@ -39,7 +40,7 @@ def load_pipeline(
         path: a directory a pipeline's `save_pretrained` wrote (None: the default, trained
             on the shapes world by scripts/build_default.py).
         device: where to run it ("cpu", "cuda"; None: CUDA when present).
-        route: "dalle" or "unclip", of a bundle (`TextToImagePipeline`); a saved route
+        route: "dalle", "unclip" or "ldm", of a bundle (`TextToImagePipeline`); a saved route
             pipeline must be of this route.
     """
     if path is None and not (DEFAULT_PIPELINE / "model_index.json").is_file():
@@ -66,6 +67,8 @@ __all__ = [
     "CodeSampling",
     "DALLEPipeline",
     "DALLESampling",
+    "LDMSampling",
+    "LatentDiffusionPipeline",
     "PipelineFormatError",
     "SamplingSettings",
     "T2IPipeline",

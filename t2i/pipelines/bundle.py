@@ -11,12 +11,33 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from t2i.models import CLIPModel, DALLEPrior, DiffusionDecoder, DiffusionPrior, ImageTokenizer
+from diffusers import SchedulerMixin
+
+from t2i.models import (
+    CLIPModel,
+    DALLEPrior,
+    DiffusionDecoder,
+    DiffusionPrior,
+    ImageTokenizer,
+    KLAutoencoder,
+    LatentDenoiser,
+)
 from t2i.pipelines.common import T2IPipeline
 from t2i.pipelines.dalle import DALLEPipeline, DALLESampling, check_prior
+from t2i.pipelines.ldm import LatentDiffusionPipeline, LDMSampling, check_denoiser
 from t2i.pipelines.unclip import UnCLIPPipeline, UnCLIPSampling, check_decoder
 
-ROUTES: dict[str, type[T2IPipeline]] = {"dalle": DALLEPipeline, "unclip": UnCLIPPipeline}
+ROUTES: dict[str, type[T2IPipeline]] = {
+    "dalle": DALLEPipeline,
+    "unclip": UnCLIPPipeline,
+    "ldm": LatentDiffusionPipeline,
+}
+NAMES = {"dalle": "DALL-E", "unclip": "unCLIP", "ldm": "latent diffusion"}
+NEEDS = {  # the optional components a route needs, beyond CLIP (and the DALL-E prior)
+    "dalle": (),
+    "unclip": ("diffusion_prior", "decoder"),
+    "ldm": ("vae", "unet", "scheduler"),
+}
 
 
 class TextToImagePipeline(T2IPipeline):
@@ -28,10 +49,19 @@ class TextToImagePipeline(T2IPipeline):
         prior: the DALL-E route's `DALLEPrior`.
         diffusion_prior: the unCLIP route's `DiffusionPrior` (with `decoder`, or neither).
         decoder: the unCLIP route's decoder.
+        vae: the latent diffusion route's `KLAutoencoder` (with `unet` and `scheduler`).
+        unet: its `LatentDenoiser`.
+        scheduler: its diffusers scheduler.
     """
 
-    _optional_components: ClassVar[list[str]] = ["diffusion_prior", "decoder"]
-    settings_classes = (DALLESampling, UnCLIPSampling)
+    _optional_components: ClassVar[list[str]] = [
+        "diffusion_prior",
+        "decoder",
+        "vae",
+        "unet",
+        "scheduler",
+    ]
+    settings_classes = (DALLESampling, UnCLIPSampling, LDMSampling)
 
     def __init__(
         self,
@@ -40,26 +70,34 @@ class TextToImagePipeline(T2IPipeline):
         prior: DALLEPrior,
         diffusion_prior: DiffusionPrior | None = None,
         decoder: DALLEPrior | DiffusionDecoder | None = None,
+        vae: KLAutoencoder | None = None,
+        unet: LatentDenoiser | None = None,
+        scheduler: SchedulerMixin | None = None,
     ):
         super().__init__()
-        if (diffusion_prior is None) != (decoder is None):
-            raise ValueError("the unCLIP route needs both a diffusion_prior and a decoder")
+        optional = dict(
+            diffusion_prior=diffusion_prior,
+            decoder=decoder,
+            vae=vae,
+            unet=unet,
+            scheduler=scheduler,
+        )
+        for route, names in NEEDS.items():
+            given = [n for n in names if optional[n] is not None]
+            if given and len(given) != len(names):
+                raise ValueError(f"the {route} route needs {' and '.join(names)}, or none of them")
         check_prior(prior)
         if decoder is not None:
             check_decoder(decoder)
-        self.register_modules(
-            clip=clip,
-            image_tokenizer=image_tokenizer,
-            prior=prior,
-            diffusion_prior=diffusion_prior,
-            decoder=decoder,
-        )
+        if unet is not None:
+            check_denoiser(unet)
+        self.register_modules(clip=clip, image_tokenizer=image_tokenizer, prior=prior, **optional)
         self._init_defaults()
 
     @property
     def routes(self) -> list[str]:
         """The routes this bundle holds the components of."""
-        return ["dalle", *(["unclip"] if self.decoder is not None else [])]
+        return [r for r, names in NEEDS.items() if all(getattr(self, n) is not None for n in names)]
 
     def route(self, name: str) -> T2IPipeline:
         """The route's pipeline over this bundle's components (shared, not reloaded).
@@ -70,8 +108,9 @@ class TextToImagePipeline(T2IPipeline):
         if name not in ROUTES:
             raise ValueError(f"route={name!r}: use one of {tuple(ROUTES)}")
         if name not in self.routes:
+            have = ", ".join(NAMES[r] for r in self.routes)
             raise ValueError(
-                f"route={name!r} needs a pipeline with a diffusion_prior and a decoder; this "
-                "one has the DALL-E route only"
+                f"route={name!r} needs a pipeline with a {' and a '.join(NEEDS[name])}; this one "
+                f"has the {have} route{' only' if len(self.routes) == 1 else 's'}"
             )
         return ROUTES[name].from_pipe(self)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import diffusers
 import numpy as np
 import torch
 from diffusers import DiffusionPipeline
@@ -29,7 +30,12 @@ from t2i.models import clip_score, load_model
 
 FORMAT = 1  # bump when a saved pipeline's layout changes incompatibly
 OUTPUT_TYPES = ("pil", "np", "pt")
-PIPELINE_CLASSES = ("TextToImagePipeline", "DALLEPipeline", "UnCLIPPipeline")  # saved by t2i
+PIPELINE_CLASSES = (  # saved by t2i
+    "TextToImagePipeline",
+    "DALLEPipeline",
+    "UnCLIPPipeline",
+    "LatentDiffusionPipeline",
+)
 
 
 class PipelineFormatError(ValueError):
@@ -42,6 +48,7 @@ class SamplingSettings:
     records (a call that leaves one None gets the recorded value, else the field's default)."""
 
     RECORDED: ClassVar[tuple[str, ...]] = ()
+    PREFIX: ClassVar[str] = ""  # recorded as PREFIX + name (routes whose names would clash)
 
     @classmethod
     def resolve(cls, recorded: dict[str, Any], **given: Any) -> SamplingSettings:
@@ -62,14 +69,15 @@ class SamplingSettings:
         for field in dataclasses.fields(cls):
             value = given.get(field.name)
             if value is None and field.name in cls.RECORDED:
-                value = recorded.get(field.name)
+                value = recorded.get(cls.PREFIX + field.name)
             values[field.name] = field.default if value is None else value
         return cls(**values)
 
     @classmethod
     def library_defaults(cls) -> dict[str, Any]:
         """The recorded fields' defaults: what a pipeline records unless its builder says."""
-        return {f.name: f.default for f in dataclasses.fields(cls) if f.name in cls.RECORDED}
+        fields = dataclasses.fields(cls)
+        return {cls.PREFIX + f.name: f.default for f in fields if f.name in cls.RECORDED}
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as plain values (for PNG metadata and JSON)."""
@@ -125,7 +133,7 @@ class T2IPipeline(DiffusionPipeline):
 
     def recorded_settings(self) -> dict[str, Any]:
         """What a save records: the sampling defaults of this pipeline's own routes."""
-        own = {name for settings in self.settings_classes for name in settings.RECORDED}
+        own = {s.PREFIX + name for s in self.settings_classes for name in s.RECORDED}
         return {k: v for k, v in self.sampling_defaults.items() if k in own}
 
     @classmethod
@@ -176,9 +184,7 @@ class T2IPipeline(DiffusionPipeline):
         for name in cls.component_names():
             if name not in saved and name in cls._optional_components:
                 continue
-            if name not in saved or not (path / name / "config.json").is_file():
-                raise FileNotFoundError(f"{path}: component {name!r} missing ({path / name})")
-            components[name] = load_model(path / name, torch_dtype=torch_dtype).eval()
+            components[name] = load_component(path, name, index, torch_dtype)
         pipe = cls(**components)
         pipe.sampling_defaults.update(index.get("_t2i_sampling") or {})
         return pipe
@@ -295,6 +301,26 @@ class T2IPipeline(DiffusionPipeline):
         images = to_output(images, output_type)
         self.maybe_free_model_hooks()
         return T2IPipelineOutput(images=images, settings=settings) if return_dict else (images,)
+
+
+def load_component(
+    path: Path, name: str, index: dict, torch_dtype: torch.dtype | None = None
+) -> Any:
+    """One saved component: a diffusers scheduler by the class its index entry names, or a
+    t2i model (by its config.json), in eval mode.
+
+    Raises:
+        FileNotFoundError: the component is not saved there.
+    """
+    library, class_name = (index.get(name) or [None, None])[:2]
+    folder = path / name
+    if library == "diffusers" and class_name.endswith("Scheduler"):
+        if not (folder / "scheduler_config.json").is_file():
+            raise FileNotFoundError(f"{path}: component {name!r} missing ({folder})")
+        return getattr(diffusers, class_name).from_pretrained(str(folder))
+    if library is None or not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: component {name!r} missing ({folder})")
+    return load_model(folder, torch_dtype=torch_dtype).eval()
 
 
 def prompt_list(prompt: str | Sequence[str]) -> list[str]:

@@ -6,7 +6,11 @@
 - `text_states`, `text_embeds`: a frozen CLIP's caption token states and pooled text embedding,
   from one text-tower pass per batch (`data.clip`);
 - `image_embeds`: the same CLIP's image embedding: cached beside the codes, cached alone for a
-  model that reads no image, or computed per batch for a model that reads the pixels.
+  model that reads no image, or computed per batch for a model that reads the pixels;
+- `latents`: a KL autoencoder's scaled latents (posterior means), encoded once and cached
+  (`data.autoencoder`).
+Captions dropped for classifier-free guidance (`data.caption_drop_prob`) are replaced by the
+empty caption before CLIP reads them.
 
 It knows no model family: the readers (a tokenizer, a CLIP) are passed in, used through their
 methods (`encode`, `decode`, `text_features`, `encode_image`) and checked against the reading
@@ -35,6 +39,7 @@ PROVIDERS = {  # a prepared input -> the data key naming the trained model that 
     "text_states": "clip",
     "text_embeds": "clip",
     "image_embeds": "clip",
+    "latents": "autoencoder",
 }
 CAPTION_INPUTS = frozenset({"input_ids", "text_states", "text_embeds"})  # read the caption
 CONDITIONS = CAPTION_INPUTS | {"image_embeds"}  # what makes a model's samples conditional
@@ -53,11 +58,15 @@ def reads_caption(reads: frozenset[str]) -> bool:
 def samples_are_judged(reads: frozenset[str]) -> bool:
     """Whether a model's samples are images drawn for a batch's own captions or images (so
     the shapes judge can score them against the batch's specs)."""
-    return bool(reads & CONDITIONS) and bool(reads & {"image_tokens", "pixel_values"})
+    return bool(reads & CONDITIONS) and bool(reads & {"image_tokens", "pixel_values", "latents"})
 
 
 def check_readers(
-    config: Any, reads: frozenset[str], tokenizer: Any = None, clip: Any = None
+    config: Any,
+    reads: frozenset[str],
+    tokenizer: Any = None,
+    clip: Any = None,
+    autoencoder: Any = None,
 ) -> None:
     """Raise a ValueError naming the model key whose value differs from its reader's.
 
@@ -66,6 +75,7 @@ def check_readers(
         reads: its declared inputs.
         tokenizer: the image tokenizer preparing `image_tokens` (or None).
         clip: the CLIP preparing the CLIP inputs (or None).
+        autoencoder: the KL autoencoder preparing `latents` (or None).
     """
     checks = []
     if "image_tokens" in reads:
@@ -74,6 +84,12 @@ def check_readers(
         checks += [
             ("num_tokens", tokenizer.num_tokens, owner),
             (grid_key, tokenizer.grid_size, owner),
+        ]
+    if "latents" in reads:
+        owner = "the autoencoder at data.autoencoder"
+        checks += [
+            ("latent_channels", autoencoder.config.latent_channels, owner),
+            ("latent_size", autoencoder.latent_size, owner),
         ]
     if "text_states" in reads:
         checks += [
@@ -100,7 +116,8 @@ class PreparedData:
         train_set: the training samples.
         val_set: the held-back samples (sample grids, evaluation).
         batch_transform: applied to each collated batch on the device (CLIP states, ...).
-        decode_tokens: code grids -> images, for sample grids of a model over codes.
+        decode_tokens: code grids or latents -> images, for sample grids of a model over
+            a tokenizer's codes or an autoencoder's latents.
     """
 
     train_set: Dataset
@@ -116,7 +133,9 @@ def prepare(
     cache_dir: str,
     tokenizer: Any = None,
     clip: Any = None,
+    autoencoder: Any = None,
     sources: dict[str, str] | None = None,
+    caption_drop_prob: float = 0.0,
 ) -> PreparedData:
     """The data sets and batch transform that give a model what it reads.
 
@@ -127,7 +146,10 @@ def prepare(
         cache_dir: the folder of cached codes and embeddings.
         tokenizer: the frozen image tokenizer (when `image_tokens` is read).
         clip: the frozen CLIP (when a CLIP input is read).
+        autoencoder: the frozen KL autoencoder (when `latents` are read).
         sources: data key -> the path a reader was loaded from (names cache entries).
+        caption_drop_prob: the chance a training caption is replaced by the empty one
+            before CLIP reads it (classifier-free guidance; the validation set keeps all).
     """
     sources = sources or {}
     sets = [train_set, val_set]
@@ -141,8 +163,12 @@ def prepare(
         sets = [embedding_dataset(clip, s, cache_dir, sources) for s in sets]
     elif "image_embeds" in reads:  # the model reads the pixels too: embed them per batch
         transforms.append(image_embeds_transform(clip))
+    if "latents" in reads:  # scaled latents, cached
+        sets = [latent_dataset(autoencoder, s, cache_dir, sources) for s in sets]
+        decode = autoencoder_decoder(autoencoder)
     if "text_states" in reads:
-        transforms.append(clip_text_states(clip, embeds="text_embeds" in reads))
+        embeds = "text_embeds" in reads
+        transforms.append(clip_text_states(clip, embeds=embeds, drop_prob=caption_drop_prob))
     return PreparedData(*sets, batch_transform=_compose(transforms), decode_tokens=decode)
 
 
@@ -208,13 +234,21 @@ def embedding_dataset(
     return TokenDataset(cached_tokens(cache_dir, key, source, build))
 
 
-def clip_text_states(clip: Any, embeds: bool = False) -> Callable[[dict], dict]:
+def clip_text_states(
+    clip: Any, embeds: bool = False, drop_prob: float = 0.0
+) -> Callable[[dict], dict]:
     """A batch transform adding the frozen CLIP token states (`text_states`) of `input_ids`,
-    and with `embeds` their pooled text embeddings (`text_embeds`) from the same pass."""
+    and with `embeds` their pooled text embeddings (`text_embeds`) from the same pass; in
+    training, each caption is replaced by the empty one with probability `drop_prob`."""
 
     def transform(batch: dict) -> dict:
-        clip.to(batch["input_ids"].device)
-        features = clip.text_features(batch["input_ids"])
+        ids = batch["input_ids"]
+        clip.to(ids.device)
+        if drop_prob and torch.is_grad_enabled():  # a training step (grids, eval: no_grad)
+            drop = torch.rand(ids.shape[0], device=ids.device) < drop_prob
+            empty = clip.tokenize([""], allow_empty=True).to(ids.device).expand_as(ids)
+            ids = torch.where(drop[:, None], empty, ids)
+        features = clip.text_features(ids)
         out = {**batch, "text_states": features.states}
         if embeds:
             out["text_embeds"] = features.embeds
@@ -241,6 +275,36 @@ def image_embeds_transform(clip: Any) -> Callable[[dict], dict]:
         return {**batch, "image_embeds": embed(batch)}
 
     return transform
+
+
+def latent_dataset(
+    autoencoder: Any, dataset: Any, cache_dir: str, sources: dict[str, str]
+) -> TokenDataset:
+    """A data set's scaled autoencoder latents (`latents`) beside its captions, from the cache
+    (encoded on a miss; a changed autoencoder is a new key)."""
+    key = fingerprint(
+        autoencoder.state_dict().items(),
+        model_description(autoencoder),
+        dataset.description,
+        "latents",
+    )
+    source = f"{sources.get('autoencoder')} {dataset.description} latents"
+    extras = {"latents": lambda batch: autoencoder.encode(batch["pixel_values"])}
+
+    def build():
+        autoencoder.to(_device())
+        return encode_dataset(dataset, None, device=_device(), extras=extras)
+
+    return TokenDataset(cached_tokens(cache_dir, key, source, build))
+
+
+def autoencoder_decoder(autoencoder: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Latents (on any device) -> images, for the trainer's sample grids."""
+
+    def decode(latents: torch.Tensor) -> torch.Tensor:
+        return autoencoder.to(latents.device).decode(latents)
+
+    return decode
 
 
 def token_decoder(tokenizer: Any) -> Callable[[Any], torch.Tensor]:

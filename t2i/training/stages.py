@@ -8,8 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-COMPONENTS = ("image_tokenizer", "clip", "prior", "diffusion_prior", "decoder")  # train order
-PREPARED_BY = {"tokenizer": "image_tokenizer", "clip": "clip"}  # data key -> component
+COMPONENTS = (  # in training order
+    "image_tokenizer",
+    "clip",
+    "prior",
+    "diffusion_prior",
+    "decoder",
+    "vae",  # the latent diffusion route's autoencoder
+    "unet",  # ... and its denoiser
+)
+PREPARED_BY = {  # data key -> the component whose model it names
+    "tokenizer": "image_tokenizer",
+    "clip": "clip",
+    "autoencoder": "vae",
+}
 
 
 def readers(stages: Sequence[tuple[str, str]], index: int, keys: Iterable[str]) -> dict[str, str]:

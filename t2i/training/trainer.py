@@ -83,8 +83,9 @@ class Trainer:
         collate_fn: builds a batch dict from a list of samples.
         sample_dataset: samples for the periodic image grids (the first `num_samples`).
         num_workers: DataLoader worker processes.
-        decode_tokens: turns what `log_images` gives that is not a float image batch (code
-            grids from a prior over a tokenizer's codes) into images (N, 3, H, W) in [-1, 1].
+        decode_tokens: turns everything `log_images` gives (code grids of a prior over a
+            tokenizer's codes, or an autoencoder's latents) into images (N, 3, H, W) in
+            [-1, 1]; None: `log_images` gives images.
         batch_transform: adds to each batch, on its device and without gradients, what a
             frozen model computes from it (a prior's CLIP text states).
         score_samples: scores the sample grid's "samples" images against their batch (the
@@ -355,13 +356,11 @@ class Trainer:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("".join(f"{i}: {c}\n" for i, c in enumerate(batch["caption"])))
         for name, x in images.items():
-            if not (torch.is_tensor(x) and x.is_floating_point()):
-                if self.decode_tokens is None:
-                    raise TypeError(
-                        f"log_images()[{name!r}] is not an image batch; pass decode_tokens"
-                    )
+            if self.decode_tokens is not None:  # codes or latents, not pixels
                 with acc.autocast():
                     x = self.decode_tokens(x)
+            elif not (torch.is_tensor(x) and x.is_floating_point()):
+                raise TypeError(f"log_images()[{name!r}] is not an image batch; pass decode_tokens")
             path = self.out / "samples" / f"{name}_{self.step:07d}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             x = (x.float().clamp(-1, 1) + 1) / 2

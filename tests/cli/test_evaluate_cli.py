@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from t2i import evaluate
-from t2i.evaluation.pipelines import another_image, pipeline_prompt_sets
+from t2i.evaluation.pipelines import ROUTE_SETTINGS, another_image, pipeline_prompt_sets
 from t2i.models import CVAE, VAE, load_model
 
 
@@ -79,7 +79,7 @@ def test_a_pipeline_is_scored_per_setting_and_prompt_set(saved_pipeline, tmp_pat
     # --settings scores only the named ones; an unCLIP setting needs the route
     argv += ["--settings", "defaults"]
     assert evaluate.main(argv) == 0
-    assert {"defaults"} == set(json.loads(out.read_text())) & set(evaluate.PIPELINE_SETTINGS)
+    assert {"defaults"} == set(json.loads(out.read_text())) & set(ROUTE_SETTINGS["dalle"])
     assert evaluate.main([*argv, "unclip_plain"]) == 2
     assert "has no unCLIP route" in capsys.readouterr().err
     # the held-out prompts name a held-out combination

@@ -1,0 +1,198 @@
+"""The latent diffusion denoiser: a U-Net over an autoencoder's latents reading the caption's
+CLIP token states by cross-attention at every resolution.
+
+Rombach et al. 2022 (LDM), section 3.3: the denoiser eps_theta(z_t, t, tau(y)) attends to the
+text encoder's per-token states in each transformer block (`encoder_hidden_states` of
+diffusers' `UNet2DConditionModel`), so the caption reaches every resolution, unlike a
+condition added to the timestep embedding. Training is diffusers' `train_text_to_image.py`:
+DDPM noising, the noise (or the velocity v, Salimans & Ho 2022) as the target, an optional
+noise offset (the mean of each latent channel perturbed too, so the model can shift overall
+brightness) and min-SNR-gamma loss weighting (Hang et al. 2023, eq. 6). Captions dropped for
+classifier-free guidance are replaced by the empty caption (`data.caption_drop_prob`), so
+the unconditional branch at sampling is the CLIP states of "" (or of a negative prompt).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler, UNet2DConditionModel
+from diffusers.configuration_utils import register_to_config
+from diffusers.training_utils import compute_snr
+from torch import Tensor
+
+from t2i.models.base import T2IModel
+from t2i.nn.diffusion import guided_denoise
+
+PREDICTIONS = ("epsilon", "v_prediction")
+
+
+class LatentDenoiser(T2IModel):
+    """A text-conditioned U-Net denoiser over latent grids.
+
+    Args:
+        latent_channels: channels of the autoencoder's latents.
+        latent_size: side of the latent grid.
+        block_out_channels: the U-Net's channels per resolution (one halving between).
+        cross_attention_levels: which resolutions read the caption, one bool per level.
+        layers_per_block: residual blocks per resolution.
+        attention_head_dim: channels per attention head.
+        norm_num_groups: GroupNorm groups (divides every channel count).
+        clip_width: width of the CLIP token states (`cross_attention_dim`).
+        context_length: caption length in tokens (CLIP's).
+        num_train_timesteps: steps of the training (DDPM) schedule.
+        beta_schedule: a diffusers beta schedule.
+        prediction_type: "epsilon" (the noise) or "v_prediction".
+        noise_offset: std of the per-channel offset added to the training noise (0: none).
+        snr_gamma: min-SNR-gamma loss weighting (None: the plain MSE).
+    """
+
+    READS = frozenset({"latents", "text_states"})
+
+    @register_to_config
+    def __init__(
+        self,
+        latent_channels: int = 4,
+        latent_size: int = 8,
+        block_out_channels: Sequence[int] = (64, 128),
+        cross_attention_levels: Sequence[bool] = (True, True),
+        layers_per_block: int = 1,
+        attention_head_dim: int = 32,
+        norm_num_groups: int = 32,
+        clip_width: int = 128,
+        context_length: int = 32,
+        num_train_timesteps: int = 1000,
+        beta_schedule: str = "squaredcos_cap_v2",
+        prediction_type: str = "epsilon",
+        noise_offset: float = 0.0,
+        snr_gamma: float | None = None,
+    ) -> None:
+        super().__init__()
+        if len(cross_attention_levels) != len(block_out_channels):
+            raise ValueError(
+                f"cross_attention_levels={list(cross_attention_levels)} needs one bool per "
+                f"level of block_out_channels={list(block_out_channels)}"
+            )
+        if prediction_type not in PREDICTIONS:
+            raise ValueError(f"prediction_type={prediction_type!r}: use one of {PREDICTIONS}")
+        levels = list(cross_attention_levels)
+        self.unet = UNet2DConditionModel(
+            sample_size=latent_size,
+            in_channels=latent_channels,
+            out_channels=latent_channels,
+            block_out_channels=tuple(block_out_channels),
+            down_block_types=tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in levels),
+            up_block_types=tuple(
+                "CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(levels)
+            ),
+            layers_per_block=layers_per_block,
+            attention_head_dim=attention_head_dim,
+            norm_num_groups=norm_num_groups,
+            cross_attention_dim=clip_width,
+        )
+        self.scheduler = DDPMScheduler(
+            num_train_timesteps=num_train_timesteps,
+            beta_schedule=beta_schedule,
+            prediction_type=prediction_type,
+        )
+
+    def forward(self, latents: Tensor, timesteps: Tensor, text_states: Tensor) -> Tensor:
+        """The prediction (noise or velocity) for noisy latents (B, C, h, w) at timesteps (B,),
+        reading the caption states (B, L, clip_width)."""
+        states = text_states.to(self.unet.dtype)
+        return self.unet(
+            latents.to(self.unet.dtype), timesteps, encoder_hidden_states=states
+        ).sample
+
+    def training_losses(self, batch: dict) -> dict[str, Tensor]:
+        """The denoising loss on a batch of latents and caption states.
+
+        Args:
+            batch: `latents` (B, C, h, w), scaled to unit variance; `text_states` (B, L, W).
+        """
+        x0 = batch["latents"].float()
+        noise = torch.randn_like(x0)
+        if self.config.noise_offset:
+            noise = noise + self.config.noise_offset * torch.randn(
+                x0.shape[0], x0.shape[1], 1, 1, device=x0.device
+            )
+        t = torch.randint(0, self.config.num_train_timesteps, (x0.shape[0],), device=x0.device)
+        noisy = self.scheduler.add_noise(x0, noise, t)
+        if self.config.prediction_type == "epsilon":
+            target = noise
+        else:
+            target = self.scheduler.get_velocity(x0, noise, t)
+        pred = self(noisy, t, batch["text_states"]).float()
+        per_sample = F.mse_loss(pred, target, reduction="none").flatten(1).mean(1)  # (B,)
+        loss = per_sample.mean()
+        if self.config.snr_gamma is not None:
+            snr = compute_snr(self.scheduler, t)
+            weight = torch.clamp(snr, max=self.config.snr_gamma)
+            weight = weight / (snr + 1 if self.config.prediction_type == "v_prediction" else snr)
+            loss = (per_sample * weight).mean()
+        return {"loss": loss, "mse": per_sample.mean().detach()}
+
+    @torch.no_grad()
+    def sample(
+        self,
+        text_states: Tensor,
+        uncond_states: Tensor | None = None,
+        guidance_scale: float = 1.0,
+        num_inference_steps: int = 20,
+        sampler: str = "dpm",
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        init_latents: Tensor | None = None,
+        strength: float = 1.0,
+        callback: Callable[[int, Tensor, Tensor], None] | None = None,
+        scheduler_config: dict | None = None,
+    ) -> Tensor:
+        """Latents (B, C, h, w) for caption states, by guided denoising.
+
+        Args:
+            text_states: (B, L, W) the captions' CLIP states.
+            uncond_states: (B, L, W) the unconditional branch's (the empty caption's, or a
+                negative prompt's); needed when guidance_scale != 1.
+            guidance_scale: classifier-free guidance s; 1 runs the conditional model alone.
+            num_inference_steps: denoising steps (of the full schedule).
+            sampler: a name of `t2i.nn.diffusion.SAMPLERS`.
+            generator: the source of the noise (one per image, or one for all).
+            init_latents: start from these latents noised to `strength` (image-to-image).
+            strength: how far into the schedule to noise `init_latents` (0: returned as
+                they are; 1: pure noise).
+            callback: called as f(step, timestep, latents) after each step.
+            scheduler_config: the noise schedule the sampler starts from (None: the
+                training scheduler's).
+        """
+        guided = guidance_scale != 1.0
+        if guided and uncond_states is None:
+            raise ValueError("guidance_scale != 1 needs uncond_states (the empty caption's)")
+        states = torch.cat([text_states, uncond_states]) if guided else text_states
+        c = self.config
+        shape = (text_states.shape[0], c.latent_channels, c.latent_size, c.latent_size)
+        return guided_denoise(
+            lambda x, t: self(x, t, states),
+            scheduler_config or self.scheduler.config,
+            shape,
+            guidance_scale,
+            num_inference_steps,
+            sampler,
+            generator,
+            text_states.device,
+            init=init_latents,
+            strength=strength,
+            callback=callback,
+        )
+
+    @torch.no_grad()
+    def log_images(self, batch: dict, generator: torch.Generator | None = None) -> dict:
+        """The batch's own latents and latents drawn for its captions (unguided, 20 DPM-Solver
+        steps), for the trainer to decode.
+
+        Args:
+            batch: as for `training_losses`.
+            generator: the source of randomness.
+        """
+        samples = self.sample(batch["text_states"], num_inference_steps=20, generator=generator)
+        return {"data": batch["latents"], "samples": samples}

@@ -1,0 +1,42 @@
+"""Tiny latent diffusion parts shared by the LDM tests: a KL autoencoder (16 px -> 4 x 8 x 8),
+a cross-attention denoiser, and the pipeline over them with the tiny CLIP."""
+
+from __future__ import annotations
+
+import tiny
+import torch
+from diffusers import DPMSolverMultistepScheduler
+
+AUTOENCODER = dict(image_size=16, latent_channels=4, block_out_channels=(8, 16), norm_num_groups=4)
+DENOISER = dict(
+    latent_channels=4,
+    latent_size=8,
+    block_out_channels=(16, 32),
+    cross_attention_levels=(True, True),
+    attention_head_dim=8,
+    norm_num_groups=8,
+    clip_width=32,
+    context_length=32,
+    num_train_timesteps=100,
+)
+
+
+def parts(seed: int = 0) -> dict:
+    """vae, unet, clip and scheduler, seeded, in eval mode."""
+    from t2i.models import CLIPModel, KLAutoencoder, LatentDenoiser
+
+    torch.manual_seed(seed)
+    vae = KLAutoencoder(**AUTOENCODER, scaling_factor=1.0).eval()
+    unet = LatentDenoiser(**DENOISER).eval()
+    clip = CLIPModel(**tiny.CLIP).eval()
+    scheduler = DPMSolverMultistepScheduler.from_config(unet.scheduler.config)
+    return dict(vae=vae, unet=unet, clip=clip, scheduler=scheduler)
+
+
+def pipeline(seed: int = 0):
+    """A tiny untrained LatentDiffusionPipeline."""
+    from t2i.pipelines import LatentDiffusionPipeline
+
+    pipe = LatentDiffusionPipeline(**parts(seed))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
