@@ -11,9 +11,13 @@ Stages, each `python -m t2i.train` on the config of configs/shapes/ named after 
   prior_relations  that prior fine-tuned to read clip_relations: the pipeline's prior
   diffusion_prior  unCLIP's diffusion prior (reads clip_relations)
   decoder          unCLIP's decoder (reads vqvae and clip_relations)
+  autoencoder_kl   the latent diffusion route's KL autoencoder
+  ldm              its denoiser (reads autoencoder_kl and clip_relations)
 What a stage reads is not written here: its model declares it (`model.reads`), and the stage
 graph (`t2i.training.stages`) names the latest earlier stage that trained each reader.
-`--routes dalle` builds the first five only: a pipeline without the unCLIP route.
+`--routes dalle` builds the first five only: a pipeline without the unCLIP and latent
+diffusion routes; the latent diffusion route's scheduler is DPM-Solver++ over the
+denoiser's training schedule.
 Each run goes to RUNS/STAGE; a stage whose run already holds a model is kept (unless it
 read other runs than it now would: then the build stops and says so), and a stage killed
 part-way resumes from its last checkpoint. The pipeline is then assembled, cast to
@@ -31,6 +35,7 @@ import sys
 from pathlib import Path
 
 import torch
+from diffusers import DPMSolverMultistepScheduler
 
 from t2i import train
 from t2i.config import load_config
@@ -48,6 +53,8 @@ BUILD = [  # (stage, the pipeline component it trains), in training order
     ("prior_relations", "prior"),
     ("diffusion_prior", "diffusion_prior"),
     ("decoder", "decoder"),
+    ("autoencoder_kl", "vae"),
+    ("ldm", "unet"),
 ]
 STAGES = [stage for stage, _ in BUILD]  # each trains configs/shapes/STAGE.yaml
 ROUTES_STAGES = {  # a route's stages: those training a component its pipeline takes
@@ -70,6 +77,10 @@ SAMPLING = {
     "prior_guidance_scale": 1.5,
     "prior_candidates": 2,
     "num_inference_steps": 5,
+    # latent diffusion ("The latent diffusion route"): guidance, steps and sampler
+    "ldm_guidance_scale": 5.0,
+    "ldm_num_inference_steps": 20,
+    "ldm_sampler": "dpm",
 }
 logger = logging.getLogger("build_default")
 
@@ -138,6 +149,8 @@ def assemble(
         name: load_model(runs / stage, torch_dtype=torch.float16).eval()
         for name, stage in components.items()
     }
+    if "unet" in parts:  # the latent diffusion route samples with DPM-Solver++
+        parts["scheduler"] = DPMSolverMultistepScheduler.from_config(parts["unet"].scheduler.config)
     pipe = TextToImagePipeline(**parts)
     pipe.sampling_defaults.update(sampling or {})
     tmp = out.with_name(f".tmp-{out.name}")
@@ -181,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=STAGES,
         help="train only these stages (default: the routes'; the others must be trained)",
     )
-    p.add_argument("--max-mb", type=float, default=30.0, help="size budget of the pipeline")
+    p.add_argument("--max-mb", type=float, default=60.0, help="size budget of the pipeline")
     for name, value in SAMPLING.items():  # --guidance-scale, --prior-candidates, ...
         flag = "--" + name.replace("_", "-")
         p.add_argument(flag, type=type(value), default=value, help="recorded default")

@@ -36,6 +36,19 @@ SETS = [
     *(f"prior.{s}" for s in PRIOR),  # the fine-tuned stages take their shapes from these
     *(f"diffusion_prior.{s}" for s in [*UNCLIP, "model.clip_width=32"]),
     *(f"decoder.{s}" for s in [*UNCLIP, "model.num_tokens=32"]),
+    *(
+        f"autoencoder_kl.{s}"
+        for s in ["model.block_out_channels=[8,16,16]", "model.norm_num_groups=4"]
+    ),
+    *(
+        f"ldm.model.{s}"
+        for s in [
+            "block_out_channels=[16,32]",
+            "attention_head_dim=8",
+            "norm_num_groups=8",
+            "clip_width=32",
+        ]
+    ),
 ]
 
 
@@ -53,9 +66,14 @@ def test_builds_a_float16_pipeline_that_loads_and_generates(tmp_path):
     pipe.set_progress_bar_config(disable=True)
     images = pipe("a red circle", num_images_per_prompt=2, output_type="pt").images
     assert images.shape == (2, 3, 32, 32)
-    unclip = load_pipeline(out, device="cpu", route="unclip")  # both routes by default
+    unclip = load_pipeline(out, device="cpu", route="unclip")  # every route by default
     kw = dict(num_inference_steps=2, output_type="pt", num_images_per_prompt=1)
     assert unclip("a red circle", **kw).images.shape == (1, 3, 32, 32)
+    ldm = load_pipeline(out, device="cpu", route="ldm")
+    ldm.set_progress_bar_config(disable=True)
+    assert type(ldm.scheduler).__name__ == "DPMSolverMultistepScheduler"
+    assert ldm.vae.config.scaling_factor > 0  # fixed when the autoencoder was saved
+    assert ldm("a red circle", **kw).images.shape == (1, 3, 32, 32)
     # --routes dalle: the same runs, a pipeline without the unCLIP stages
     dalle = tmp_path / "dalle"
     only = ["--runs", str(runs), "--out", str(dalle), "--routes", "dalle", "--temperature", "0.9"]
