@@ -32,7 +32,7 @@ from t2i.config import checker, load_config
 from t2i.data.shapes import make_sample, to_tensor
 from t2i.data.text import CaptionCollator
 from t2i.evaluation import judge
-from t2i.models import DALLEPrior, ImageTokenizer, build_model
+from t2i.models import DALLEPrior, ImageTokenizer, KLAutoencoder, build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_CONFIGS = (
@@ -50,6 +50,8 @@ MODEL_CONFIGS = (
     "diffusion_prior",
     "decoder",
     "diffusion_decoder",
+    "autoencoder_kl",
+    "ldm",
 )
 # variants of a shipped config: name -> (config, model overrides)
 VARIANTS = {"prior_embed": ("prior", {"text_encoder": "embed"})}  # own BPE embedding
@@ -164,6 +166,10 @@ def bench_model(
     model = build_model(config.model, checker(name)).to(device)
     batch = _batch(config, batch_size, device)
     batch.update(stand_in_clip_outputs(model, batch_size, device))
+    if "latents" in model.reads:  # random latents stand in for an autoencoder's
+        c = model.config
+        shape = (batch_size, c.latent_channels, c.latent_size, c.latent_size)
+        batch["latents"] = torch.randn(shape, device=device)
     if "image_tokens" in model.reads:  # random codes stand in for a tokenizer's
         grids = model.config.get("grid_sizes") or [model.config.grid_size]
         codes = [torch.randint(0, model.config.num_tokens, (batch_size, g, g)) for g in grids]
@@ -199,8 +205,8 @@ def bench_model(
 
     x = batch["pixel_values"]
     paths: dict[str, Callable[[], object]] = {}
-    if isinstance(model, ImageTokenizer):
-        tokens = model.eval().encode(x)
+    if isinstance(model, (ImageTokenizer, KLAutoencoder)):
+        tokens = model.eval().encode(x)  # codes, or an autoencoder's latents
         paths = {"encode": lambda: model.encode(x), "decode": lambda: model.decode(tokens)}
     elif isinstance(model, DALLEPrior):
         rows = train_row()
@@ -209,6 +215,12 @@ def bench_model(
     elif "text_embeds" in model.reads:  # draws image embeddings (the diffusion prior)
         embeds, states = batch["text_embeds"], batch["text_states"]
         paths = {"sample embeddings, 25 DDIM steps": lambda: model.sample(embeds, states)}
+    elif "latents" in model.reads:  # the latent denoiser, guided (two branches a step)
+        states = batch["text_states"]
+        for steps in (10, 20):
+            paths[f"sample latents, {steps} DPM-Solver++ steps, guidance 5"] = lambda steps=steps: (
+                model.sample(states, states, 5.0, steps)
+            )
     elif "image_tokens" in model.reads:  # a PixelCNN over codes
         n, ids = batch_size, batch["input_ids"]
         paths = {"sample codes": lambda: model.sample(n, input_ids=ids)}
