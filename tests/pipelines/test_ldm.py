@@ -4,6 +4,7 @@ reranking, and its place in the bundle."""
 from __future__ import annotations
 
 import ldm_tiny
+import numpy as np
 import pytest
 import torch
 from conftest import gen, tiny_pipeline
@@ -151,3 +152,73 @@ def test_a_bundle_carries_the_route_beside_the_others(tmp_path):
         )
     with pytest.raises(ValueError, match="route='ldm' needs a pipeline with a vae"):
         base.route("ldm")
+
+
+def test_generate_and_evaluate_take_the_route(tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    from t2i import evaluate, generate
+
+    parts = ldm_tiny.parts()
+    base = tiny_pipeline()
+    bundle = TextToImagePipeline(
+        clip=parts["clip"],
+        image_tokenizer=base.image_tokenizer,
+        prior=base.prior,
+        vae=parts["vae"],
+        unet=parts["unet"],
+        scheduler=parts["scheduler"],
+    )
+    bundle.save_pretrained(tmp_path / "bundle")
+    out = tmp_path / "png"
+    argv = [
+        "a red circle",
+        "--model",
+        str(tmp_path / "bundle"),
+        "--route",
+        "ldm",
+        "-n",
+        "2",
+        "--steps",
+        "3",
+        "--negative-prompt",
+        "a square",
+        "--out",
+        str(out),
+    ]
+    assert generate.main(argv) == 0
+    written = sorted(out.glob("*.png"))
+    meta = json.loads(Image.open(written[0]).text["t2i"])
+    assert meta["route"] == "ldm" and meta["negative_prompt"] == "a square"
+    assert meta["num_inference_steps"] == 3 and meta["sampler"] is None
+    ldm = load_pipeline(tmp_path / "bundle", "cpu", route="ldm")
+    ldm.set_progress_bar_config(disable=True)
+    drawn = ldm(
+        "a red circle",
+        negative_prompt="a square",
+        num_images_per_prompt=2,
+        generator=gen(0),
+        num_inference_steps=3,
+        output_type="np",
+    ).images
+    pixels = (drawn[0] * 255).round().astype("uint8")
+    assert (pixels == np.asarray(Image.open(written[0]))).all()
+    report = tmp_path / "eval.json"
+    argv = [
+        str(tmp_path / "bundle"),
+        "--n",
+        "2",
+        "--images-per-prompt",
+        "1",
+        "--settings",
+        "ldm_plain",
+        "ldm_steps_5",
+        "--out",
+        str(report),
+    ]
+    assert evaluate.main(argv) == 0
+    scores = json.loads(report.read_text())
+    assert scores["ldm_steps_5"]["settings"]["num_inference_steps"] == 5
+    assert scores["ldm_plain"]["route"] == "ldm" and scores["ldm_plain"]["one_object"]["n"] == 2
