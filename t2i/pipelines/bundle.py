@@ -85,7 +85,11 @@ class TextToImagePipeline(T2IPipeline):
         for route, names in NEEDS.items():
             given = [n for n in names if optional[n] is not None]
             if given and len(given) != len(names):
-                raise ValueError(f"the {route} route needs {' and '.join(names)}, or none of them")
+                needs = " and ".join(f"a {n}" for n in names)
+                raise ValueError(
+                    f"the {NAMES[route]} route needs {'both' if len(names) == 2 else 'all of'} "
+                    f"{needs}, or none of them"
+                )
         check_prior(prior)
         if decoder is not None:
             check_decoder(decoder)

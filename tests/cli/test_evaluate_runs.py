@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import ldm_tiny
 import pytest
 import tiny
 import torch
@@ -44,6 +45,8 @@ TINY: dict[str, dict] = {  # model.type (and a DALL-E prior's text_encoder) -> t
         heads=2,
     ),
     "diffusion_prior": dict(embed_dim=16, clip_width=32, dim=32, depth=1, heads=2),
+    "autoencoder_kl": ldm_tiny.AUTOENCODER,
+    "latent_diffusion": ldm_tiny.DENOISER,
     "diffusion_decoder": dict(
         image_size=S,
         embed_dim=16,
@@ -65,16 +68,17 @@ def kind(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def readers(tmp_path_factory) -> dict[str, Path]:
-    """A tiny VQ-VAE, VQ-VAE-2 and CLIP, saved as runs."""
+    """A tiny VQ-VAE, VQ-VAE-2, CLIP and KL autoencoder, saved as runs."""
     root = tmp_path_factory.mktemp("readers")
     torch.manual_seed(0)
     for name, model in [
         ("vqvae", MODELS["vqvae"](**VQ)),
         ("vqvae2", MODELS["vqvae2"](**VQ2)),
         ("clip", CLIPModel(**tiny.CLIP)),
+        ("autoencoder", MODELS["autoencoder_kl"](**ldm_tiny.AUTOENCODER)),
     ]:
         model.save_pretrained(root / name / "model")
-    return {name: root / name for name in ("vqvae", "vqvae2", "clip")}
+    return {name: root / name for name in ("vqvae", "vqvae2", "clip", "autoencoder")}
 
 
 def test_every_config_kind_has_a_tiny_model_here():
@@ -93,6 +97,8 @@ def test_evaluate_scores_a_run_of_every_shipped_config(config, readers, tmp_path
         data["tokenizer"] = str(readers["vqvae2" if name == "pixelcnn_hierarchical" else "vqvae"])
     if model.reads & {"text_states", "text_embeds", "image_embeds"}:
         data["clip"] = str(readers["clip"])
+    if "latents" in model.reads:
+        data["autoencoder"] = str(readers["autoencoder"])
     (run / "config.yaml").write_text(yaml.safe_dump({"data": data}))
     out = tmp_path / "eval.json"
     argv = [str(run), "--n", "4", "--batch-size", "4", "--out", str(out)]
@@ -103,7 +109,14 @@ def test_evaluate_scores_a_run_of_every_shipped_config(config, readers, tmp_path
         return
     assert report["test_images"] == 4
     assert torch.isfinite(torch.tensor(report["loss_terms"]["loss"]))  # read what it needs
-    draws = {"cvae", "pixelcnn", "dalle_prior/clip", "dalle_prior/clip_image", "diffusion_decoder"}
+    draws = {
+        "cvae",
+        "pixelcnn",
+        "dalle_prior/clip",
+        "dalle_prior/clip_image",
+        "diffusion_decoder",
+        "latent_diffusion",
+    }
     if name in draws:  # it draws images for a caption or an embedding: they are judged
         assert report["fidelity_one_object"]["n"] == 4
         assert report["fidelity_two_objects"]["n"] == 4

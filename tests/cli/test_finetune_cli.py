@@ -84,7 +84,7 @@ def test_mismatched_init_and_shorthand_keys_are_named(saved_pipeline, tmp_path):
         load_config("configs/shapes/vae.yaml", ["nonsense=1"])
     bad = load_config(
         "configs/custom/finetune.yaml",
-        ["model.stages=[unet]", "data.path=x", f"init_from={tmp_path}"],
+        ["model.stages=[vocoder]", "data.path=x", f"init_from={tmp_path}"],
     )
     with pytest.raises(ConfigError, match="takes only model.stages"):
         train.train(bad, "cfg")

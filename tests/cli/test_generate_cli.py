@@ -126,10 +126,10 @@ def test_bad_input_is_a_one_line_error_with_a_nonzero_exit(
 
 def test_an_unknown_flag_is_a_one_line_error(capsys):
     with pytest.raises(SystemExit) as exit_:
-        main(["a red circle", "--strength", "9"])
+        main(["a red circle", "--strenght", "9"])
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert "unrecognized arguments: --strength 9" in err and len(err.splitlines()) == 1
+    assert "unrecognized arguments: --strenght 9" in err and len(err.splitlines()) == 1
 
 
 def test_the_unclip_route_from_the_command_line(saved_unclip_pipeline, tmp_path, capsys):

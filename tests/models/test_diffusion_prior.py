@@ -108,8 +108,8 @@ def test_misshapen_conditions_and_unknown_samplers_are_named():
         model.sample(b["text_embeds"], b["text_states"][:, :5])
     with pytest.raises(ValueError, match=r"text_embeds of shape \(2, 15\)"):
         model.sample(b["text_embeds"][:, :15], b["text_states"])
-    with pytest.raises(ValueError, match="sampler='euler'"):
-        model.sample(b["text_embeds"], b["text_states"], sampler="euler")
+    with pytest.raises(ValueError, match="sampler='heun'"):
+        model.sample(b["text_embeds"], b["text_states"], sampler="heun")
 
 
 def test_save_load_round_trip_gives_identical_samples(tmp_path):

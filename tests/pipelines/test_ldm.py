@@ -143,7 +143,7 @@ def test_a_bundle_carries_the_route_beside_the_others(tmp_path):
     again.set_progress_bar_config(disable=True)
     ldm.set_progress_bar_config(disable=True)
     assert torch.equal(draw(again), draw(ldm))
-    with pytest.raises(ValueError, match="needs vae and unet and scheduler, or none"):
+    with pytest.raises(ValueError, match="needs all of a vae and a unet and a scheduler, or none"):
         TextToImagePipeline(
             clip=parts["clip"],
             image_tokenizer=base.image_tokenizer,
