@@ -43,7 +43,12 @@ class LatentDenoiser(T2IModel):
         clip_width: width of the CLIP token states (`cross_attention_dim`).
         context_length: caption length in tokens (CLIP's).
         num_train_timesteps: steps of the training (DDPM) schedule.
-        beta_schedule: a diffusers beta schedule.
+        beta_schedule: a diffusers beta schedule; "scaled_linear" with Stable Diffusion's
+            betas by default, whose last step keeps some signal (the cosine schedule's
+            alpha_bar reaches 0 there, where an epsilon model's x0 estimate, which
+            DPM-Solver++ and UniPC step on, diverges).
+        beta_start: the first beta.
+        beta_end: the last beta.
         prediction_type: "epsilon" (the noise) or "v_prediction".
         noise_offset: std of the per-channel offset added to the training noise (0: none).
         snr_gamma: min-SNR-gamma loss weighting (None: the plain MSE).
@@ -64,7 +69,9 @@ class LatentDenoiser(T2IModel):
         clip_width: int = 128,
         context_length: int = 32,
         num_train_timesteps: int = 1000,
-        beta_schedule: str = "squaredcos_cap_v2",
+        beta_schedule: str = "scaled_linear",
+        beta_start: float = 0.00085,
+        beta_end: float = 0.012,
         prediction_type: str = "epsilon",
         noise_offset: float = 0.0,
         snr_gamma: float | None = None,
@@ -95,7 +102,10 @@ class LatentDenoiser(T2IModel):
         self.scheduler = DDPMScheduler(
             num_train_timesteps=num_train_timesteps,
             beta_schedule=beta_schedule,
+            beta_start=beta_start,
+            beta_end=beta_end,
             prediction_type=prediction_type,
+            clip_sample=False,  # latents are not bounded to [-1, 1]
         )
 
     def forward(self, latents: Tensor, timesteps: Tensor, text_states: Tensor) -> Tensor:
