@@ -17,7 +17,7 @@ DENOISER = dict(
     norm_num_groups=8,
     clip_width=32,
     context_length=32,
-    num_train_timesteps=100,
+    num_train_timesteps=1000,
 )
 
 
