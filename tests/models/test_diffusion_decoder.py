@@ -98,8 +98,8 @@ def test_bad_shapes_and_settings_are_named():
     model = tiny().eval()
     with pytest.raises(ValueError, match=r"image_embeds of shape \(2, 15\)"):
         model.sample(torch.randn(2, 15))
-    with pytest.raises(ValueError, match="sampler='euler'"):
-        model.sample(torch.randn(2, D), sampler="euler")
+    with pytest.raises(ValueError, match="sampler='heun'"):
+        model.sample(torch.randn(2, D), sampler="heun")
     with pytest.raises(ValueError, match="one bool per level"):
         tiny(attention_levels=(False,))
     with pytest.raises(ValueError, match="image_size=9 must halve 1 times"):
