@@ -124,17 +124,14 @@ def test_the_route_round_trips_with_identical_images(pipe, tmp_path):
     )
 
 
+def ldm_bundle(parts: dict, base: TextToImagePipeline) -> TextToImagePipeline:
+    """A bundle of the tiny DALL-E route's prior and tokenizer and the tiny LDM parts."""
+    return TextToImagePipeline(image_tokenizer=base.image_tokenizer, prior=base.prior, **parts)
+
+
 def test_a_bundle_carries_the_route_beside_the_others(tmp_path):
-    parts = ldm_tiny.parts()
-    base = tiny_pipeline()
-    bundle = TextToImagePipeline(
-        clip=parts["clip"],
-        image_tokenizer=base.image_tokenizer,
-        prior=base.prior,
-        vae=parts["vae"],
-        unet=parts["unet"],
-        scheduler=parts["scheduler"],
-    )
+    parts, base = ldm_tiny.parts(), tiny_pipeline()
+    bundle = ldm_bundle(parts, base)
     assert bundle.routes == ["dalle", "ldm"]
     ldm = bundle.route("ldm")
     assert ldm.unet is parts["unet"] and ldm.clip is bundle.clip
@@ -161,16 +158,8 @@ def test_generate_and_evaluate_take_the_route(tmp_path, capsys):
 
     from t2i import evaluate, generate
 
-    parts = ldm_tiny.parts()
-    base = tiny_pipeline()
-    bundle = TextToImagePipeline(
-        clip=parts["clip"],
-        image_tokenizer=base.image_tokenizer,
-        prior=base.prior,
-        vae=parts["vae"],
-        unet=parts["unet"],
-        scheduler=parts["scheduler"],
-    )
+    parts, base = ldm_tiny.parts(), tiny_pipeline()
+    bundle = ldm_bundle(parts, base)
     bundle.save_pretrained(tmp_path / "bundle")
     out = tmp_path / "png"
     argv = [
