@@ -64,7 +64,8 @@ class DataConfig:
             latent diffusion denoiser's samples are its scaled latents (`latents`), encoded
             once and cached in `token_cache`.
         caption_drop_prob: for models reading CLIP's caption states: the chance a training
-            caption is replaced by the empty one (classifier-free guidance).
+            caption is replaced by the empty one (classifier-free guidance), in the
+            training set itself; validation keeps every caption.
     """
 
     dataset: str = "shapes"

@@ -10,7 +10,8 @@
 - `latents`: a KL autoencoder's scaled latents (posterior means), encoded once and cached
   (`data.autoencoder`).
 Captions dropped for classifier-free guidance (`data.caption_drop_prob`) are replaced by the
-empty caption before CLIP reads them.
+empty caption in the training set itself (`CaptionDropped`), before the collator tokenizes
+them; the validation set keeps all of its captions.
 
 It knows no model family: the readers (a tokenizer, a CLIP) are passed in, used through their
 methods (`encode`, `decode`, `text_features`, `encode_image`) and checked against the reading
@@ -167,8 +168,9 @@ def prepare(
         sets = [latent_dataset(autoencoder, s, cache_dir, sources) for s in sets]
         decode = autoencoder_decoder(autoencoder)
     if "text_states" in reads:
-        embeds = "text_embeds" in reads
-        transforms.append(clip_text_states(clip, embeds=embeds, drop_prob=caption_drop_prob))
+        transforms.append(clip_text_states(clip, embeds="text_embeds" in reads))
+        if caption_drop_prob:
+            sets[0] = CaptionDropped(sets[0], caption_drop_prob)
     return PreparedData(*sets, batch_transform=_compose(transforms), decode_tokens=decode)
 
 
@@ -234,20 +236,39 @@ def embedding_dataset(
     return TokenDataset(cached_tokens(cache_dir, key, source, build))
 
 
-def clip_text_states(
-    clip: Any, embeds: bool = False, drop_prob: float = 0.0
-) -> Callable[[dict], dict]:
+class CaptionDropped(Dataset):
+    """A training set whose samples lose their caption (it becomes "", the unconditional
+    caption of classifier-free guidance) with probability `p`, drawn anew at each read from
+    torch's generator (seeded by the run; each DataLoader worker has its own stream).
+
+    Args:
+        dataset: samples with a `caption`.
+        p: the chance a sample's caption is dropped, in [0, 1).
+    """
+
+    def __init__(self, dataset: Dataset, p: float) -> None:
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"caption_drop_prob={p} must be in [0, 1)")
+        self.dataset = dataset
+        self.p = p
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.dataset[index]
+        if float(torch.rand(())) < self.p:
+            sample = {**sample, "caption": ""}
+        return sample
+
+
+def clip_text_states(clip: Any, embeds: bool = False) -> Callable[[dict], dict]:
     """A batch transform adding the frozen CLIP token states (`text_states`) of `input_ids`,
-    and with `embeds` their pooled text embeddings (`text_embeds`) from the same pass; in
-    training, each caption is replaced by the empty one with probability `drop_prob`."""
+    and with `embeds` their pooled text embeddings (`text_embeds`) from the same pass."""
 
     def transform(batch: dict) -> dict:
         ids = batch["input_ids"]
         clip.to(ids.device)
-        if drop_prob and torch.is_grad_enabled():  # a training step (grids, eval: no_grad)
-            drop = torch.rand(ids.shape[0], device=ids.device) < drop_prob
-            empty = clip.tokenize([""], allow_empty=True).to(ids.device).expand_as(ids)
-            ids = torch.where(drop[:, None], empty, ids)
         features = clip.text_features(ids)
         out = {**batch, "text_states": features.states}
         if embeds:
