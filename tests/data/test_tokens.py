@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datasets
 import tiny
 import torch
 
@@ -10,6 +11,7 @@ from t2i.data.text import CaptionCollator
 from t2i.data.tokens import (
     TokenDataset,
     cached_tokens,
+    dense_column,
     encode_dataset,
     fingerprint,
     model_description,
@@ -36,6 +38,26 @@ def test_encode_dataset_keeps_captions_specs_and_grids():
     assert item["caption"] == source["caption"] and item["spec"] == source["spec"]
     assert torch.equal(item["image_tokens"], patch_means(source["pixel_values"][None])[0])
     assert item["image_tokens"].dtype == torch.int64
+
+
+def test_the_whole_column_read_gives_each_row_as_the_row_read_does(tmp_path):
+    images = ShapesDataset(n=12, seed=2)
+    extras = {"latents": lambda b: b["pixel_values"][:, :, ::8, ::8] * 3}  # (N, 3, 4, 4)
+    encoded = encode_dataset(images, patch_means, batch_size=5, extras=extras)
+    encoded.save_to_disk(tmp_path / "cache")  # as the cache reads it: memory-mapped
+    fast = TokenDataset(datasets.load_from_disk(tmp_path / "cache"))
+    rowwise = TokenDataset(encoded.select(range(11, -1, -1)))  # index-mapped: row by row
+    assert set(fast.arrays) == {"tokens", "latents"} and not rowwise.arrays
+    for i in (0, 5, 11):
+        a, b = fast[i], rowwise[11 - i]
+        assert torch.equal(a["image_tokens"], b["image_tokens"])
+        assert a["image_tokens"].dtype == torch.int64 and a["latents"].dtype == torch.float32
+        assert torch.equal(a["latents"], b["latents"]) and a["caption"] == b["caption"]
+    ragged = datasets.Dataset.from_dict(
+        {"caption": ["a", "b"], "spec": ["{}"] * 2, "emb": [[1.0, 2.0], [3.0]]}
+    )
+    assert dense_column(ragged, "emb") is None
+    assert TokenDataset(ragged)[1]["emb"].tolist() == [3.0]
 
 
 def test_two_level_grids_come_back_as_a_tuple_and_collate():
