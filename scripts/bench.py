@@ -32,7 +32,7 @@ from t2i.config import checker, load_config
 from t2i.data.shapes import make_sample, to_tensor
 from t2i.data.text import CaptionCollator
 from t2i.evaluation import judge
-from t2i.models import DALLEPrior, ImageTokenizer, KLAutoencoder, build_model
+from t2i.models import DALLEPrior, ImageTokenizer, LatentAutoencoder, build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_CONFIGS = (
@@ -205,7 +205,7 @@ def bench_model(
 
     x = batch["pixel_values"]
     paths: dict[str, Callable[[], object]] = {}
-    if isinstance(model, (ImageTokenizer, KLAutoencoder)):
+    if isinstance(model, (ImageTokenizer, LatentAutoencoder)):
         tokens = model.eval().encode(x)  # codes, or an autoencoder's latents
         paths = {"encode": lambda: model.encode(x), "decode": lambda: model.decode(tokens)}
     elif isinstance(model, DALLEPrior):

@@ -6,8 +6,8 @@ scores a held-back test set of the shapes world (data seed 1000, never used for 
   per image and bits per dim; for priors over codes the test cross-entropy);
 - latent-variable models (`kl_per_dim`): the mean KL of each latent dimension and the number
   of active dimensions (mean KL above 0.01 nats);
-- image tokenizers: PSNR, the judge's prompt fidelity on originals and on reconstructions,
-  and the codebook usage and perplexity of each level;
+- image tokenizers and latent autoencoders: PSNR, the judge's prompt fidelity on originals
+  and on reconstructions, and a tokenizer's codebook usage and perplexity of each level;
 - CLIP models: zero-shot attribute accuracy on one-object images, text -> image recall@1
   and @5 among two-object images, and, when the run held attribute combinations out of
   training (its config.yaml's data.holdout), zero-shot accuracy on those beside seen ones;

@@ -35,7 +35,7 @@ from t2i.models import (
     load_reader,
     model_dir,
 )
-from t2i.training import Trainer, TrainResult, seed_everything
+from t2i.training import Trainer, TrainResult, list_checkpoints, seed_everything
 from t2i.training.inputs import (
     check_readers,
     needs,
@@ -78,6 +78,11 @@ def initial_model(config: ExperimentConfig, where: str) -> torch.nn.Module:
     return model.float().train()
 
 
+def image_size(reader: torch.nn.Module) -> int:
+    """The image side a tokenizer or autoencoder encodes."""
+    return getattr(reader, "image_size", None) or reader.config.image_size
+
+
 def load_readers(config: ExperimentConfig, model: torch.nn.Module, where: str) -> dict:
     """The frozen models preparing what `model` reads (data key -> model), checked against it
     and against the data's image size."""
@@ -94,7 +99,7 @@ def load_readers(config: ExperimentConfig, model: torch.nn.Module, where: str) -
         except (FileNotFoundError, ValueError) as err:
             raise ConfigError(f"{where}: data.{key}={path!r}: {err}") from err
     for key in ("tokenizer", "autoencoder"):  # they encode the data's images
-        size = loaded[key].config.image_size if key in loaded else config.data.image_size
+        size = image_size(loaded[key]) if key in loaded else config.data.image_size
         if size != config.data.image_size:
             raise ConfigError(
                 f"{where}: data.image_size={config.data.image_size} but the {key} was trained "
@@ -140,6 +145,7 @@ def run(config: ExperimentConfig, where: str = "config") -> TrainResult:
         config: the experiment config (one model; `model.type: pipeline` is `t2i.finetune`'s).
         where: the config's source, named in errors.
     """
+    check_fresh(config, where)
     seed_everything(config.train.seed)
     model = initial_model(config, where)
     collate = check_text(config, model, where)
@@ -179,6 +185,22 @@ def run(config: ExperimentConfig, where: str = "config") -> TrainResult:
             ", ".join(f"{k} ({v})" for k, v in report["bad"].items()),
         )
     return result
+
+
+def check_fresh(config: ExperimentConfig, where: str) -> None:
+    """A ConfigError when `train.output_dir` already holds a run and `train.resume` is unset:
+    training afresh there would overwrite its checkpoints, logs and model. Checked by the
+    first process alone: the others of a distributed launch start while it writes there."""
+    out = Path(config.train.output_dir)
+    first = os.environ.get("RANK", "0") == "0"  # set by accelerate launch / torchrun
+    if config.train.resume is not None or not first or not out.is_dir():
+        return
+    held = list_checkpoints(out) or [p for p in (out / "model", out / "logs") if p.exists()]
+    if held:
+        raise ConfigError(
+            f"{where}: train.output_dir={str(out)!r} already holds a run ({held[-1].name}); "
+            "continue it with --resume latest, or choose another train.output_dir"
+        )
 
 
 def train(config: ExperimentConfig, where: str = "config") -> TrainResult:

@@ -5,8 +5,8 @@ can do, not its family:
   in training (`t2i.training.inputs`: codes, CLIP states and embeddings);
 - latent-variable models (`kl_per_dim`): the mean KL of each latent dimension and the number
   of active dimensions;
-- image tokenizers: PSNR, the judge's fidelity on originals and reconstructions, and the
-  codebook usage and perplexity of each level;
+- image tokenizers and latent autoencoders: PSNR, the judge's fidelity on originals and
+  reconstructions, and a tokenizer's codebook usage and perplexity of each level;
 - CLIP models (`evaluate_clip`): zero-shot attribute accuracy, retrieval, relation accuracy,
   and held-out combinations;
 - models that draw images for a caption or an image embedding (a CVAE, a prior over codes,
@@ -30,7 +30,7 @@ from t2i.data.text import CaptionCollator
 from t2i.evaluation.judge import judge_many
 from t2i.evaluation.reconstruction import reconstruction_report
 from t2i.evaluation.zero_shot import relation_accuracy, retrieval_recall, zero_shot_accuracy
-from t2i.models import ImageTokenizer
+from t2i.models import ImageTokenizer, LatentAutoencoder
 from t2i.training.inputs import prepare, reads_caption, samples_are_judged
 
 TEST_SEED = 1000  # the shapes test split; training configs use seeds 0 (train) and 1 (val)
@@ -166,7 +166,7 @@ def evaluate_model(
             ),
         }
         pixels = loader(test, batch_size, context)
-        if isinstance(model, ImageTokenizer):
+        if isinstance(model, (ImageTokenizer, LatentAutoencoder)):
             results["reconstruction"] = reconstruction_report(model, pixels)
         if hasattr(model, "kl_per_dim"):
             results["latents"] = latent_usage(model, pixels)
@@ -193,10 +193,12 @@ def evaluate_shapes(
 
 
 def _image_size(model: torch.nn.Module, readers: dict[str, Any]) -> int:
-    """The test images' side: the tokenizer's, else the model's own, else 32."""
+    """The test images' side: the tokenizer's or autoencoder's, else the model's own, else 32."""
     if "tokenizer" in readers:
         return readers["tokenizer"].config.image_size
-    return model.config.get("image_size", 32)
+    if "autoencoder" in readers:
+        return readers["autoencoder"].image_size
+    return getattr(model, "image_size", None) or model.config.get("image_size", 32)
 
 
 def _context_length(model: torch.nn.Module, readers: dict[str, Any]) -> int:

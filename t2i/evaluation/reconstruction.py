@@ -22,20 +22,22 @@ def reconstruction_report(tokenizer: Any, batches: Iterable[dict]) -> dict[str, 
     """Reconstruction figures of a tokenizer over a data set.
 
     Args:
-        tokenizer: has `encode(x)`, `decode(tokens)` and `num_tokens`; in eval mode.
+        tokenizer: has `encode(x)` and `decode(tokens)`, in eval mode: an image tokenizer
+            (codes; `num_tokens` of them) or a latent autoencoder (continuous latents).
         batches: dicts with `pixel_values` (N, 3, H, W) in [-1, 1] and `spec`.
 
     Returns:
         {"psnr": mean per-image dB, "fidelity_originals", "fidelity_reconstructions", the
         judge's prompt fidelity on both, "fidelity_ratio" (reconstructions / originals),
-        "codebook": per level {"usage": share of codes used, "perplexity"}, "n"}.
+        "codebook" (a tokenizer's): per level {"usage": share of codes used, "perplexity"},
+        "n"}.
     """
     device = next(tokenizer.parameters()).device
     originals, recons, specs, scores, grids = [], [], [], [], []
     for batch in batches:
         x = batch["pixel_values"].to(device)
         tokens = tokenizer.encode(x)
-        y = tokenizer.decode(tokens)
+        y = tokenizer.decode(tokens).clamp(-1, 1)
         scores.append(psnr(y, x).cpu())
         originals += list(x.cpu())
         recons += list(y.float().cpu())
@@ -45,7 +47,7 @@ def reconstruction_report(tokenizer: Any, batches: Iterable[dict]) -> dict[str, 
     fid_recon = judge_many(recons, specs)["fidelity"]
     levels = ["top", "bottom"] if len(grids[0]) == 2 else ["codes"]
     codebook = {}
-    for i, name in enumerate(levels):
+    for i, name in enumerate(levels if hasattr(tokenizer, "num_tokens") else []):
         perplexity, usage = code_statistics(torch.cat([g[i] for g in grids]), tokenizer.num_tokens)
         codebook[name] = {
             "usage": round(float(usage), 4),
@@ -56,6 +58,6 @@ def reconstruction_report(tokenizer: Any, batches: Iterable[dict]) -> dict[str, 
         "fidelity_originals": fid_orig,
         "fidelity_reconstructions": fid_recon,
         "fidelity_ratio": fid_recon / max(fid_orig, 1e-9),
-        "codebook": codebook,
+        **({"codebook": codebook} if codebook else {}),
         "n": len(specs),
     }

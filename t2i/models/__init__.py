@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from t2i.models.autoencoder_kl import KLAutoencoder
+from t2i.models.autoencoder_kl import KLAutoencoder, LatentAutoencoder
 from t2i.models.base import T2IModel
 from t2i.models.clip import CLIPModel, clip_score, rerank
 from t2i.models.cvae import CVAE
@@ -25,6 +25,7 @@ from t2i.models.prior import DALLEPrior
 from t2i.models.tokenizer import ImageTokenizer
 from t2i.models.vae import VAE
 from t2i.models.vq import VQVAE, VQVAE2
+from t2i.models.vq_latents import VQLatents
 
 MODELS: dict[str, type[T2IModel]] = {
     "vae": VAE,  # beta-VAE: VAE with beta != 1
@@ -40,6 +41,7 @@ MODELS: dict[str, type[T2IModel]] = {
     "diffusion_prior": DiffusionPrior,
     "diffusion_decoder": DiffusionDecoder,
     "autoencoder_kl": KLAutoencoder,
+    "vq_latents": VQLatents,  # a VQ-VAE read through its pre-quantisation latents
     "latent_diffusion": LatentDenoiser,
 }
 
@@ -87,7 +89,7 @@ def build_model(section: dict[str, Any], check: Any = None) -> T2IModel:
 READER_KINDS: dict[str, type] = {  # a data key naming a model another reads -> its kind
     "tokenizer": ImageTokenizer,
     "clip": CLIPModel,
-    "autoencoder": KLAutoencoder,
+    "autoencoder": LatentAutoencoder,
 }
 
 
@@ -171,12 +173,14 @@ __all__ = [
     "DiffusionDecoder",
     "DiffusionPrior",
     "KLAutoencoder",
+    "LatentAutoencoder",
     "LatentDenoiser",
     "MODELS",
     "PRESETS",
     "VAE",
     "VQVAE",
     "VQVAE2",
+    "VQLatents",
     "CategoricalVAE",
     "DiscreteVAE",
     "HierarchicalPixelCNN",

@@ -12,6 +12,7 @@ model is saved, as diffusers' `AutoencoderKL.config.scaling_factor` holds it.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,77 @@ from t2i.nn.metrics import psnr
 STD_MOMENTUM = 0.99  # the running latent standard deviation's momentum per training batch
 
 
-class KLAutoencoder(T2IModel):
+class LatentAutoencoder(T2IModel, abc.ABC):
+    """What the latent diffusion route reads an autoencoder by: `encode` (images -> latents
+    scaled to about unit variance), `decode` (back), `latent_channels` and `latent_size`.
+    The KL autoencoder below, or a VQ-VAE's pre-quantisation latents (`VQLatents`)."""
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square images it encodes, in pixels."""
+        return self.config.image_size
+
+    @property
+    @abc.abstractmethod
+    def latent_channels(self) -> int:
+        """Channels of the latent grid."""
+
+    @property
+    @abc.abstractmethod
+    def latent_size(self) -> int:
+        """Side of the latent grid."""
+
+    @abc.abstractmethod
+    def encode(self, pixel_values: Tensor) -> Tensor:
+        """Scaled latents (N, latent_channels, h, w) of images (N, 3, H, W) in [-1, 1]."""
+
+    @abc.abstractmethod
+    def decode(self, latents: Tensor) -> Tensor:
+        """Images (N, 3, H, W) in about [-1, 1] from scaled latents."""
+
+    @torch.no_grad()
+    def reconstruct(self, pixel_values: Tensor) -> Tensor:
+        """decode(encode(x))."""
+        return self.decode(self.encode(pixel_values))
+
+    def _track_latent_std(self) -> None:
+        """Keep a running (exponential) mean of the training batches' latent std, and its
+        count; `config.scaling_factor` None reads it (call from `__init__`)."""
+        self.register_buffer("latent_std_ema", torch.zeros(()))
+        self.register_buffer("latent_std_updates", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def _update_latent_std(self, latents: Tensor) -> None:
+        """One training batch's unscaled latents into the running std."""
+        if self.training:
+            std = latents.float().std()
+            self.latent_std_ema.mul_(STD_MOMENTUM).add_((1 - STD_MOMENTUM) * std)
+            self.latent_std_updates.add_(1)
+
+    @property
+    def latent_std(self) -> Tensor:
+        """The running estimate of the data's latent std, bias-corrected (1 before any)."""
+        k = int(self.latent_std_updates)
+        if k == 0:
+            return torch.ones(())
+        return self.latent_std_ema / (1 - STD_MOMENTUM**k)
+
+    @property
+    def scaling_factor(self) -> float:
+        """What latents are multiplied by for the denoiser (unit variance on the data)."""
+        if self.config.scaling_factor is not None:
+            return float(self.config.scaling_factor)
+        return float(1.0 / self.latent_std.clamp(min=1e-6))
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> None:
+        """Fix the scaling factor in the config (from the running estimate, unless it is
+        set), then save as any diffusers model."""
+        if self.config.scaling_factor is None:
+            self.register_to_config(scaling_factor=self.scaling_factor)
+        super().save_pretrained(save_directory, **kwargs)
+
+
+class KLAutoencoder(LatentAutoencoder):
     """A KL-regularised convolutional autoencoder over images (diffusers' `AutoencoderKL`).
 
     Args:
@@ -72,29 +143,15 @@ class KLAutoencoder(T2IModel):
             norm_num_groups=norm_num_groups,
             sample_size=image_size,
         )
-        # a running (exponential) mean of the batches' posterior-mean std, and its updates
-        self.register_buffer("latent_std_ema", torch.zeros(()))
-        self.register_buffer("latent_std_updates", torch.zeros((), dtype=torch.long))
+        self._track_latent_std()  # of the posterior means
+
+    @property
+    def latent_channels(self) -> int:
+        return self.config.latent_channels
 
     @property
     def latent_size(self) -> int:
-        """Side of the latent grid."""
         return self.config.image_size // 2 ** (len(self.config.block_out_channels) - 1)
-
-    @property
-    def latent_std(self) -> Tensor:
-        """The running estimate of the data's latent std, bias-corrected (1 before any)."""
-        k = int(self.latent_std_updates)
-        if k == 0:
-            return torch.ones(())
-        return self.latent_std_ema / (1 - STD_MOMENTUM**k)
-
-    @property
-    def scaling_factor(self) -> float:
-        """What latents are multiplied by for the denoiser (unit variance on the data)."""
-        if self.config.scaling_factor is not None:
-            return float(self.config.scaling_factor)
-        return float(1.0 / self.latent_std.clamp(min=1e-6))
 
     def encode(self, pixel_values: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Scaled latents of images: the posterior mean (or, with a generator, a sample).
@@ -114,11 +171,6 @@ class KLAutoencoder(T2IModel):
         """Images (N, 3, H, W) in about [-1, 1] from scaled latents."""
         return self.vae.decode(latents / self.scaling_factor).sample
 
-    @torch.no_grad()
-    def reconstruct(self, pixel_values: Tensor) -> Tensor:
-        """decode(encode(x)) through the posterior mean."""
-        return self.decode(self.encode(pixel_values))
-
     def training_losses(self, batch: dict) -> dict[str, Tensor]:
         """Reconstruction MSE of a posterior sample plus `kl_weight` x KL per latent value
         (the negative ELBO with a Gaussian decoder, up to constants and weighting).
@@ -131,11 +183,7 @@ class KLAutoencoder(T2IModel):
         recon = self.vae.decode(posterior.sample()).sample
         mse = F.mse_loss(recon.float(), x.float())
         kl = posterior.kl().mean() / posterior.mean[0].numel()  # per latent value
-        if self.training:
-            with torch.no_grad():
-                std = posterior.mean.float().std()
-                self.latent_std_ema.mul_(STD_MOMENTUM).add_((1 - STD_MOMENTUM) * std)
-                self.latent_std_updates.add_(1)
+        self._update_latent_std(posterior.mean)
         return {
             "loss": mse + self.config.kl_weight * kl,
             "mse": mse.detach(),
@@ -149,10 +197,3 @@ class KLAutoencoder(T2IModel):
         """Inputs and their reconstructions, for the trainer's grids."""
         x = batch["pixel_values"]
         return {"inputs": x, "reconstructions": self.reconstruct(x)}
-
-    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> None:
-        """Fix the scaling factor in the config (from the running estimate, unless it is
-        set), then save as any diffusers model."""
-        if self.config.scaling_factor is None:
-            self.register_to_config(scaling_factor=self.scaling_factor)
-        super().save_pretrained(save_directory, **kwargs)

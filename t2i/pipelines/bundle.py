@@ -19,7 +19,7 @@ from t2i.models import (
     DiffusionDecoder,
     DiffusionPrior,
     ImageTokenizer,
-    KLAutoencoder,
+    LatentAutoencoder,
     LatentDenoiser,
 )
 from t2i.pipelines.common import T2IPipeline
@@ -49,7 +49,7 @@ class TextToImagePipeline(T2IPipeline):
         prior: the DALL-E route's `DALLEPrior`.
         diffusion_prior: the unCLIP route's `DiffusionPrior` (with `decoder`, or neither).
         decoder: the unCLIP route's decoder.
-        vae: the latent diffusion route's `KLAutoencoder` (with `unet` and `scheduler`).
+        vae: the latent diffusion route's autoencoder (with `unet` and `scheduler`).
         unet: its `LatentDenoiser`.
         scheduler: its diffusers scheduler.
     """
@@ -70,7 +70,7 @@ class TextToImagePipeline(T2IPipeline):
         prior: DALLEPrior,
         diffusion_prior: DiffusionPrior | None = None,
         decoder: DALLEPrior | DiffusionDecoder | None = None,
-        vae: KLAutoencoder | None = None,
+        vae: LatentAutoencoder | None = None,
         unet: LatentDenoiser | None = None,
         scheduler: SchedulerMixin | None = None,
     ):

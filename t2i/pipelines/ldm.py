@@ -19,7 +19,7 @@ import torch
 from diffusers import SchedulerMixin
 from PIL import Image
 
-from t2i.models import CLIPModel, KLAutoencoder, LatentDenoiser
+from t2i.models import CLIPModel, LatentAutoencoder, LatentDenoiser
 from t2i.nn.diffusion import SAMPLERS
 from t2i.pipelines.common import (
     SamplingSettings,
@@ -58,7 +58,8 @@ class LatentDiffusionPipeline(T2IPipeline):
     """Text -> images through CLIP, a latent denoiser and a KL autoencoder.
 
     Args:
-        vae: the `KLAutoencoder` whose (scaled) latents the denoiser draws.
+        vae: the `LatentAutoencoder` (a `KLAutoencoder`, or `VQLatents`) whose scaled
+            latents the denoiser draws.
         unet: the `LatentDenoiser`.
         clip: the CLIP model; its token states condition the denoiser, and it reranks.
         scheduler: a diffusers scheduler whose config the samplers start from (the
@@ -70,7 +71,7 @@ class LatentDiffusionPipeline(T2IPipeline):
 
     def __init__(
         self,
-        vae: KLAutoencoder,
+        vae: LatentAutoencoder,
         unet: LatentDenoiser,
         clip: CLIPModel,
         scheduler: SchedulerMixin,
@@ -140,7 +141,7 @@ class LatentDiffusionPipeline(T2IPipeline):
         # 2. image-to-image: the init image's latents
         init = None
         if image is not None:
-            x = image_tensor(image, self.vae.config.image_size).to(self.device)
+            x = image_tensor(image, self.vae.image_size).to(self.device)
             init = self.vae.encode(x).expand(len(cond), -1, -1, -1)
         # 3. the denoiser draws latents, 4. the autoencoder decodes them
         with self.progress_bar(total=settings.num_inference_steps) as bar:

@@ -89,7 +89,7 @@ def check_readers(
     if "latents" in reads:
         owner = "the autoencoder at data.autoencoder"
         checks += [
-            ("latent_channels", autoencoder.config.latent_channels, owner),
+            ("latent_channels", autoencoder.latent_channels, owner),
             ("latent_size", autoencoder.latent_size, owner),
         ]
     if "text_states" in reads:

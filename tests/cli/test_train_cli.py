@@ -83,6 +83,19 @@ def test_resume_latest_continues_a_run_to_more_steps(tmp_path):
     assert steps == [10, 20]  # the second run started at step 10, not 0
 
 
+def test_training_afresh_into_a_run_is_refused_and_leaves_it_as_it_was(tmp_path, capsys):
+    out = tmp_path / "vae"
+    args = ["configs/shapes/vae.yaml", *TINY_VAE, f"train.output_dir={out}", "train.max_steps=10"]
+    assert train.main([*args, "train.checkpoint_every=10", "train.sample_every=1000"]) == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert train.main(args) == 2  # no --resume: it would start over and overwrite the run
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"train.output_dir={str(out)!r} already holds a run" in err
+    assert "--resume latest" in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
 def test_resuming_from_a_folder_that_holds_no_checkpoint_is_a_one_line_error(tmp_path, capsys):
     args = ["configs/shapes/vae.yaml", *TINY_VAE, f"train.output_dir={tmp_path / 'run'}"]
     assert train.main([*args, "--resume", str(tmp_path / "nowhere")]) == 2

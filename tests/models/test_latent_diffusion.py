@@ -1,4 +1,5 @@
-"""The latent diffusion route's models: the KL autoencoder and the cross-attention denoiser."""
+"""The latent diffusion route's models: the KL autoencoder, a VQ-VAE's pre-quantisation
+latents, and the cross-attention denoiser."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 from model_checks import assert_one_step_trains
 
-from t2i.models import KLAutoencoder, LatentDenoiser, load_model
+from t2i.models import VQVAE, KLAutoencoder, LatentDenoiser, VQLatents, load_model
 
 
 def images(n: int = 4, seed: int = 0) -> torch.Tensor:
@@ -42,9 +43,31 @@ def test_the_saved_scaling_factor_is_one_over_the_data_latent_std(tmp_path):
     assert scaled.std().item() == pytest.approx(1.0, rel=0.1)  # unit variance for the denoiser
 
 
+def test_vq_latents_are_the_scaled_encoder_output_and_decode_through_the_codebook(tmp_path):
+    torch.manual_seed(0)
+    vq = VQVAE(image_size=16, channels=(8, 16), num_res_blocks=1, embed_dim=4, codebook_size=16)
+    vq.eval()
+    auto = VQLatents.from_vqvae(vq, [images(16, s) for s in range(4)])
+    z = auto.encode(images(16, 99))
+    assert z.shape == (16, 4, 4, 4) and auto.latent_channels == 4 and auto.latent_size == 4
+    assert z.std().item() == pytest.approx(1.0, rel=0.15)  # unit variance for the denoiser
+    with torch.no_grad():
+        through_codes = vq.decode(vq.encode(images(16, 99)))
+        assert torch.allclose(auto.decode(z), through_codes, atol=1e-5)  # snapped to codes
+        codes = vq.quantizer.lookup(vq.encode(images(16, 99))) * auto.scaling_factor
+        assert not torch.allclose(codes, z, atol=1e-2)  # other latents, the same nearest codes
+        assert torch.allclose(auto.decode(codes), through_codes, atol=1e-5)
+    auto.save_pretrained(tmp_path / "vq_latents")
+    loaded = load_model(tmp_path / "vq_latents").eval()
+    assert loaded.scaling_factor == auto.scaling_factor
+    assert torch.equal(loaded.encode(images(2, 5)), auto.encode(images(2, 5)))
+
+
 def test_one_step_of_each_model_trains():
     torch.manual_seed(0)
     assert_one_step_trains(KLAutoencoder(**ldm_tiny.AUTOENCODER), {"pixel_values": images()})
+    vq = dict(image_size=16, channels=(8, 16), num_res_blocks=1, embed_dim=4, codebook_size=16)
+    assert_one_step_trains(VQLatents(vqvae=vq), {"pixel_values": images()})
     batch = {"latents": torch.randn(4, 4, 8, 8), "text_states": states()}
     for options in ({}, {"prediction_type": "v_prediction", "snr_gamma": 5.0, "noise_offset": 0.1}):
         torch.manual_seed(0)
