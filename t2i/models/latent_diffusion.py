@@ -1,5 +1,5 @@
 """The latent diffusion denoiser: a U-Net over an autoencoder's latents reading the caption's
-CLIP token states by cross-attention at every resolution.
+CLIP token states by cross-attention at every resolution, or a diffusion transformer.
 
 Rombach et al. 2022 (LDM), section 3.3: the denoiser eps_theta(z_t, t, tau(y)) attends to the
 text encoder's per-token states in each transformer block (`encoder_hidden_states` of
@@ -10,6 +10,10 @@ noise offset (the mean of each latent channel perturbed too, so the model can sh
 brightness) and min-SNR-gamma loss weighting (Hang et al. 2023, eq. 6). Captions dropped for
 classifier-free guidance are replaced by the empty caption (`data.caption_drop_prob`), so
 the unconditional branch at sampling is the CLIP states of "" (or of a negative prompt).
+
+`backbone: transformer` swaps the U-Net for diffusers' `PixArtTransformer2DModel` (Chen et
+al. 2023, PixArt-alpha: DiT blocks over latent patches, timestep by adaLN-single, the caption
+states projected and read by cross-attention in every block).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler, UNet2DConditionModel
+from diffusers import DDPMScheduler, PixArtTransformer2DModel, UNet2DConditionModel
 from diffusers.configuration_utils import register_to_config
 from diffusers.training_utils import compute_snr
 from torch import Tensor
@@ -27,10 +31,11 @@ from t2i.models.base import T2IModel
 from t2i.nn.diffusion import guided_denoise
 
 PREDICTIONS = ("epsilon", "v_prediction")
+BACKBONES = ("unet", "transformer")
 
 
 class LatentDenoiser(T2IModel):
-    """A text-conditioned U-Net denoiser over latent grids.
+    """A text-conditioned denoiser over latent grids: a U-Net, or a diffusion transformer.
 
     Args:
         latent_channels: channels of the autoencoder's latents.
@@ -39,6 +44,11 @@ class LatentDenoiser(T2IModel):
         cross_attention_levels: which resolutions read the caption, one bool per level.
         layers_per_block: residual blocks per resolution.
         attention_head_dim: channels per attention head.
+        backbone: "unet" (`UNet2DConditionModel`; the sizes above) or "transformer"
+            (`PixArtTransformer2DModel`; the sizes below, and attention_head_dim).
+        transformer_layers: the transformer's blocks.
+        num_attention_heads: its heads (width: heads x attention_head_dim).
+        patch_size: its latent patches' side (tokens: (latent_size / patch_size) ** 2).
         norm_num_groups: GroupNorm groups (divides every channel count).
         clip_width: width of the CLIP token states (`cross_attention_dim`).
         context_length: caption length in tokens (CLIP's).
@@ -75,6 +85,10 @@ class LatentDenoiser(T2IModel):
         prediction_type: str = "epsilon",
         noise_offset: float = 0.0,
         snr_gamma: float | None = None,
+        backbone: str = "unet",
+        transformer_layers: int = 4,
+        num_attention_heads: int = 4,
+        patch_size: int = 1,
     ) -> None:
         super().__init__()
         if len(cross_attention_levels) != len(block_out_channels):
@@ -84,8 +98,53 @@ class LatentDenoiser(T2IModel):
             )
         if prediction_type not in PREDICTIONS:
             raise ValueError(f"prediction_type={prediction_type!r}: use one of {PREDICTIONS}")
+        if backbone not in BACKBONES:
+            raise ValueError(f"backbone={backbone!r}: use one of {BACKBONES}")
+        if backbone == "transformer":
+            if latent_size % patch_size:
+                raise ValueError(f"patch_size={patch_size} must divide latent_size={latent_size}")
+            width = num_attention_heads * attention_head_dim
+            self.transformer = PixArtTransformer2DModel(
+                num_attention_heads=num_attention_heads,
+                attention_head_dim=attention_head_dim,
+                in_channels=latent_channels,
+                out_channels=latent_channels,
+                num_layers=transformer_layers,
+                cross_attention_dim=width,
+                sample_size=latent_size,
+                patch_size=patch_size,
+                caption_channels=clip_width,
+                num_embeds_ada_norm=num_train_timesteps,
+                use_additional_conditions=False,
+            )
+        else:
+            self.unet = self._unet(
+                latent_size, latent_channels, block_out_channels, cross_attention_levels,
+                layers_per_block, attention_head_dim, norm_num_groups, clip_width,
+            )  # fmt: skip
+        self.scheduler = DDPMScheduler(
+            num_train_timesteps=num_train_timesteps,
+            beta_schedule=beta_schedule,
+            beta_start=beta_start,
+            beta_end=beta_end,
+            prediction_type=prediction_type,
+            clip_sample=False,  # latents are not bounded to [-1, 1]
+        )
+
+    @staticmethod
+    def _unet(
+        latent_size: int,
+        latent_channels: int,
+        block_out_channels: Sequence[int],
+        cross_attention_levels: Sequence[bool],
+        layers_per_block: int,
+        attention_head_dim: int,
+        norm_num_groups: int,
+        clip_width: int,
+    ) -> UNet2DConditionModel:
+        """The U-Net backbone, cross-attention blocks at the levels that read the caption."""
         levels = list(cross_attention_levels)
-        self.unet = UNet2DConditionModel(
+        return UNet2DConditionModel(
             sample_size=latent_size,
             in_channels=latent_channels,
             out_channels=latent_channels,
@@ -99,22 +158,20 @@ class LatentDenoiser(T2IModel):
             norm_num_groups=norm_num_groups,
             cross_attention_dim=clip_width,
         )
-        self.scheduler = DDPMScheduler(
-            num_train_timesteps=num_train_timesteps,
-            beta_schedule=beta_schedule,
-            beta_start=beta_start,
-            beta_end=beta_end,
-            prediction_type=prediction_type,
-            clip_sample=False,  # latents are not bounded to [-1, 1]
-        )
+
+    @property
+    def backbone(self) -> torch.nn.Module:
+        """The network: the U-Net or the transformer."""
+        return self.transformer if self.config.backbone == "transformer" else self.unet
 
     def forward(self, latents: Tensor, timesteps: Tensor, text_states: Tensor) -> Tensor:
         """The prediction (noise or velocity) for noisy latents (B, C, h, w) at timesteps (B,),
         reading the caption states (B, L, clip_width)."""
-        states = text_states.to(self.unet.dtype)
-        return self.unet(
-            latents.to(self.unet.dtype), timesteps, encoder_hidden_states=states
-        ).sample
+        net = self.backbone
+        states, latents = text_states.to(net.dtype), latents.to(net.dtype)
+        if self.config.backbone == "transformer":
+            timesteps = torch.as_tensor(timesteps, device=latents.device).expand(len(latents))
+        return net(latents, encoder_hidden_states=states, timestep=timesteps).sample
 
     def training_losses(self, batch: dict) -> dict[str, Tensor]:
         """The denoising loss on a batch of latents and caption states.

@@ -72,11 +72,13 @@ def test_one_step_of_each_model_trains():
     for options in ({}, {"prediction_type": "v_prediction", "snr_gamma": 5.0, "noise_offset": 0.1}):
         torch.manual_seed(0)
         assert_one_step_trains(LatentDenoiser(**ldm_tiny.DENOISER, **options), batch)
+    assert_one_step_trains(LatentDenoiser(**ldm_tiny.TRANSFORMER), batch)
 
 
-def test_the_denoising_loss_falls_on_a_tiny_set():
+@pytest.mark.parametrize("backbone", ldm_tiny.BACKBONES)
+def test_the_denoising_loss_falls_on_a_tiny_set(backbone):
     torch.manual_seed(0)
-    model = LatentDenoiser(**ldm_tiny.DENOISER).train()
+    model = LatentDenoiser(**ldm_tiny.BACKBONES[backbone]).train()
     batch = {"latents": torch.randn(8, 4, 8, 8), "text_states": states(8)}
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
     losses = []
@@ -89,9 +91,10 @@ def test_the_denoising_loss_falls_on_a_tiny_set():
     assert sum(losses[-10:]) / 10 < 0.7 * sum(losses[:10]) / 10
 
 
-def test_the_cross_attention_reads_the_caption():
+@pytest.mark.parametrize("backbone", ldm_tiny.BACKBONES)
+def test_the_cross_attention_reads_the_caption(backbone):
     torch.manual_seed(0)
-    model = LatentDenoiser(**ldm_tiny.DENOISER).eval()
+    model = LatentDenoiser(**ldm_tiny.BACKBONES[backbone]).eval()
     x, t = torch.randn(2, 4, 8, 8), torch.tensor([50, 50])
     with torch.no_grad():
         a = model(x, t, states(2, 0))
@@ -101,9 +104,10 @@ def test_the_cross_attention_reads_the_caption():
     assert not torch.allclose(a, zeroed, atol=1e-4)  # zeroed states change it too
 
 
-def test_sampling_is_seeded_and_strength_zero_returns_the_init_latents():
+@pytest.mark.parametrize("backbone", ldm_tiny.BACKBONES)
+def test_sampling_is_seeded_and_strength_zero_returns_the_init_latents(backbone):
     torch.manual_seed(0)
-    model = LatentDenoiser(**ldm_tiny.DENOISER).eval()
+    model = LatentDenoiser(**ldm_tiny.BACKBONES[backbone]).eval()
     s = states(2)
     first = model.sample(s, num_inference_steps=3, generator=torch.Generator().manual_seed(0))
     again = model.sample(s, num_inference_steps=3, generator=torch.Generator().manual_seed(0))

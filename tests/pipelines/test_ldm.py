@@ -124,6 +124,17 @@ def test_the_route_round_trips_with_identical_images(pipe, tmp_path):
     )
 
 
+def test_the_transformer_backbone_over_vq_latents_round_trips(tmp_path):
+    pipe = ldm_tiny.pipeline(backbone="transformer", vq=True)
+    pipe.save_pretrained(tmp_path / "ldm")
+    loaded = LatentDiffusionPipeline.from_pretrained(tmp_path / "ldm")
+    assert loaded.unet.config.backbone == "transformer"
+    assert type(loaded.vae).__name__ == "VQLatents" and loaded.vae.scaling_factor == 2.0
+    loaded.set_progress_bar_config(disable=True)
+    images = draw(loaded, guidance_scale=2.0)
+    assert images.shape == (4, 3, 16, 16) and torch.equal(images, draw(pipe, guidance_scale=2.0))
+
+
 def ldm_bundle(parts: dict, base: TextToImagePipeline) -> TextToImagePipeline:
     """A bundle of the tiny DALL-E route's prior and tokenizer and the tiny LDM parts."""
     return TextToImagePipeline(image_tokenizer=base.image_tokenizer, prior=base.prior, **parts)
