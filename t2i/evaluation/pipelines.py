@@ -49,6 +49,7 @@ LDM_SETTINGS: dict[str, dict[str, Any]] = {  # the latent diffusion route, when 
     "ldm_defaults": {},  # the recorded guidance, steps and sampler
     "ldm_defaults_rerank": dict(rerank=4),
     **{f"ldm_steps_{n}": dict(num_inference_steps=n) for n in (5, 10, 20, 50)},
+    **{f"ldm_guidance_{g}": dict(guidance_scale=float(g)) for g in (2, 3, 5, 8)},
 }
 ROUTE_SETTINGS = {"dalle": PIPELINE_SETTINGS, "unclip": UNCLIP_SETTINGS, "ldm": LDM_SETTINGS}
 
