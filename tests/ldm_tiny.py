@@ -22,7 +22,11 @@ DENOISER = dict(
 TRANSFORMER = dict(  # the same denoiser with the diffusion transformer backbone
     DENOISER, backbone="transformer", transformer_layers=2, num_attention_heads=2, patch_size=2
 )
-BACKBONES = {"unet": DENOISER, "transformer": TRANSFORMER}
+BACKBONES = {
+    "unet": DENOISER,
+    "unet_pooled": dict(DENOISER, pooled_text=True),  # the caption pooled into the timestep
+    "transformer": TRANSFORMER,
+}
 
 
 VQ = dict(image_size=16, channels=(8, 16), num_res_blocks=1, embed_dim=4, codebook_size=16)

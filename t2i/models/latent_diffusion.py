@@ -44,6 +44,9 @@ class LatentDenoiser(T2IModel):
         cross_attention_levels: which resolutions read the caption, one bool per level.
         layers_per_block: residual blocks per resolution.
         attention_head_dim: channels per attention head.
+        pooled_text: the U-Net also adds the caption states, attention-pooled, to its
+            timestep embedding (diffusers' `addition_embed_type="text"`), a global path
+            for the caption beside cross-attention, as Imagen and SDXL add a pooled one.
         backbone: "unet" (`UNet2DConditionModel`; the sizes above) or "transformer"
             (`PixArtTransformer2DModel`; the sizes below, and attention_head_dim).
         transformer_layers: the transformer's blocks.
@@ -86,6 +89,7 @@ class LatentDenoiser(T2IModel):
         noise_offset: float = 0.0,
         snr_gamma: float | None = None,
         backbone: str = "unet",
+        pooled_text: bool = False,
         transformer_layers: int = 4,
         num_attention_heads: int = 4,
         patch_size: int = 1,
@@ -120,7 +124,7 @@ class LatentDenoiser(T2IModel):
         else:
             self.unet = self._unet(
                 latent_size, latent_channels, block_out_channels, cross_attention_levels,
-                layers_per_block, attention_head_dim, norm_num_groups, clip_width,
+                layers_per_block, attention_head_dim, norm_num_groups, clip_width, pooled_text,
             )  # fmt: skip
         self.scheduler = DDPMScheduler(
             num_train_timesteps=num_train_timesteps,
@@ -141,9 +145,16 @@ class LatentDenoiser(T2IModel):
         attention_head_dim: int,
         norm_num_groups: int,
         clip_width: int,
+        pooled_text: bool,
     ) -> UNet2DConditionModel:
         """The U-Net backbone, cross-attention blocks at the levels that read the caption."""
         levels = list(cross_attention_levels)
+        if pooled_text and clip_width % attention_head_dim:
+            raise ValueError(
+                f"pooled_text pools clip_width={clip_width} in heads of "
+                f"attention_head_dim={attention_head_dim}, which must divide it"
+            )
+        pooling = dict(addition_embed_type="text") if pooled_text else {}
         return UNet2DConditionModel(
             sample_size=latent_size,
             in_channels=latent_channels,
@@ -157,6 +168,8 @@ class LatentDenoiser(T2IModel):
             attention_head_dim=attention_head_dim,
             norm_num_groups=norm_num_groups,
             cross_attention_dim=clip_width,
+            addition_embed_type_num_heads=clip_width // attention_head_dim,
+            **pooling,
         )
 
     @property

@@ -104,6 +104,19 @@ def test_the_cross_attention_reads_the_caption(backbone):
     assert not torch.allclose(a, zeroed, atol=1e-4)  # zeroed states change it too
 
 
+def test_pooled_text_adds_the_caption_to_the_timestep_embedding():
+    torch.manual_seed(0)
+    model = LatentDenoiser(**ldm_tiny.DENOISER, pooled_text=True).eval()
+    x, t = torch.randn(2, 4, 8, 8), torch.tensor([50, 50])
+    with torch.no_grad():
+        a = model(x, t, states(2, 0))
+        model.unet.add_embedding.proj.weight.zero_()  # cut the pooled path
+        model.unet.add_embedding.proj.bias.zero_()
+        b = model(x, t, states(2, 0))
+    assert not torch.allclose(a, b, atol=1e-5)
+    assert not hasattr(LatentDenoiser(**ldm_tiny.DENOISER).unet, "add_embedding")
+
+
 @pytest.mark.parametrize("backbone", ldm_tiny.BACKBONES)
 def test_sampling_is_seeded_and_strength_zero_returns_the_init_latents(backbone):
     torch.manual_seed(0)
