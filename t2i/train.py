@@ -156,7 +156,13 @@ def run(config: ExperimentConfig, where: str = "config") -> TrainResult:
     readers = load_readers(config, model, where)
     sources = {key: str(model_dir(getattr(config.data, key)).resolve()) for key in readers}
     data = prepare(
-        model.reads, images, val_set, config.data.token_cache, sources=sources, **readers
+        model.reads,
+        images,
+        val_set,
+        config.data.token_cache,
+        sources=sources,
+        caption_drop_prob=config.data.caption_drop_prob,
+        **readers,
     )
     judged = getattr(images, "has_spec", False)  # the samples carry shapes specs
     out = Path(config.train.output_dir)

@@ -98,3 +98,26 @@ def test_a_denoiser_that_does_not_fit_its_autoencoder_is_refused(runs, tmp_path,
     assert train.main(argv) == 2
     err = capsys.readouterr().err
     assert "model.latent_channels=3 but the autoencoder at data.autoencoder has 4" in err
+
+
+def test_the_run_trains_on_captions_dropped_at_the_configs_rate(runs, monkeypatch, tmp_path):
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def trainer(model, config, train_dataset, **kwargs):  # what train.run hands the loop
+        seen["train"], seen["val"] = train_dataset, kwargs["sample_dataset"]
+        raise Stop
+
+    monkeypatch.setattr(train, "Trainer", trainer)
+    path, *overrides = ldm_args(
+        runs, f"train.output_dir={tmp_path / 'ldm'}", "data.caption_drop_prob=0.4"
+    )
+    config = train.load_config(path, overrides)
+    with pytest.raises(Stop):
+        train.run(config)
+    torch.manual_seed(0)
+    reads = [seen["train"][i % 64]["caption"] for i in range(500)]
+    assert 0.3 < reads.count("") / 500 < 0.5  # 0.4 expected; 0 when the key was not wired
+    assert all(seen["val"][i]["caption"] for i in range(4))  # validation keeps its captions
