@@ -134,7 +134,7 @@ def test_decoder_trains_on_codes_and_image_embeddings_and_is_judged(parts, tmp_p
     decoder = DALLEPrior.from_pretrained(out / "model")
     assert decoder.config.text_encoder == "clip_image" and decoder.config.context_length == 4
     with pytest.raises(ConfigError, match="model.embed_dim=128 but the CLIP model .* has 16"):
-        run([*args[:3], *args[4:], "model.embed_dim=128"])
+        run([*args[:3], *args[4:], "model.embed_dim=128", f"train.output_dir={tmp_path / 'x'}"])
 
 
 def test_pixel_decoder_trains_on_images_and_their_clip_embeddings_and_is_judged(parts, tmp_path):
@@ -158,4 +158,4 @@ def test_pixel_decoder_trains_on_images_and_their_clip_embeddings_and_is_judged(
     assert (out / "samples" / "samples_0000006.png").is_file()
     assert isinstance(DiffusionDecoder.from_pretrained(out / "model"), DiffusionDecoder)
     with pytest.raises(ConfigError, match="model.embed_dim=32 but the CLIP model .* has 16"):
-        run([*args, "model.embed_dim=32"])
+        run([*args, "model.embed_dim=32", f"train.output_dir={tmp_path / 'x'}"])

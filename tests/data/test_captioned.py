@@ -347,7 +347,8 @@ def test_a_prior_trains_on_the_codes_of_streamed_shards(tmp_path):
     ]
     assert train.main(prior) == 0
     assert len(list((tmp_path / "cache").iterdir())) == 2  # the stream's codes and the head's
-    assert train.main(prior) == 0  # a second run hits the cache
+    again = [*prior, f"output_dir={tmp_path / 'prior_again'}"]
+    assert train.main(again) == 0  # a second run hits the cache
     assert len(list((tmp_path / "cache").iterdir())) == 2
 
 
