@@ -195,13 +195,14 @@ def run(config: ExperimentConfig, where: str = "config") -> TrainResult:
 
 def check_fresh(config: ExperimentConfig, where: str) -> None:
     """A ConfigError when `train.output_dir` already holds a run and `train.resume` is unset:
-    training afresh there would overwrite its checkpoints, logs and model. Checked by the
-    first process alone: the others of a distributed launch start while it writes there."""
+    training afresh there would overwrite its checkpoints, logs and model. Only what a run
+    writes after its first steps counts (not the folders every process of a distributed
+    launch makes at its start), so the processes of one launch never see each other's."""
     out = Path(config.train.output_dir)
-    first = os.environ.get("RANK", "0") == "0"  # set by accelerate launch / torchrun
-    if config.train.resume is not None or not first or not out.is_dir():
+    if config.train.resume is not None or not out.is_dir():
         return
-    held = list_checkpoints(out) or [p for p in (out / "model", out / "logs") if p.exists()]
+    written = (out / "model", out / "logs" / "metrics.csv")
+    held = list_checkpoints(out) or [p for p in written if p.exists()]
     if held:
         raise ConfigError(
             f"{where}: train.output_dir={str(out)!r} already holds a run ({held[-1].name}); "
