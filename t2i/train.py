@@ -78,11 +78,6 @@ def initial_model(config: ExperimentConfig, where: str) -> torch.nn.Module:
     return model.float().train()
 
 
-def image_size(reader: torch.nn.Module) -> int:
-    """The image side a tokenizer or autoencoder encodes."""
-    return getattr(reader, "image_size", None) or reader.config.image_size
-
-
 def load_readers(config: ExperimentConfig, model: torch.nn.Module, where: str) -> dict:
     """The frozen models preparing what `model` reads (data key -> model), checked against it
     and against the data's image size."""
@@ -99,7 +94,7 @@ def load_readers(config: ExperimentConfig, model: torch.nn.Module, where: str) -
         except (FileNotFoundError, ValueError) as err:
             raise ConfigError(f"{where}: data.{key}={path!r}: {err}") from err
     for key in ("tokenizer", "autoencoder"):  # they encode the data's images
-        size = image_size(loaded[key]) if key in loaded else config.data.image_size
+        size = loaded[key].image_size if key in loaded else config.data.image_size
         if size != config.data.image_size:
             raise ConfigError(
                 f"{where}: data.image_size={config.data.image_size} but the {key} was trained "

@@ -173,10 +173,9 @@ class TokenDataset(Dataset):
         self.arrays = {c: a for c, a in self.arrays.items() if a is not None}
         rest = [c for c in data.column_names if c not in self.arrays]
         self.data = data.with_format("numpy", columns=rest)
-        self.n = len(data)
 
     def __len__(self) -> int:
-        return self.n
+        return len(self.data)
 
     def _column(self, row: dict, name: str, index: int) -> np.ndarray:
         return self.arrays[name][index].copy() if name in self.arrays else np.asarray(row[name])

@@ -194,10 +194,9 @@ def evaluate_shapes(
 
 def _image_size(model: torch.nn.Module, readers: dict[str, Any]) -> int:
     """The test images' side: the tokenizer's or autoencoder's, else the model's own, else 32."""
-    if "tokenizer" in readers:
-        return readers["tokenizer"].config.image_size
-    if "autoencoder" in readers:
-        return readers["autoencoder"].image_size
+    for key in ("tokenizer", "autoencoder"):
+        if key in readers:
+            return readers[key].image_size
     return getattr(model, "image_size", None) or model.config.get("image_size", 32)
 
 

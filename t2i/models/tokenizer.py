@@ -54,6 +54,11 @@ class ImageTokenizer(T2IModel, abc.ABC):
         """Side of the (square) code grid; a tuple, coarsest first, for several levels."""
 
     @property
+    def image_size(self) -> int:
+        """Side of the square images it encodes, in pixels (as a latent autoencoder's)."""
+        return self.config.image_size
+
+    @property
     def downsample_factor(self) -> int | tuple[int, ...]:
         """Image side over grid side; a tuple, coarsest first, for several levels."""
         grid = self.grid_size
