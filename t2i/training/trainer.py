@@ -110,6 +110,10 @@ class Trainer:
         self.score_samples = score_samples
         self.out = Path(config.output_dir)
         self.accelerator = self._accelerator()
+        if self.accelerator.device.type == "cpu":
+            # small models on the CPU lose time to denormal floats (11% of a KL autoencoder
+            # step at 2 threads, docs/BENCHMARKS.md); flushing them changes nothing visible
+            torch.set_flush_denormal(True)
         self.model = model
         self.sample_batch = self._sample_batch(sample_dataset or train_dataset, collate_fn)
         self.streaming = isinstance(train_dataset, IterableDataset)  # shuffles itself

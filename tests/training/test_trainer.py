@@ -233,3 +233,14 @@ def test_auto_precision_follows_what_accelerate_launch_names(monkeypatch):
         monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
         with pytest.raises(ValueError, match="accelerate launch's mixed_precision='fp16'"):
             resolve_mixed_precision("auto")
+
+
+def test_training_on_the_cpu_flushes_denormal_floats(tmp_path):
+    tiny = torch.tensor([1e-40])  # a float32 denormal: kept unless flushing is on
+    torch.set_flush_denormal(False)
+    assert (tiny * 1.0).item() != 0.0
+    try:
+        make(tmp_path)
+        assert (tiny * 1.0).item() == 0.0
+    finally:
+        torch.set_flush_denormal(False)
