@@ -391,8 +391,11 @@ def bench_cpu_settings(names: list[str], batch_size: int, repeats: int) -> list:
         model, batch, _ = model_and_batch(name, batch_size, device)
         model.train()
         state = {k: v.clone() for k, v in model.state_dict().items()}
-        settings = {"plain": (False, False), "denormals flushed": (True, False)}
-        settings["denormals flushed, fused AdamW"] = (True, True)
+        settings = {  # what -> (flush denormals, fused AdamW)
+            "plain": (False, False),
+            "denormals flushed": (True, False),
+            "denormals flushed, fused AdamW": (True, True),
+        }
         optimizers = {
             what: torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused)
             for what, (_, fused) in settings.items()

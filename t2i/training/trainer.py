@@ -111,8 +111,9 @@ class Trainer:
         self.out = Path(config.output_dir)
         self.accelerator = self._accelerator()
         if self.accelerator.device.type == "cpu":
-            # small models on the CPU lose time to denormal floats (11% of a KL autoencoder
-            # step at 2 threads, docs/BENCHMARKS.md); flushing them changes nothing visible
+            # small models on the CPU lose time to denormal floats: flushing them makes a step
+            # of the latent route's autoencoder and denoiser 6% faster (docs/BENCHMARKS.md);
+            # it is a process-wide setting
             torch.set_flush_denormal(True)
         self.model = model
         self.sample_batch = self._sample_batch(sample_dataset or train_dataset, collate_fn)
