@@ -9,6 +9,7 @@ source's recorded sampling settings, the stages' runs in its runs/ folder.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -59,7 +60,13 @@ def finetune_pipeline(config: ExperimentConfig, where: str, train_one: TrainOne)
     for stage in (s for s in COMPONENTS if s in stages):
         result = train_one(stage_config(config, stage, current, out), f"{where} [{stage}]")
         current[stage] = result.model_dir
-    pipe = TextToImagePipeline(**{name: load_model(path).eval() for name, path in current.items()})
+    parts = {name: load_model(path).eval() for name, path in current.items()}
+    if "scheduler" in has:  # the latent diffusion route's sampler, as the source saved it
+        library, cls = index["scheduler"]
+        parts["scheduler"] = getattr(importlib.import_module(library), cls).from_pretrained(
+            source, subfolder="scheduler"
+        )
+    pipe = TextToImagePipeline(**parts)
     pipe.sampling_defaults.update(index.get("_t2i_sampling") or {})  # the source's measured
     pipe.save_pretrained(out)
     logger.info("fine-tuned pipeline (%s) saved to %s", ", ".join(stages), out)

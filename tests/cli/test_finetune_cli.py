@@ -3,12 +3,15 @@ saved weights (`init_from`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import ldm_tiny
 import pytest
 import torch
 from conftest import tiny_pipeline
 from safetensors.torch import load_file
 
-from t2i import train
+from t2i import TextToImagePipeline, train
 from t2i.config import ConfigError, load_config
 from t2i.data.shapes import export
 from t2i.pipelines import load_pipeline
@@ -116,6 +119,37 @@ def test_finetune_the_unclip_stages_keeps_the_route_and_the_sampling_defaults(fo
         assert any(not torch.equal(before[k], after[k]) for k in before) == trained, name
     tuned = load_pipeline(out, device="cpu", route="unclip")
     assert tuned.sampling_defaults["temperature"] == 0.7
+    tuned.set_progress_bar_config(disable=True)
+    images = tuned("a red circle", num_inference_steps=2, output_type="pt").images
+    assert images.shape[1:] == (3, 16, 16)
+
+
+def test_finetune_the_latent_diffusion_stages_retrains_the_denoiser_on_the_new_latents(
+    folder, tmp_path
+):
+    source, out = tmp_path / "source", tmp_path / "tuned"
+    base = tiny_pipeline()
+    bundle = TextToImagePipeline(
+        image_tokenizer=base.image_tokenizer, prior=base.prior, **ldm_tiny.parts()
+    )
+    bundle.save_pretrained(source)
+    argv = [
+        "configs/custom/finetune.yaml",
+        f"data.path={folder}",
+        f"init_from={source}",
+        f"output_dir={out}",
+        "model.stages=[vae,unet]",
+        "max_steps=3",
+        *TINY,
+    ]
+    assert train.main(argv) == 0
+    for name, trained in [("prior", False), ("clip", False), ("vae", True), ("unet", True)]:
+        before, after = weights(source / name), weights(out / name)
+        assert any(not torch.equal(before[k], after[k]) for k in before) == trained, name
+    # the denoiser's latents were those of the fine-tuned autoencoder, not the source's
+    recorded = load_config(out / "runs" / "unet" / "config.yaml")
+    assert Path(recorded.data.autoencoder) == out / "runs" / "vae" / "model"
+    tuned = load_pipeline(out, device="cpu", route="ldm")
     tuned.set_progress_bar_config(disable=True)
     images = tuned("a red circle", num_inference_steps=2, output_type="pt").images
     assert images.shape[1:] == (3, 16, 16)
