@@ -77,8 +77,9 @@ SAMPLING = {
     "prior_guidance_scale": 1.5,
     "prior_candidates": 2,
     "num_inference_steps": 5,
-    # latent diffusion ("The latent diffusion route"): guidance 2 beat 1, 3 and 5; 10
-    # DPM-Solver++ steps draw as faithfully as 20 or 50 at twice the speed of 20
+    # latent diffusion ("The latent diffusion route"): guidance 2 beat 1 and 3 (and 5, on
+    # the 4,000-step denoiser); 10 DPM-Solver++ steps draw as faithfully as 20 or 50 (within
+    # 0.015) at twice the speed of 20
     "ldm_guidance_scale": 2.0,
     "ldm_num_inference_steps": 10,
     "ldm_sampler": "dpm",

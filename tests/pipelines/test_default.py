@@ -12,7 +12,7 @@ from conftest import gen, load_script
 from PIL import Image
 
 import t2i
-from t2i import DALLEPipeline, TextToImagePipeline, UnCLIPPipeline
+from t2i import DALLEPipeline, LatentDiffusionPipeline, TextToImagePipeline, UnCLIPPipeline
 from t2i.data.shapes import CELLS, PALETTE, SHAPES, SIZES, caption_for, make_sample, render_spec
 from t2i.evaluation import judge_many
 from t2i.pipelines import DEFAULT_PIPELINE
@@ -90,7 +90,7 @@ def test_the_default_draws_what_the_prompt_says_far_more_often_than_chance(rando
 def test_the_default_carries_the_unclip_route_and_its_variations_keep_the_attributes(
     bundle, random_scenes
 ):
-    assert bundle.routes == ["dalle", "unclip"]
+    assert bundle.routes == ["dalle", "unclip", "ldm"]
     pipe = t2i.load_pipeline(device="cpu", route="unclip")
     assert type(pipe) is UnCLIPPipeline
     pipe.set_progress_bar_config(disable=True)
@@ -102,6 +102,18 @@ def test_the_default_carries_the_unclip_route_and_its_variations_keep_the_attrib
     for i, spec in enumerate(SPECS):
         variations += pipe.variations(render_spec(spec), num_images=N, generator=gen(i)).images
     check_fidelity(variations, random_scenes)
+
+
+def test_the_default_carries_the_latent_diffusion_route_at_its_measured_settings(random_scenes):
+    pipe = t2i.load_pipeline(device="cpu", route="ldm")
+    assert type(pipe) is LatentDiffusionPipeline
+    assert pipe.unet.dtype == torch.float32  # cast up from the shipped float16
+    measured = load_script("build_default").SAMPLING
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(PROMPTS, num_images_per_prompt=N, generator=gen(0))
+    assert out.settings.guidance_scale == measured["ldm_guidance_scale"]
+    assert out.settings.num_inference_steps == measured["ldm_num_inference_steps"]
+    check_fidelity(out.images, random_scenes)
 
 
 # sha256 (first 16 hex digits) of the pixels as uint8, drawn with the pipeline before the
