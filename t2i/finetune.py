@@ -4,6 +4,12 @@
 Each named stage is trained in the stage graph's order (`t2i.training.stages`), reading the
 stages before it as they now are; the new pipeline is saved to `train.output_dir` with the
 source's recorded sampling settings, the stages' runs in its runs/ folder.
+
+A component that reads a retrained one (the unCLIP decoder reads CLIP and the tokenizer) no
+longer fits it: with `model.downstream: retrain` it is retrained too, and by default
+(`drop`) it is left out of the new pipeline with its route, with a warning that says so. The
+pipeline records which run each component came from and the weights of those it read
+(`_t2i_provenance`), and loading refuses one whose components disagree.
 """
 
 from __future__ import annotations
@@ -14,10 +20,13 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 from t2i.config import ConfigError, ExperimentConfig
 from t2i.models import load_model, model_type
 from t2i.pipelines import DEFAULT_PIPELINE, TextToImagePipeline, check_pipeline_dir
-from t2i.pipelines.common import saved_components
+from t2i.pipelines.bundle import NAMES, NEEDS
+from t2i.pipelines.common import PROVENANCE, saved_components, weights_id
 from t2i.training import TrainResult
 from t2i.training.inputs import needs
 from t2i.training.stages import COMPONENTS, PREPARED_BY
@@ -35,13 +44,7 @@ def finetune_pipeline(config: ExperimentConfig, where: str, train_one: TrainOne)
         where: the config's source, named in errors.
         train_one: trains one model from a config (`t2i.train.run`).
     """
-    stages = config.model.get("stages") or ["prior"]
-    unknown = [s for s in stages if s not in COMPONENTS]
-    if unknown or set(config.model) - {"type", "stages"}:
-        raise ConfigError(
-            f"{where}: model.type=pipeline takes only model.stages, a list of "
-            f"{', '.join(COMPONENTS)} (got {unknown or sorted(config.model)})"
-        )
+    stages, downstream = _check_model(config, where)
     source = Path(config.init_from) if config.init_from else DEFAULT_PIPELINE
     try:
         index = check_pipeline_dir(source)
@@ -55,22 +58,113 @@ def finetune_pipeline(config: ExperimentConfig, where: str, train_one: TrainOne)
             f"{where}: model.stages names {', '.join(missing)}, which the pipeline at "
             f"{str(source)!r} does not have (it has {', '.join(current)})"
         )
+    reads = {name: component_reads(load_model(path)) for name, path in current.items()}
+    stale = stale_components(stages, reads)
+    dropped = []
+    if downstream == "retrain":
+        stages = [c for c in COMPONENTS if c in {*stages, *stale}]
+    elif stale:
+        dropped = _dropped(stale, has, stages, where)
+    record = source_provenance(source, index, reads)
     out = Path(config.train.output_dir)
     result = None
     for stage in (s for s in COMPONENTS if s in stages):
         result = train_one(stage_config(config, stage, current, out), f"{where} [{stage}]")
         current[stage] = result.model_dir
-    parts = {name: load_model(path).eval() for name, path in current.items()}
-    if "scheduler" in has:  # the latent diffusion route's sampler, as the source saved it
-        library, cls = index["scheduler"]
+        record[stage] = {
+            "run": str(result.model_dir.parent),
+            "id": weights_id(result.model_dir),
+            "reads": {r: record[r]["id"] for r in reads[stage]},
+        }
+    save_finetuned(source, index, current, dropped, record, out)
+    logger.info("fine-tuned pipeline (%s) saved to %s", ", ".join(stages), out)
+    return dataclasses.replace(result, model_dir=out)
+
+
+def _check_model(config: ExperimentConfig, where: str) -> tuple[list[str], str]:
+    """The model section's stages and downstream policy, checked."""
+    stages = config.model.get("stages") or ["prior"]
+    downstream = config.model.get("downstream", "drop")
+    unknown = [s for s in stages if s not in COMPONENTS]
+    if unknown or set(config.model) - {"type", "stages", "downstream"}:
+        raise ConfigError(
+            f"{where}: model.type=pipeline takes only model.stages, a list of "
+            f"{', '.join(COMPONENTS)}, and model.downstream "
+            f"(got {unknown or sorted(config.model)})"
+        )
+    if downstream not in ("drop", "retrain"):
+        raise ConfigError(f"{where}: model.downstream={downstream!r}: use drop or retrain")
+    return list(stages), downstream
+
+
+def component_reads(model: torch.nn.Module) -> list[str]:
+    """The pipeline components a model reads the outputs of (its declared inputs)."""
+    return [PREPARED_BY[key] for key in needs(model.reads)]
+
+
+def stale_components(stages: list[str], reads: dict[str, list[str]]) -> list[str]:
+    """The components, not among `stages`, that read a retrained one (directly, or through
+    another such component), in training order."""
+    changed, stale = set(stages), []
+    for name in COMPONENTS:
+        if name in reads and name not in changed and changed & set(reads[name]):
+            changed.add(name)
+            stale.append(name)
+    return stale
+
+
+def _dropped(stale: list[str], has: list[str], stages: list[str], where: str) -> list[str]:
+    """The components left out for `stale` ones: their whole routes; a ConfigError when one
+    is a component every pipeline needs."""
+    core = [c for c in stale if c in ("clip", "image_tokenizer", "prior")]
+    if core:
+        raise ConfigError(
+            f"{where}: model.stages={stages} retrains what the {core[0]} reads, and every "
+            f"pipeline needs a {core[0]}: add {core[0]} to model.stages, or set "
+            "model.downstream=retrain"
+        )
+    dropped = [n for route in NEEDS.values() if set(route) & set(stale) for n in route if n in has]
+    routes = [NAMES[r] for r, names in NEEDS.items() if set(names) & set(stale)]
+    logger.warning(
+        "model.stages=%s retrains what %s read: the new pipeline leaves out %s (the %s "
+        "route); add them to model.stages, or set model.downstream=retrain, to keep them",
+        stages,
+        " and ".join(stale),
+        ", ".join(dropped),
+        " and ".join(routes),
+    )
+    return dropped
+
+
+def source_provenance(source: Path, index: dict, reads: dict[str, list[str]]) -> dict:
+    """The source pipeline's provenance: as recorded, or (a pipeline saved without one) each
+    component's weights, taken to have read the components beside it."""
+    record = dict(index.get(PROVENANCE) or {})
+    ids = {name: weights_id(source / name) for name in reads if name not in record}
+    for name in ids:
+        record[name] = {
+            "run": str(source / name),
+            "id": ids[name],
+            "reads": {r: (record.get(r) or {}).get("id") or ids[r] for r in reads[name]},
+        }
+    return record
+
+
+def save_finetuned(
+    source: Path, index: dict, current: dict, dropped: list[str], record: dict, out: Path
+) -> None:
+    """Save the new pipeline: the current components less the dropped ones, the source's
+    scheduler and sampling settings, and the provenance."""
+    parts = {n: load_model(p).eval() for n, p in current.items() if n not in dropped}
+    if "scheduler" in index and "scheduler" not in dropped and "unet" in parts:
+        library, cls = index["scheduler"]  # the latent diffusion route's sampler, as saved
         parts["scheduler"] = getattr(importlib.import_module(library), cls).from_pretrained(
             source, subfolder="scheduler"
         )
     pipe = TextToImagePipeline(**parts)
     pipe.sampling_defaults.update(index.get("_t2i_sampling") or {})  # the source's measured
+    pipe.provenance = {n: v for n, v in record.items() if n in parts}
     pipe.save_pretrained(out)
-    logger.info("fine-tuned pipeline (%s) saved to %s", ", ".join(stages), out)
-    return dataclasses.replace(result, model_dir=out)
 
 
 def stage_config(

@@ -3,12 +3,15 @@
 Also runs under `accelerate launch -m t2i.train CONFIG` for several GPUs. The run directory
 (`train.output_dir`) receives config.yaml, logs/metrics.csv, samples/*.png,
 checkpoints/checkpoint-N/ and, at the end, model/ (load it with `from_pretrained`).
-A config with `model.type: pipeline` fine-tunes a saved pipeline's stages (`t2i.finetune`).
+A config with `model.type: pipeline` fine-tunes a saved pipeline's stages (`t2i.finetune`);
+one with `model.type: recipe` trains a whole pipeline from scratch (`t2i.recipe`).
 
 Examples:
     python -m t2i.train configs/shapes/vae.yaml
     python -m t2i.train configs/shapes/beta_vae.yaml model.beta=64 train.output_dir=runs/b64
     python -m t2i.train configs/shapes/vae.yaml train.resume=latest
+    python -m t2i.train configs/custom/pipeline.yaml data.path=DIR image_size=64 output_dir=OUT
+    python -m t2i.train configs/custom/pipeline.yaml --preset       # the resolution presets
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from t2i.models import (
     load_reader,
     model_dir,
 )
+from t2i.recipe import build_pipeline, is_recipe, load_recipe, preset_table
 from t2i.training import Trainer, TrainResult, list_checkpoints, seed_everything
 from t2i.training.inputs import (
     check_readers,
@@ -227,16 +231,36 @@ def main(argv: list[str] | None = None) -> int:
         help='"latest" (the newest complete checkpoint of the output folder, or a fresh start '
         "when there is none) or a checkpoint folder; the same as train.resume=CHECKPOINT",
     )
+    parser.add_argument(
+        "--preset",
+        nargs="?",
+        const="",
+        metavar="NAME",
+        help="a recipe's resolution preset (model.preset); alone, list the recipe's presets",
+    )
     args = parser.parse_intermixed_args(argv)  # the flag may come before the overrides
     if args.resume is not None:
         args.overrides.append(f"train.resume={args.resume}")
+    if args.preset is not None and not is_recipe(args.config):
+        print(
+            f"error: --preset: {args.config} is not a recipe (model.type: recipe)", file=sys.stderr
+        )
+        return 2
+    if args.preset == "":
+        print(preset_table(args.config))
+        return 0
+    if args.preset is not None:
+        args.overrides.append(f"model.preset={args.preset}")
     rank = int(os.environ.get("RANK", "0"))  # set by accelerate launch and torchrun
     level = logging.INFO if rank == 0 else logging.WARNING  # progress lines once, not per process
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file otherwise
     try:
-        config = load_config(args.config, args.overrides)
-        result = train(config, args.config)
+        if is_recipe(args.config):
+            result = build_pipeline(load_recipe(args.config, args.overrides), run)
+        else:
+            config = load_config(args.config, args.overrides)
+            result = train(config, args.config)
     except (ConfigError, FileNotFoundError) as err:  # a bad config, or a missing checkpoint
         print(f"error: {err}", file=sys.stderr)
         return 2

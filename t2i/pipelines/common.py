@@ -5,13 +5,17 @@ alike (tokenising, drawing codes, decoding them, CLIP reranking), and the output
 
 A saved pipeline is a directory with `model_index.json` and a folder per component; its
 `model_index.json` also records the t2i version, the pipeline format and the sampling
-settings its builder measured best (`_t2i_sampling`). `from_pretrained` refuses a directory
-whose format it cannot read.
+settings its builder measured best (`_t2i_sampling`), and, for pipelines built by the
+recipe or fine-tuning, which run each component came from and the weights of the components
+it read (`_t2i_provenance`). `from_pretrained` refuses a directory whose format it cannot
+read, and one whose components disagree (a decoder trained on another CLIP than the one
+beside it draws noise without a word).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +32,7 @@ from PIL import Image
 from t2i._version import __version__
 from t2i.models import clip_score, load_model
 
+PROVENANCE = "_t2i_provenance"  # model_index.json: component -> {run, id, reads}
 FORMAT = 1  # bump when a saved pipeline's layout changes incompatibly
 OUTPUT_TYPES = ("pil", "np", "pt")
 PIPELINE_CLASSES = (  # saved by t2i
@@ -128,6 +133,7 @@ class T2IPipeline(DiffusionPipeline):
         """The sampling settings a call uses when it names none: the library's, until a saved
         pipeline's recorded ones replace them."""
         self.sampling_defaults = {}
+        self.provenance: dict[str, Any] = {}  # component -> {run, id, reads}, when known
         for settings in self.settings_classes:
             self.sampling_defaults.update(settings.library_defaults())
 
@@ -135,6 +141,13 @@ class T2IPipeline(DiffusionPipeline):
         """What a save records: the sampling defaults of this pipeline's own routes."""
         own = {s.PREFIX + name for s in self.settings_classes for name in s.RECORDED}
         return {k: v for k, v in self.sampling_defaults.items() if k in own}
+
+    def saved_provenance(self) -> dict[str, Any]:
+        """The provenance of the components this pipeline holds (copies: a save adds what
+        each folder holds)."""
+        return {
+            k: dict(v) for k, v in self.provenance.items() if getattr(self, k, None) is not None
+        }
 
     @classmethod
     def component_names(cls) -> list[str]:
@@ -148,6 +161,9 @@ class T2IPipeline(DiffusionPipeline):
         """diffusers' save, then the t2i version, format and sampling settings recorded in
         model_index.json."""
         super().save_pretrained(save_directory, **kwargs)
+        provenance = self.saved_provenance()
+        for name, entry in provenance.items():  # what each folder holds now
+            entry["weights"] = weights_id(Path(save_directory) / name)
         index = Path(save_directory) / "model_index.json"
         config = json.loads(index.read_text())
         config.update(
@@ -155,6 +171,7 @@ class T2IPipeline(DiffusionPipeline):
                 "_t2i_version": __version__,
                 "_t2i_format": FORMAT,
                 "_t2i_sampling": self.recorded_settings(),
+                **({PROVENANCE: provenance} if provenance else {}),
             }
         )
         index.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
@@ -179,6 +196,7 @@ class T2IPipeline(DiffusionPipeline):
         """
         path = Path(pretrained_model_name_or_path)
         index = check_pipeline_dir(path)
+        check_provenance(path, index.get(PROVENANCE) or {})
         saved = saved_components(index)
         components = {}
         for name in cls.component_names():
@@ -187,6 +205,7 @@ class T2IPipeline(DiffusionPipeline):
             components[name] = load_component(path, name, index, torch_dtype)
         pipe = cls(**components)
         pipe.sampling_defaults.update(index.get("_t2i_sampling") or {})
+        pipe.provenance = index.get(PROVENANCE) or {}
         return pipe
 
     @classmethod
@@ -210,6 +229,7 @@ class T2IPipeline(DiffusionPipeline):
             )
         pipe = cls(**parts)
         pipe.sampling_defaults.update(pipeline.sampling_defaults)
+        pipe.provenance = dict(getattr(pipeline, "provenance", {}))
         pipe.set_progress_bar_config(**getattr(pipeline, "_progress_bar_config", {}))
         return pipe
 
@@ -336,6 +356,53 @@ def saved_components(index: dict) -> list[str]:
         for name, value in index.items()
         if not name.startswith("_") and isinstance(value, list) and value[0] is not None
     ]
+
+
+def weights_id(folder: str | Path) -> str:
+    """The identity of a saved model: a hash of its safetensors files' bytes (16 hex digits).
+
+    Args:
+        folder: a saved model directory (config.json + safetensors).
+
+    Raises:
+        FileNotFoundError: it holds no safetensors file.
+    """
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no safetensors weights")
+    digest = hashlib.sha256()
+    for file in files:
+        with file.open("rb") as f:
+            for block in iter(lambda f=f: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def check_provenance(path: Path, record: dict[str, Any]) -> None:
+    """Raise a PipelineFormatError when a component was trained reading another component
+    than the one the pipeline holds, or a component's folder holds other weights than the
+    pipeline was saved with (a folder copied in from another pipeline).
+
+    Args:
+        path: the pipeline (named in the error).
+        record: its `_t2i_provenance`: component -> {run, id, reads: component -> id,
+            weights: the saved folder's `weights_id`}.
+    """
+    for name, entry in record.items():
+        saved = entry.get("weights")
+        if saved is not None and (path / name).is_dir() and weights_id(path / name) != saved:
+            raise PipelineFormatError(
+                f"{path}: its {name} holds other weights than the pipeline was saved with, so "
+                f"it may not fit the components beside it; save the pipeline again with t2i "
+                f"(or restore its {name})"
+            )
+        for other, read in (entry.get("reads") or {}).items():
+            holds = (record.get(other) or {}).get("id")
+            if holds is not None and holds != read:
+                raise PipelineFormatError(
+                    f"{path}: its {name} was trained on another {other} ({read}) than the one it "
+                    f"holds ({holds}); retrain the {name} on it, or leave the {name} out"
+                )
 
 
 def check_pipeline_dir(path: str | Path) -> dict:

@@ -78,31 +78,53 @@ def check_readers(
         clip: the CLIP preparing the CLIP inputs (or None).
         autoencoder: the KL autoencoder preparing `latents` (or None).
     """
+    for key, (want, owner) in reader_values(config, reads, tokenizer, clip, autoencoder).items():
+        have = config.get(key)
+        if have is not None and _as_list(have) != _as_list(want):
+            raise ValueError(f"model.{key}={have} but {owner} has {want}; set model.{key}={want}")
+
+
+def reader_keys(
+    reads: frozenset[str], tokenizer: Any = None, clip: Any = None, autoencoder: Any = None
+) -> dict[str, Any]:
+    """The model keys the readers fix (codebook size, grid, CLIP widths, latent shape):
+    key -> value, for a model reading `reads` (what the recipe fills in)."""
+    values = reader_values({}, reads, tokenizer, clip, autoencoder)
+    return {key: _plain(want) for key, (want, _) in values.items()}
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def reader_values(
+    config: Any, reads: frozenset[str], tokenizer: Any, clip: Any, autoencoder: Any
+) -> dict[str, tuple[Any, str]]:
+    """model key -> (the value its reader fixes, the reader named in errors); only for the
+    readers given."""
     checks = []
-    if "image_tokens" in reads:
-        grid_key = "grid_sizes" if "grid_sizes" in config else "grid_size"
+    if "image_tokens" in reads and tokenizer is not None:
+        grid_key = "grid_size" if "grid_size" in config else "grid_sizes"
         owner = f"the tokenizer {type(tokenizer).__name__}"
+        grid = tokenizer.grid_size
         checks += [
             ("num_tokens", tokenizer.num_tokens, owner),
-            (grid_key, tokenizer.grid_size, owner),
+            (grid_key, list(grid) if isinstance(grid, tuple) else [grid], owner),
         ]
-    if "latents" in reads:
+    if "latents" in reads and autoencoder is not None:
         owner = "the autoencoder at data.autoencoder"
         checks += [
             ("latent_channels", autoencoder.latent_channels, owner),
             ("latent_size", autoencoder.latent_size, owner),
         ]
-    if "text_states" in reads:
+    if "text_states" in reads and clip is not None:
         checks += [
             ("clip_width", clip.config.text_width, "the CLIP model at data.clip"),
             ("context_length", clip.config.context_length, "the CLIP model at data.clip"),
         ]
-    if reads & {"text_embeds", "image_embeds"}:
+    if reads & {"text_embeds", "image_embeds"} and clip is not None:
         checks.append(("embed_dim", clip.config.embed_dim, "the CLIP model at data.clip"))
-    for key, want, owner in checks:
-        have = config.get(key)
-        if have is not None and _as_list(have) != _as_list(want):
-            raise ValueError(f"model.{key}={have} but {owner} has {want}; set model.{key}={want}")
+    return {key: (want, owner) for key, want, owner in checks}
 
 
 def _as_list(value: object) -> list:

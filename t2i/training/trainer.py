@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import json
 import logging
 import math
 import os
@@ -116,6 +117,7 @@ class Trainer:
             # it is a process-wide setting
             torch.set_flush_denormal(True)
         self.model = model
+        self.val_dataset, self.collate_fn = sample_dataset, collate_fn
         self.sample_batch = self._sample_batch(sample_dataset or train_dataset, collate_fn)
         self.streaming = isinstance(train_dataset, IterableDataset)  # shuffles itself
         loader = self._loader(train_dataset, collate_fn, num_workers)
@@ -376,6 +378,37 @@ class Trainer:
                 self._log_scores(self.score_samples(x * 2 - 1, batch))
         return paths
 
+    @torch.no_grad()
+    def validate(self, max_batches: int = 8) -> dict[str, float]:
+        """The loss terms on the held-back samples (EMA weights when on; the same noise for the
+        same seed), up to `max_batches` batches: logged as `val/...` and written to
+        validation.json in the run folder; {} without held-back samples."""
+        if self.val_dataset is None:
+            return {}
+        loader = DataLoader(self.val_dataset, self.config.batch_size, collate_fn=self.collate_fn)
+        sums, n = {}, 0
+        was_training = self.model.training
+        self.model.eval()
+        with torch.random.fork_rng(devices=[]), self._ema_weights():
+            torch.manual_seed(self.config.seed)
+            for batch in itertools.islice(loader, max_batches):
+                batch = self._transform(send_to_device(batch, self.accelerator.device))
+                with self.accelerator.autocast():
+                    losses = self.model.training_losses(batch)
+                size = len(next(iter(batch.values())))
+                for key, value in losses.items():
+                    if value.numel() == 1:
+                        sums[key] = sums.get(key, 0.0) + float(value) * size
+                n += size
+        self.model.train(was_training)
+        scores = {f"val/{k}": v / max(n, 1) for k, v in sums.items()}
+        if scores and self.accelerator.is_main_process:  # metrics.csv keeps the training rows
+            (self.out / "validation.json").write_text(
+                json.dumps({"step": self.step, "samples": n, **scores}, indent=1) + "\n"
+            )
+            logger.info("validation at step %d (%d samples): %s", self.step, n, scores)
+        return scores
+
     def _log_scores(self, scores: dict[str, float]) -> None:
         """Log the sample scores at this step (and keep them with the last metrics)."""
         scores = {f"samples/{k}": float(v) for k, v in scores.items()}
@@ -436,6 +469,7 @@ class Trainer:
             self.save_checkpoint()
         model_dir = None
         acc = self.accelerator
+        self.last_metrics.update(self.validate())  # every process: CLIP's loss gathers
         if acc.is_main_process and hasattr(self.model, "save_pretrained"):
             model_dir = self.out / "model"
             tmp = self.out / ".tmp-model"

@@ -3,6 +3,7 @@ saved weights (`init_from`)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import ldm_tiny
@@ -153,3 +154,73 @@ def test_finetune_the_latent_diffusion_stages_retrains_the_denoiser_on_the_new_l
     tuned.set_progress_bar_config(disable=True)
     images = tuned("a red circle", num_inference_steps=2, output_type="pt").images
     assert images.shape[1:] == (3, 16, 16)
+
+
+def finetune_argv(source, out, folder, stages, *extra):
+    return [
+        "configs/custom/finetune.yaml",
+        f"data.path={folder}",
+        f"init_from={source}",
+        f"output_dir={out}",
+        f"model.stages=[{','.join(stages)}]",
+        "max_steps=3",
+        *TINY,
+        *extra,
+    ]
+
+
+def test_retraining_what_the_unclip_stages_read_leaves_them_out_with_a_warning(
+    saved_unclip_pipeline, folder, tmp_path, caplog
+):
+    out = tmp_path / "tuned"
+    argv = finetune_argv(saved_unclip_pipeline, out, folder, ["image_tokenizer", "clip", "prior"])
+    with caplog.at_level("WARNING"):
+        assert train.main(argv) == 0
+    assert "leaves out diffusion_prior, decoder (the unCLIP route)" in caplog.text
+    assert not (out / "decoder").exists() and not (out / "diffusion_prior").exists()
+    with pytest.raises(ValueError, match="has the DALL-E route only"):
+        load_pipeline(out, device="cpu", route="unclip")
+    record = json.loads((out / "model_index.json").read_text())["_t2i_provenance"]
+    assert record["prior"]["reads"] == {
+        "image_tokenizer": record["image_tokenizer"]["id"],
+        "clip": record["clip"]["id"],
+    }
+    assert load_pipeline(out, device="cpu").prior is not None
+
+
+def test_retraining_what_the_prior_reads_without_it_is_refused_before_training(
+    saved_unclip_pipeline, folder, tmp_path, capsys
+):
+    out = tmp_path / "tuned"
+    assert train.main(finetune_argv(saved_unclip_pipeline, out, folder, ["clip"])) == 2
+    err = capsys.readouterr().err
+    assert "every pipeline needs a prior" in err and "model.downstream=retrain" in err
+    assert not out.exists()
+
+
+def test_downstream_retrain_retrains_every_stage_reading_a_retrained_one(
+    saved_unclip_pipeline, folder, tmp_path
+):
+    out = tmp_path / "tuned"
+    argv = finetune_argv(saved_unclip_pipeline, out, folder, ["clip"], "model.downstream=retrain")
+    assert train.main(argv) == 0
+    for name, trained in [
+        ("image_tokenizer", False),
+        ("clip", True),
+        ("prior", True),
+        ("diffusion_prior", True),
+        ("decoder", True),
+    ]:
+        before, after = weights(saved_unclip_pipeline / name), weights(out / name)
+        assert any(not torch.equal(before[k], after[k]) for k in before) == trained, name
+    recorded = load_config(out / "runs" / "decoder" / "config.yaml")
+    assert Path(recorded.data.clip) == out / "runs" / "clip" / "model"  # the new CLIP
+    record = json.loads((out / "model_index.json").read_text())["_t2i_provenance"]
+    assert record["decoder"]["reads"]["clip"] == record["clip"]["id"]
+    tuned = load_pipeline(out, device="cpu", route="unclip")
+    tuned.set_progress_bar_config(disable=True)
+    assert tuned("a red circle", num_inference_steps=2, output_type="pt").images.shape[1:] == (
+        3,
+        16,
+        16,
+    )

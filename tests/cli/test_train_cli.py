@@ -10,13 +10,14 @@ import torch
 from t2i import train
 from t2i.config import checker, load_config
 from t2i.models import VAE, build_model
+from t2i.recipe import is_recipe, load_recipe, read_presets
 from t2i.training import read_metrics
 from t2i.training.stages import COMPONENTS
 
 CONFIGS = sorted(  # training configs; configs/accelerate/ holds launch configs
     p
     for p in Path(__file__).resolve().parents[2].glob("configs/**/*.yaml")
-    if p.parent.name != "accelerate"
+    if p.parent.name != "accelerate" and p.name != "presets.yaml"  # presets: a recipe's rows
 )
 TINY_VAE = [
     "model.channels=[8, 16]",
@@ -32,6 +33,11 @@ TINY_VAE = [
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_every_shipped_config_builds_its_model(path):
+    if is_recipe(path):  # a whole pipeline: every stage's config reads and its model builds
+        for preset in [None, *read_presets(path)]:
+            recipe = load_recipe(path, [f"model.preset={preset}" if preset else "model.runs=x"])
+            assert {s.trains for s in recipe.stages} == set(COMPONENTS), preset
+        return
     config = load_config(path)
     if config.model["type"] == "pipeline":  # fine-tuning: stages of a saved pipeline
         assert set(config.model["stages"]) <= set(COMPONENTS)

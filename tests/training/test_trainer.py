@@ -8,7 +8,7 @@ import pytest
 import torch
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from t2i.config import TrainConfig
 from t2i.training import NonFiniteLossError, Trainer, list_checkpoints, read_metrics
@@ -244,3 +244,27 @@ def test_training_on_the_cpu_flushes_denormal_floats(tmp_path):
         assert (tiny * 1.0).item() == 0.0
     finally:
         torch.set_flush_denormal(False)
+
+
+def test_the_run_ends_with_a_seeded_validation_loss_on_the_held_back_samples(tmp_path):
+    def run(name, steps):
+        torch.manual_seed(0)
+        config = dict(
+            output_dir=str(tmp_path / name),
+            max_steps=steps,
+            batch_size=8,
+            learning_rate=0.05,
+            warmup_steps=2,
+            log_every=5,
+            sample_every=100,
+            checkpoint_every=100,
+        )
+        pairs = Pairs(n=88)  # the last 24 held back: other samples of the same mapping
+        training, held_back = Subset(pairs, range(64)), Subset(pairs, range(64, 88))
+        Trainer(Toy(), TrainConfig(**config), training, sample_dataset=held_back).train()
+        return json.loads((tmp_path / name / "validation.json").read_text())
+
+    untrained, trained, again = run("a", 1), run("b", 60), run("c", 60)
+    assert untrained["samples"] == 24  # every held-back sample, none of the training ones
+    assert trained["val/loss"] < 0.5 * untrained["val/loss"]
+    assert trained["val/loss"] == again["val/loss"]  # the same noise for the same seed
