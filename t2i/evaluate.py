@@ -25,6 +25,28 @@ settings: plain sampling, classifier-free guidance, CLIP reranking, and both. Wi
 unCLIP route, the same prompts through it, the diffusion prior's image embeddings against
 the text embeddings (cosine to the true image embedding), and the judge's agreement of
 variations with their source image.
+
+`--suite captioned --data DIR` scores a pipeline trained on a user's captioned images (any
+layout `t2i.data.CaptionedDataset` reads; `t2i.evaluation.captioned` has the details) with an
+evaluation CLIP trained apart from the pipeline on all of DIR (configs/custom/eval_clip.yaml,
+or `--eval-clip-config`; `--eval-clip-steps N` sets its steps), once per data set and config:
+it is cached in `--eval-clip-cache` (runs/eval_clip)/KEY, KEY a hash of DIR's usable records
+(sources, captions, image sizes and modification times) and of the config; `--eval-clip PATH`
+uses a trained one instead. The held-out images are those of the pipeline's heldout.json, else
+the split recomputed from its prior's data config (`split`: "heldout.json" or "recomputed").
+Every route (or those of `--routes`) draws one image per caption, for up to `--n` training
+and `--n` held-out captions, at its recorded sampling defaults, never reranked. Keys:
+- `data`, `eval_clip` (its model folder), `split`, `n` ({train, heldout}: captions scored),
+  `r_precision_candidates` (captions ranked per image: 100, or all the data set has),
+  `heldout_used` and `floor_used` (the sources of the real held-out and floor images);
+- `real`: `r_precision_train`, `r_precision_heldout` (R@1 of the real images: the ceiling),
+  `clip_fid_floor`, `clip_kid_floor` ({mean, std, subset_size}: real training images against
+  the real held-out ones);
+- `routes`: per route `r_precision_train`, `r_precision_heldout`, `clip_fid` and `clip_kid`
+  (its images of held-out captions against the real held-out images), `settings`, `images`,
+  `seconds`, `images_per_s`;
+- `image_tokenizer`: `psnr`, `codebook_usage`, `perplexity` on the held-out images; `vae`:
+  `psnr` (a pipeline with the latent diffusion route).
 """
 
 from __future__ import annotations
@@ -39,6 +61,9 @@ from typing import Any
 import torch
 import yaml
 
+from t2i.config import ExperimentConfig, load_config
+from t2i.data.captioned import CaptionedDataset, detect_format
+from t2i.evaluation.captioned import cached_eval_clip, evaluate_captioned, heldout_split
 from t2i.evaluation.models import (
     ACTIVE_KL,
     TEST_SEED,
@@ -53,12 +78,13 @@ from t2i.evaluation.pipelines import (
     route_of,
     variation_agreement,
 )
-from t2i.models import load_model, load_reader
+from t2i.models import CLIPModel, load_model, load_reader
 from t2i.training.inputs import needs
 
 logger = logging.getLogger("t2i.evaluate")
 
 ROUTE_NAMES = {"dalle": "DALL-E", "unclip": "unCLIP", "ldm": "latent diffusion"}
+EVAL_CLIP_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "custom" / "eval_clip.yaml"
 
 __all__ = [
     "ACTIVE_KL",
@@ -97,14 +123,18 @@ def load_readers(model_path: str, model: Any, given: dict[str, str | None]) -> d
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command line: `python -m t2i.evaluate MODEL --suite shapes [--n N] [--out FILE]`."""
+    """The command line: `python -m t2i.evaluate MODEL [--suite shapes] [--n N] [--out FILE]`,
+    or `python -m t2i.evaluate PIPELINE --suite captioned --data DIR [--n N]`."""
     parser = argparse.ArgumentParser(
         prog="python -m t2i.evaluate",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("model", help="a saved model directory, a run directory or a pipeline")
-    parser.add_argument("--suite", choices=["shapes"], default="shapes")
+    parser.add_argument("--suite", choices=["shapes", "captioned"], default="shapes")
+    parser.add_argument(
+        "--data", help="--suite captioned: the captioned data set the pipeline learnt"
+    )
     parser.add_argument("--n", type=int, default=1000, help="test images per measurement")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
@@ -121,11 +151,16 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME",
         help=f"a pipeline's sampling settings to score (default: all it has): {', '.join(every)}",
     )
+    _captioned_flags(parser)
     parser.add_argument("--out", help="also write the JSON to this file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        if (Path(args.model) / "model_index.json").is_file():
+        if args.suite == "captioned":
+            results = evaluate_captioned_suite(args)
+        elif args.data is not None:
+            raise ValueError("--data is read by --suite captioned only")
+        elif (Path(args.model) / "model_index.json").is_file():
             results = evaluate_saved_pipeline(args)
         else:
             results = evaluate_saved_model(args)
@@ -133,6 +168,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return _report(args, results)
+
+
+def _captioned_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of the captioned suite (beside --data)."""
+    parser.add_argument(
+        "--routes", nargs="+", choices=list(ROUTE_NAMES), help="--suite captioned: routes scored"
+    )
+    parser.add_argument("--eval-clip", metavar="PATH", help="a trained evaluation CLIP to use")
+    parser.add_argument(
+        "--eval-clip-cache",
+        default="runs/eval_clip",
+        metavar="DIR",
+        help="where evaluation CLIPs are trained and kept, one per data set and config",
+    )
+    parser.add_argument(
+        "--eval-clip-config",
+        default=str(EVAL_CLIP_CONFIG),
+        metavar="FILE",
+        help="the evaluation CLIP's config (default: configs/custom/eval_clip.yaml)",
+    )
+    parser.add_argument(
+        "--eval-clip-steps", type=int, metavar="N", help="the evaluation CLIP's training steps"
+    )
 
 
 def _device() -> str:
@@ -169,6 +227,101 @@ def evaluate_saved_pipeline(args: argparse.Namespace) -> dict[str, Any]:
             unclip, args.n, ipp, args.batch_size, args.seed, holdout
         )
     return results
+
+
+def evaluate_captioned_suite(args: argparse.Namespace) -> dict[str, Any]:
+    """The captioned suite: every flag checked first, then the data split, the evaluation
+    CLIP (trained once, or given) and the routes scored."""
+    from t2i.pipelines import TextToImagePipeline
+
+    data_path = _check_data_flag(args.data)
+    if not (Path(args.model) / "model_index.json").is_file():
+        raise ValueError(f"--suite captioned: {args.model} is not a saved pipeline")
+    config = None if args.eval_clip else _eval_clip_config(args)
+    bundle = TextToImagePipeline.from_pretrained(args.model, torch_dtype=torch.float32)
+    bundle = bundle.to(_device())
+    _check_routes(args.routes, bundle.routes, args.model)
+    prior_data = run_data(str(Path(args.model) / "prior"))
+    data = _read_data(data_path, bundle.image_tokenizer.config.image_size, prior_data)
+    split = heldout_split(data, args.model, prior_data)
+    if len(split.heldout) < 2:  # the distances need two
+        raise ValueError(f"--data {data_path}: one held-out image; the suite needs at least 2")
+    if config is None:
+        clip_path = Path(args.eval_clip)
+    else:
+        config = _fit_to(config, data, prior_data)
+        where = args.eval_clip_config
+        clip_path = cached_eval_clip(config, data, args.eval_clip_cache, _train_one, where)
+    clip = load_model(clip_path, kind=CLIPModel).to(_device()).eval()
+    results = evaluate_captioned(
+        bundle, clip, data, split, args.n, args.routes, args.batch_size, args.seed
+    )
+    return {"data": str(data_path), "eval_clip": str(clip_path), **results}
+
+
+def _check_routes(asked: list[str] | None, routes: list[str], model: str) -> None:
+    """A ValueError naming --routes when the pipeline lacks a route asked for."""
+    missing = [r for r in asked or [] if r not in routes]
+    if missing:
+        raise ValueError(f"--routes {missing[0]}: {model} has no {ROUTE_NAMES[missing[0]]} route")
+
+
+def _check_data_flag(path: str | None) -> Path:
+    """--data as a path to a data set that exists and is of a layout t2i reads."""
+    if path is None:
+        raise ValueError("--suite captioned needs --data DIR (the captioned data set)")
+    try:
+        detect_format(path)
+    except (FileNotFoundError, ValueError, OSError) as err:
+        raise ValueError(_data_error(path, err)) from err
+    return Path(path)
+
+
+def _data_error(path: str | Path, err: Exception) -> str:
+    """A one-line error naming --data."""
+    if isinstance(err, FileNotFoundError):
+        return f"--data {path}: no such file or folder"
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return f"--data {text}" if text.startswith(str(path)) else f"--data {path}: {text}"
+
+
+def _read_data(path: Path, image_size: int, prior_data: dict) -> CaptionedDataset:
+    """The data set at the pipeline's image size, with its prior's caption and image columns."""
+    columns = {k: prior_data.get(k) for k in ("caption_column", "image_column")}
+    try:
+        return CaptionedDataset(path, image_size, **columns)
+    except (FileNotFoundError, ValueError, OSError) as err:
+        raise ValueError(_data_error(path, err)) from err
+
+
+def _eval_clip_config(args: argparse.Namespace) -> ExperimentConfig:
+    """The evaluation CLIP's config, --eval-clip-steps applied (warmup: at most a tenth)."""
+    config = load_config(args.eval_clip_config)
+    if args.eval_clip_steps is not None:
+        if args.eval_clip_steps < 1:
+            raise ValueError(f"--eval-clip-steps {args.eval_clip_steps}: must be at least 1")
+        config.train.max_steps = args.eval_clip_steps
+    config.train.warmup_steps = min(config.train.warmup_steps, config.train.max_steps // 10)
+    return config
+
+
+def _fit_to(config: ExperimentConfig, data: CaptionedDataset, prior_data: dict) -> ExperimentConfig:
+    """The config on this data set: its path, columns and image size (the pipeline's), and a
+    batch no larger than its training samples."""
+    config.data.path = str(data.path)
+    config.data.caption_column = prior_data.get("caption_column")
+    config.data.image_column = prior_data.get("image_column")
+    config.data.image_size = config.model["image_size"] = data.image_size
+    train_part, _ = data.split(config.data.num_val, config.data.seed)
+    config.train.batch_size = min(config.train.batch_size, len(train_part))
+    return config
+
+
+def _train_one(config: ExperimentConfig, where: str) -> Any:
+    """`t2i.train.run`: the one trainer (imported when an evaluation CLIP is trained)."""
+    from t2i.train import run
+
+    return run(config, where)
 
 
 def _report(args: argparse.Namespace, results: dict[str, Any]) -> int:
