@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test test-slow lint format demo demo-train bench clean
+.PHONY: install test test-slow lint format demo demo-train bench data-emoji clean
 
 install: $(STAMP)
 
@@ -41,6 +41,11 @@ demo: $(STAMP)
 demo-train: $(STAMP)
 	$(PY) -m t2i.train configs/shapes/demo.yaml
 	@echo "sample grid: runs/demo/samples/samples_0000600.png (captions: runs/demo/samples/captions.txt)"
+
+# A real captioned data set: about 1,600 emoji (Fluent Emoji Flat, MIT) with CLDR captions,
+# fetched from npm (needs npm and its registry) and drawn at 128 px into data/fluent-emoji.
+data-emoji: $(STAMP)
+	$(PY) scripts/datasets/iconify_emoji.py data/fluent-emoji --size 128
 
 bench: $(STAMP)
 	$(PY) scripts/bench.py --out docs/BENCHMARKS.md
