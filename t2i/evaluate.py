@@ -191,6 +191,12 @@ def _captioned_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--eval-clip-steps", type=int, metavar="N", help="the evaluation CLIP's training steps"
     )
+    parser.add_argument(
+        "--grids",
+        metavar="DIR",
+        help="--suite captioned: also write, per route, grids of real images (top rows) over "
+        "the images drawn for their captions (a new folder; captions in a .txt beside each)",
+    )
 
 
 def _device() -> str:
@@ -235,6 +241,8 @@ def evaluate_captioned_suite(args: argparse.Namespace) -> dict[str, Any]:
     from t2i.pipelines import TextToImagePipeline
 
     data_path = _check_data_flag(args.data)
+    if args.grids and Path(args.grids).exists():
+        raise ValueError(f"--grids {args.grids}: exists; choose a new folder")
     if not (Path(args.model) / "model_index.json").is_file():
         raise ValueError(f"--suite captioned: {args.model} is not a saved pipeline")
     config = None if args.eval_clip else _eval_clip_config(args)
@@ -254,7 +262,7 @@ def evaluate_captioned_suite(args: argparse.Namespace) -> dict[str, Any]:
         clip_path = cached_eval_clip(config, data, args.eval_clip_cache, _train_one, where)
     clip = load_model(clip_path, kind=CLIPModel).to(_device()).eval()
     results = evaluate_captioned(
-        bundle, clip, data, split, args.n, args.routes, args.batch_size, args.seed
+        bundle, clip, data, split, args.n, args.routes, args.batch_size, args.seed, args.grids
     )
     return {"data": str(data_path), "eval_clip": str(clip_path), **results}
 

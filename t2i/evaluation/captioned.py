@@ -56,6 +56,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
+from torchvision.utils import save_image
 
 from t2i.config import DataConfig, ExperimentConfig, to_dict
 from t2i.data.captioned import CaptionedDataset
@@ -505,7 +506,23 @@ def score_route(
     count = sum(len(images) for images in made.values())
     results |= {"images": count, "seconds": seconds, "images_per_s": count / seconds}
     logger.info("route %s: %s", route, results)
-    return results
+    return results, made
+
+
+def write_grids(
+    folder: Path, route: str, reals: dict[str, Samples], made: dict[str, torch.Tensor], k: int = 8
+) -> None:
+    """ROUTE_PART.png per part (train, heldout): up to two rows of k real images, the images
+    drawn for their captions in as many rows below; ROUTE_PART.txt, the captions."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for part, samples in reals.items():
+        cols = min(k, len(samples.captions))
+        m = cols * min(2, len(samples.captions) // cols)  # one or two full rows
+        rows = torch.cat([samples.pixels[:m], made[part][:m]])
+        path = folder / f"{route}_{part}.png"
+        save_image((rows.float().clamp(-1, 1) + 1) / 2, path, nrow=cols, padding=1)
+        lines = [f"{i}: {c}" for i, c in enumerate(samples.captions[:m])]
+        (folder / f"{route}_{part}.txt").write_text("\n".join(lines) + "\n")
 
 
 class Judge:
@@ -567,6 +584,7 @@ def evaluate_captioned(
     routes: Sequence[str] | None = None,
     batch_size: int = 50,
     seed: int = 0,
+    grids: str | Path | None = None,
 ) -> dict[str, Any]:
     """The captioned suite (see the module docstring for every key).
 
@@ -580,6 +598,7 @@ def evaluate_captioned(
         routes: the routes scored (default: every one the bundle has).
         batch_size: prompts per pipeline call, images per CLIP call.
         seed: seeds the captions drawn, the sampling, and the metrics' draws.
+        grids: a folder for grids of real and drawn images (`write_grids`), or None.
     """
     train = pick(split.train, n, seed)
     heldout = pick(split.heldout, n, seed)
@@ -594,10 +613,12 @@ def evaluate_captioned(
         "floor_used": floor.sources,
         "real": real_measures(reals, floor, judge),
     }
-    results["routes"] = {
-        route: score_route(bundle.route(route), route, reals, judge, batch_size, seed)
-        for route in (routes or bundle.routes)
-    }
+    results["routes"] = {}
+    for route in routes or bundle.routes:
+        scores, made = score_route(bundle.route(route), route, reals, judge, batch_size, seed)
+        results["routes"][route] = scores
+        if grids is not None:
+            write_grids(Path(grids), route, reals, made)
     held = reals["heldout"].pixels
     results["image_tokenizer"] = tokenizer_report(bundle.image_tokenizer, held, batch_size)
     if getattr(bundle, "vae", None) is not None:

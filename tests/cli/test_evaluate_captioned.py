@@ -190,3 +190,22 @@ def test_a_route_the_pipeline_lacks_is_refused(world, saved_pipeline, capsys):
     argv = [str(saved_pipeline), "--suite", "captioned", "--data", str(world["data"])]
     assert evaluate.main([*argv, "--routes", "ldm", "--eval-clip", "x"]) == 2
     assert "--routes ldm" in capsys.readouterr().err
+
+
+def test_grids_show_the_real_images_above_those_drawn_for_their_captions(world, tmp_path):
+    from PIL import Image
+
+    grids = tmp_path / "grids"
+    report = run([*world["argv"], "--grids", str(grids)], tmp_path / "r.json")
+    image = Image.open(grids / "dalle_heldout.png")
+    # 4 held-out images: one row each of real and drawn, 16 px cells and 1 px padding
+    assert image.size == (1 + 4 * 17, 1 + 2 * 17)
+    data = CaptionedDataset(world["data"], 16)
+    first = report["heldout_used"][0]
+    record = next(i for i, r in enumerate(data.records) if r["source"].endswith(first))
+    real = ((data[record]["pixel_values"] + 1) / 2 * 255).round().byte().permute(1, 2, 0)
+    cell = torch.from_numpy(__import__("numpy").array(image.convert("RGB")))[1:17, 1:17]
+    assert (cell.int() - real.int()).abs().max() <= 1  # the top-left cell is that image
+    captions = (grids / "dalle_heldout.txt").read_text().splitlines()
+    assert captions[0] == f"0: {data.records[record]['caption'][0]}"
+    assert evaluate.main([*world["argv"], "--grids", str(grids)]) == 2  # never overwritten
