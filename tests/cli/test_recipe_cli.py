@@ -245,3 +245,28 @@ def test_loading_refuses_components_that_disagree(built, tmp_path):
     index_path.write_text(json.dumps(index))
     with pytest.raises(PipelineFormatError, match="its decoder was trained on another clip"):
         load_pipeline(mixed, device="cpu")
+
+
+def test_a_recipe_pipeline_fine_tunes_and_the_new_one_records_what_it_read(built, tmp_path):
+    data, out, _ = built
+    tuned = tmp_path / "tuned"
+    argv = [
+        "configs/custom/finetune.yaml",
+        f"data.path={data}",
+        f"init_from={out}",
+        f"output_dir={tuned}",
+        "model.stages=[clip]",
+        "model.downstream=retrain",
+        "max_steps=2",
+        "data.image_size=32",
+        *TINY[1:6],
+    ]
+    assert train.main(argv) == 0
+    before = json.loads((out / "model_index.json").read_text())["_t2i_provenance"]
+    after = json.loads((tuned / "model_index.json").read_text())["_t2i_provenance"]
+    assert after["vae"]["id"] == before["vae"]["id"]  # reads no CLIP: kept as it was
+    assert after["clip"]["id"] != before["clip"]["id"]
+    for name in ("prior", "diffusion_prior", "decoder", "unet"):  # they read CLIP: retrained
+        assert after[name]["reads"]["clip"] == after["clip"]["id"], name
+    assert after["unet"]["reads"]["vae"] == before["vae"]["id"]
+    load_pipeline(tuned, device="cpu", route="ldm")
