@@ -17,7 +17,11 @@ from t2i import evaluate
 from t2i.config import load_config
 from t2i.models import MODELS, CLIPModel
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "shapes").glob("*.yaml"))
+CONFIGS = sorted(  # one model each (pipeline.yaml, the recipe, trains them all)
+    p
+    for p in (Path(__file__).resolve().parents[2] / "configs" / "shapes").glob("*.yaml")
+    if p.name != "pipeline.yaml"
+)
 S = 16  # the tiny tokenizers' and models' image side
 VQ = dict(image_size=S, channels=(8, 16), num_res_blocks=1, embed_dim=8, codebook_size=32)
 VQ2 = {**VQ, "top_channels": (16,)}  # grids 2 x 2 (top) and 4 x 4 (bottom)
