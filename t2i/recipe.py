@@ -42,6 +42,7 @@ from diffusers import DPMSolverMultistepScheduler
 
 from t2i.config import ConfigError, ExperimentConfig, apply_overrides, checker, from_dict
 from t2i.data.captioned import CaptionedDataset, detect_format
+from t2i.evaluation.captioned import relative_source
 from t2i.models import build_model, load_model, load_reader
 from t2i.pipelines import ROUTES, TextToImagePipeline
 from t2i.pipelines.common import weights_id
@@ -500,14 +501,7 @@ def check_data(recipe: Recipe) -> list[str] | None:
         )
     _, val = full.split(recipe.data.get("num_val", 512), recipe.data.get("seed", 0))
     root = Path(path).resolve()
-    return [_relative(r["source"], root) for r in val.records]
-
-
-def _relative(source: str, root: Path) -> str:
-    try:
-        return str(Path(source).resolve().relative_to(root))
-    except ValueError:
-        return source
+    return [relative_source(r["source"], root) for r in val.records]
 
 
 def train_stage(
