@@ -314,8 +314,17 @@ def _eval_clip_config(args: argparse.Namespace) -> ExperimentConfig:
 
 
 def _fit_to(config: ExperimentConfig, data: CaptionedDataset, prior_data: dict) -> ExperimentConfig:
-    """The config on this data set: its path, columns and image size (the pipeline's), and a
-    batch no larger than its training samples."""
+    """The config on this data set: its path, columns and image size (the pipeline's), its
+    patch size scaled with the image so the patch grid stays the config's (8 x 8 at 64 px as
+    at 32), and a batch no larger than its training samples."""
+    size, patch = config.model["image_size"], config.model.get("patch_size")
+    if patch and size % patch == 0 and data.image_size % (size // patch) == 0:
+        config.model["patch_size"] = data.image_size // (size // patch)
+    elif patch and data.image_size % patch:
+        raise ValueError(
+            f"--eval-clip-config: model.patch_size={patch} does not divide the pipeline's "
+            f"image size {data.image_size}"
+        )
     config.data.path = str(data.path)
     config.data.caption_column = prior_data.get("caption_column")
     config.data.image_column = prior_data.get("image_column")

@@ -21,7 +21,7 @@ from t2i.evaluation.captioned import Judge
 from t2i.models import load_model
 
 TINY_EVAL_CLIP = {
-    "model": {"type": "clip", **tiny.CLIP},
+    "model": {"type": "clip", **tiny.CLIP, "image_size": 32, "patch_size": 8},  # 4 x 4 patches
     "data": {"num_val": 1, "context_length": 32},
     "train": {
         "seed": 1234,
@@ -91,6 +91,7 @@ def test_the_report_has_every_measure_of_real_and_generated_images(world):
 def test_the_eval_clip_ranks_real_images_captions_better_than_noise(world):
     clip = load_model(world["report"]["eval_clip"]).eval()
     assert clip.config.image_size == 16  # the pipeline's image size
+    assert clip.config.patch_size == 4  # the config's 4 x 4 patch grid, kept at 16 px
     data = CaptionedDataset(world["data"], 16)
     judge = Judge(clip, data, batch_size=50, seed=0)
     real = torch.stack([data[i]["pixel_values"] for i in range(len(data))])
