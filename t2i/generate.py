@@ -22,48 +22,46 @@ import re
 import sys
 from pathlib import Path
 
-import torch
 from PIL import Image, PngImagePlugin
+
+from t2i._version import __version__
+from t2i.cli import OneLineParser, at_least, finite, fraction
 
 logger = logging.getLogger("t2i.generate")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with a one-line error (no usage dump) for an unknown or malformed flag."""
-
-    def error(self, message: str) -> None:
-        self.exit(2, f"error: {message} (see python -m t2i.generate --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command line's arguments."""
-    p = _Parser(
+    p = OneLineParser(
         prog="python -m t2i.generate",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("prompts", nargs="+", metavar="PROMPT", help="one or more captions")
     p.add_argument("--model", help="a saved pipeline directory (default: the shipped one)")
-    p.add_argument("-n", "--num-images", type=int, default=4, help="images per prompt")
+    p.add_argument("--version", action="version", version=f"t2i {__version__}")
+    p.add_argument("-n", "--num-images", type=at_least(1), default=4, help="images per prompt")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same images)")
     p.add_argument("--out", default="outputs", help="folder for the PNG files")
     p.add_argument("--grid", action="store_true", help="also write one grid per prompt")
     p.add_argument(
         "--temperature",
-        type=float,
+        type=finite,
         help="sampling temperature of the prior (unclip: of the decoder; default: the pipeline's)",
     )
-    p.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest codes")
-    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold")
+    p.add_argument("--top-k", type=at_least(1), help="sample among the k likeliest codes")
+    p.add_argument(
+        "--top-p", type=fraction(open_below=True), help="nucleus sampling threshold, in (0, 1]"
+    )
     p.add_argument(
         "--guidance-scale",
-        type=float,
+        type=finite,
         help="classifier-free guidance of the prior (unclip: of the decoder; default: the "
         "pipeline's)",
     )
     p.add_argument(
         "--rerank",
-        type=int,
+        type=at_least(1),
         default=None,
         metavar="N",
         help="draw N candidates per prompt and keep the -n best by CLIP score",
@@ -73,10 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="dalle/unclip: an image whose top code rows prime the sample; ldm: the image to "
         "start from (image-to-image)",
     )
-    p.add_argument("--prime-rows", type=int, default=2, help="code rows kept from --init-image")
+    p.add_argument(
+        "--prime-rows", type=at_least(0), default=2, help="code rows kept from --init-image"
+    )
     p.add_argument(
         "--strength",
-        type=float,
+        type=fraction(open_below=False),
         help="ldm: how far --init-image is noised, 0 (kept) to 1 (default: the pipeline's)",
     )
     p.add_argument(
@@ -94,18 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--prior-guidance-scale",
-        type=float,
+        type=finite,
         help="the diffusion prior's guidance (default: the pipeline's)",
     )
     p.add_argument(
         "--steps",
-        type=int,
+        type=at_least(1),
         help="denoising steps of the diffusion prior (ldm: of the denoiser; default: the "
         "pipeline's)",
     )
     p.add_argument(
         "--prior-candidates",
-        type=int,
+        type=at_least(1),
         help="the diffusion prior's draws per image, the closest to the caption kept "
         "(default: the pipeline's)",
     )
@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_device(name: str) -> str:
     """ "auto" -> CUDA when present; "cuda" without CUDA is an error."""
+    import torch
+
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
@@ -166,15 +168,15 @@ def image_grid(images: list[Image.Image]) -> Image.Image:
 
 def run(args: argparse.Namespace) -> list[Path]:
     """Load the pipeline, generate, and write the images; return the paths written."""
-    from t2i.pipelines import load_pipeline
-
     for i, prompt in enumerate(args.prompts):
         if not prompt.strip():
             raise ValueError(f"prompt {i + 1} is empty; give a caption")
-    if args.num_images < 1:
-        raise ValueError(f"--num-images {args.num_images}: must be >= 1")
     if args.model is not None and not Path(args.model).is_dir():
         raise FileNotFoundError(f"--model {args.model}: no such directory")
+    import torch  # the heavy imports come after the arguments are checked
+
+    from t2i.pipelines import load_pipeline
+
     device = resolve_device(args.device)
     pipe = load_pipeline(args.model, device=device, route=args.route)
     init = Image.open(args.init_image) if args.init_image else None

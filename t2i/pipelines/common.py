@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,8 @@ class SamplingSettings:
             if value is None and field.name in cls.RECORDED:
                 value = recorded.get(cls.PREFIX + field.name)
             values[field.name] = field.default if value is None else value
+        for name, value in values.items():
+            check_setting(name, value)
         return cls(**values)
 
     @classmethod
@@ -87,6 +90,40 @@ class SamplingSettings:
     def as_dict(self) -> dict[str, Any]:
         """The settings as plain values (for PNG metadata and JSON)."""
         return dataclasses.asdict(self)
+
+
+# what a setting must be, by its name (or the end of it): a check and the words of the error
+_FINITE = (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
+_COUNT = (lambda v: v >= 1, "a whole number >= 1")
+SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "guidance_scale": _FINITE,
+    "temperature": _FINITE,
+    "top_k": _COUNT,
+    "top_p": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    "num_inference_steps": _COUNT,
+    "prior_candidates": _COUNT,
+    "rerank": _COUNT,
+    "strength": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+}
+
+
+def check_setting(name: str, value: Any) -> None:
+    """A ValueError naming a sampling setting whose value is out of range (None: unset).
+
+    Args:
+        name: the setting (`decoder_guidance_scale` follows the rule of `guidance_scale`).
+        value: its value.
+    """
+    rule = SETTING_RULES.get(name) or next(
+        (r for key, r in SETTING_RULES.items() if name.endswith("_" + key)), None
+    )
+    if rule is None or value is None:
+        return
+    ok, words = rule
+    whole = words.startswith("a whole")
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or (whole and not float(value).is_integer()) or not ok(value):
+        raise ValueError(f"{name}={value!r}: must be {words}")
 
 
 @dataclass(frozen=True)

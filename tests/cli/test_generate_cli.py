@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -122,6 +124,40 @@ def test_bad_input_is_a_one_line_error_with_a_nonzero_exit(
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+# run apart: main(argv) then whether torch was imported (SystemExit is argparse's refusal)
+REFUSE = """import sys
+from t2i.generate import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exit_:
+    code = exit_.code
+print(code, "torch" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(
+    "flags, says",
+    [
+        (["--guidance-scale", "nan"], "argument --guidance-scale: nan: must be a finite number"),
+        (["--guidance-scale", "inf"], "argument --guidance-scale: inf: must be a finite number"),
+        (["--temperature", "nan"], "argument --temperature: nan: must be a finite number"),
+        (["--top-p", "2"], "argument --top-p: 2: must be a number in (0, 1]"),
+        (["--top-k", "-1"], "argument --top-k: -1: must be a whole number >= 1"),
+        (["--route", "unclip", "--steps", "0"], "argument --steps: 0: must be a whole number"),
+        (["--prior-candidates", "0"], "argument --prior-candidates: 0: must be a whole number"),
+        (["--strength", "1.5"], "argument --strength: 1.5: must be a number in [0, 1]"),
+        (["-n", "0"], "argument -n/--num-images: 0: must be a whole number >= 1"),
+        (["--rerank", "many"], "argument --rerank: 'many' is not a whole number"),
+    ],
+)
+def test_a_bad_flag_value_is_named_before_torch_is_imported(flags, says):
+    argv = [sys.executable, "-c", REFUSE, "a red circle", *flags]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["2", "False"]  # refused, and the heavy imports never ran
+    err = done.stderr.strip()
+    assert says in err and len(err.splitlines()) == 1 and "Traceback" not in err
 
 
 def test_an_unknown_flag_is_a_one_line_error(capsys):

@@ -116,6 +116,28 @@ def test_bad_calls_are_named():
         pipe("a red circle", image=torch.zeros(3, 16, 16))
 
 
+@pytest.mark.parametrize(
+    "route, setting, value, says",
+    [
+        ("dalle", "guidance_scale", float("nan"), "guidance_scale=nan: must be a finite number"),
+        ("dalle", "temperature", float("inf"), "temperature=inf: must be a finite number"),
+        ("dalle", "top_p", 2.0, r"top_p=2.0: must be a number in \(0, 1\]"),
+        ("dalle", "top_k", -3, "top_k=-3: must be a whole number >= 1"),
+        ("dalle", "rerank", 0, "rerank=0: must be a whole number >= 1"),
+        ("unclip", "num_inference_steps", 0, "num_inference_steps=0: must be a whole number"),
+        ("unclip", "prior_candidates", 0, "prior_candidates=0: must be a whole number"),
+        ("unclip", "prior_guidance_scale", float("nan"), "prior_guidance_scale=nan"),
+        ("unclip", "decoder_temperature", -1.0, "decoder_temperature=-1.0"),
+    ],
+)
+def test_a_setting_out_of_range_is_refused_by_name_before_sampling(route, setting, value, says):
+    pipe = tiny_route(route)
+    steps = []
+    with pytest.raises(ValueError, match=says):
+        pipe("a red circle", callback_on_step_end=lambda *a: steps.append(a), **{setting: value})
+    assert steps == []  # refused before the first step
+
+
 def test_a_prior_with_its_own_text_embedding_reads_the_caption_ids_and_no_clip_states():
     pipe = tiny_route("dalle", text_encoder="embed")
     assert pipe.prior.reads == {"image_tokens", "input_ids"}
