@@ -284,6 +284,22 @@ class T2IPipeline(DiffusionPipeline):
             raise ValueError(f"output_type={output_type!r}: use one of {OUTPUT_TYPES}")
         return n if rerank is None else rerank
 
+    @staticmethod
+    def check_generator(generator: Any, prompts: list[str], draws: int) -> Any:
+        """A call's `generator`: one for the whole batch, or, as in diffusers, a list of one
+        per image drawn (prompt by prompt, `draws` each), which makes image i of a prompt
+        depend on its own generator alone, whatever the other prompts and images are."""
+        if not isinstance(generator, list | tuple):
+            return generator
+        count = len(prompts) * draws
+        if len(generator) != count or not all(isinstance(g, torch.Generator) for g in generator):
+            raise ValueError(
+                f"generator: a list of {len(generator)} for {count} images drawn "
+                f"({len(prompts)} prompts x {draws}); give one torch.Generator, or one per "
+                "image drawn"
+            )
+        return list(generator)
+
     def prime_codes(self, reader: Any, image: Any, rows: int, n: int) -> torch.Tensor | None:
         """The first `rows` rows of codes of `image` in the order `reader` (a model over the
         tokenizer's codes) reads them, for each of n images (or None without an image)."""
@@ -305,7 +321,7 @@ class T2IPipeline(DiffusionPipeline):
         model: Any,
         cond: dict[str, torch.Tensor],
         sampling: CodeSampling,
-        generator: torch.Generator | None,
+        generator: torch.Generator | list[torch.Generator] | None,
         prime: torch.Tensor | None,
         callback_on_step_end: Callable | None,
     ) -> torch.Tensor:
@@ -330,6 +346,8 @@ class T2IPipeline(DiffusionPipeline):
                 generator=generator,
                 prime=prime,
                 callback=step,
+                negative_input_ids=cond.get("negative_input_ids"),
+                negative_text_states=cond.get("negative_text_states"),
             )
 
     def decode_codes(self, model: Any, codes: torch.Tensor) -> torch.Tensor:
@@ -383,6 +401,25 @@ def load_component(
 def prompt_list(prompt: str | Sequence[str]) -> list[str]:
     """One prompt or several, as a list."""
     return [prompt] if isinstance(prompt, str) else list(prompt)
+
+
+def negative_list(negative: str | Sequence[str] | None, prompts: list[str]) -> list[str] | None:
+    """A call's negative prompts, one per prompt (one given applies to all; None: none).
+
+    Raises:
+        ValueError: neither one nor one per prompt.
+    """
+    if negative is None:
+        return None
+    negatives = prompt_list(negative)
+    if len(negatives) == 1:
+        negatives = negatives * len(prompts)
+    if len(negatives) != len(prompts):
+        raise ValueError(
+            f"negative_prompt: {len(negatives)} negative prompts for {len(prompts)} prompts; "
+            "give one, or one per prompt"
+        )
+    return negatives
 
 
 def saved_components(index: dict) -> list[str]:
