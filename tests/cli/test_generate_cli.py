@@ -60,10 +60,14 @@ def test_writes_the_images_and_grids_it_prints_with_prompt_and_settings(
     assert first.size == (16, 16) and first.text["prompt"] == "a red circle"
     settings = json.loads(first.text["t2i"])
     assert settings["seed"] == 3 and settings["top_k"] == 8 and settings["guidance_scale"] == 2
-    grid = Image.open(printed[2])
-    assert grid.size == (2 * 16 + 1, 16)
-    assert main(argv) == 0  # the same seed writes the same pixels
-    assert Image.open(printed[0]).tobytes() == first.tobytes()
+    grid = Image.open(printed[2])  # a row of two, each enlarged 8x (16 -> 128 px)
+    assert grid.size == (2 * 128 + 1, 128)
+    assert grid.crop((0, 0, 128, 128)).resize((16, 16), Image.NEAREST).tobytes() == (
+        first.convert("RGB").tobytes()
+    )
+    assert main(argv) == 0  # the same seed writes the same pixels, beside the first files
+    again = capsys.readouterr().out.split()
+    assert again[0].endswith("_i0-2.png") and Image.open(again[0]).tobytes() == first.tobytes()
 
 
 def test_priming_from_an_init_image_keeps_its_code_rows_in_the_written_pixels(
@@ -185,7 +189,7 @@ def test_the_unclip_route_from_the_command_line(saved_unclip_pipeline, tmp_path,
     pipe.set_progress_bar_config(disable=True)
     kw = dict(num_images_per_prompt=2, output_type="np")
     given = dict(num_inference_steps=4, prior_guidance_scale=2, prior_candidates=3)
-    want = pipe("a red circle", generator=gen(0), **given, **kw)
+    want = pipe("a red circle", generator=[gen(0), gen(1)], **given, **kw)
     for path, image in zip(printed, want.images, strict=True):
         assert (pixels(path) == (image * 255).round()).all()
     # and not what the DALL-E route draws with the same seed
@@ -201,7 +205,8 @@ def test_the_unclip_route_from_the_command_line(saved_unclip_pipeline, tmp_path,
     settings = json.loads(Image.open(printed[0]).text["t2i"])
     assert settings["decoder_guidance_scale"] == 1.5 and settings["decoder_temperature"] == 0.5
     assert settings["prior_guidance_scale"] == 1.0 and settings["prior_candidates"] == 1
-    decoded = pipe("a red circle", generator=gen(0), **kw, **settings_of(settings)).images
+    seeds = [gen(0), gen(1)]  # image i from seed + i
+    decoded = pipe("a red circle", generator=seeds, **kw, **settings_of(settings)).images
     for path, image in zip(printed, decoded, strict=True):
         assert (pixels(path) == (image * 255).round()).all()
 
