@@ -121,6 +121,21 @@ def load_readers(config: ExperimentConfig, model: torch.nn.Module, where: str) -
     return loaded
 
 
+def check_schedule(config: ExperimentConfig, where: str) -> None:
+    """Warn when the warmup is longer than the run: the learning rate never reaches its peak."""
+    train = config.train
+    if train.warmup_steps > train.max_steps:
+        logger.warning(
+            "%s: train.warmup_steps=%d > train.max_steps=%d: the learning rate ends at %.0f%% "
+            "of train.learning_rate=%g and never reaches it; lower train.warmup_steps",
+            where,
+            train.warmup_steps,
+            train.max_steps,
+            100 * train.max_steps / train.warmup_steps,
+            train.learning_rate,
+        )
+
+
 def check_text(config: ExperimentConfig, model: torch.nn.Module, where: str) -> CaptionCollator:
     """The caption collator, after checking the model reads captions as the data tokenises
     them and reads the hard negatives asked for."""
@@ -156,11 +171,12 @@ def run(config: ExperimentConfig, where: str = "config") -> TrainResult:
     """
     check_fresh(config, where)
     check_resume(config, where)
+    check_schedule(config, where)
     seed_everything(config.train.seed)
     model = initial_model(config, where)
     collate = check_text(config, model, where)
     try:
-        images, val_set = build_datasets(config.data)
+        images, val_set = build_datasets(config.data, captions=reads_caption(model.reads))
     except ValueError as err:
         raise ConfigError(f"{where}: {err}") from err
     readers = load_readers(config, model, where)

@@ -151,3 +151,31 @@ def test_an_unknown_model_type_lists_the_families(capsys):
     assert train.main(["configs/shapes/vae.yaml", "model.type=vqgan"]) == 2
     err = capsys.readouterr().err
     assert "vqgan" in err and "cvae" in err and "categorical_vae" in err
+
+
+def test_validation_loss_is_logged_at_each_sample_step_and_a_loss_curve_drawn(tmp_path, caplog):
+    out = tmp_path / "vae"
+    argv = ["configs/shapes/vae.yaml", *TINY_VAE, f"train.output_dir={out}"]
+    argv += ["train.max_steps=20", "train.sample_every=10", "train.log_every=5"]
+    with caplog.at_level("WARNING"):
+        assert train.main(argv) == 0
+    assert not [r for r in caplog.records if "warmup_steps" in r.getMessage()]
+    val = read_metrics(out / "logs" / "metrics.csv", "val")
+    assert [r["step"] for r in val] == [10, 20] and all(r["val/loss"] > 0 for r in val)
+    assert [r["step"] for r in read_metrics(out / "logs" / "metrics.csv")] == [5, 10, 15, 20]
+    curve = out / "samples" / "loss_curve.png"
+    from PIL import Image
+
+    with Image.open(curve) as image:
+        assert image.format == "PNG" and image.size == (500, 320)
+        # two lines of two colours: the training and the validation loss
+        colours = {c for _, c in image.convert("RGB").getcolors(1 << 16)}
+    assert (31, 119, 180) in colours and (255, 127, 14) in colours
+
+
+def test_a_warmup_longer_than_the_run_is_warned_of(tmp_path, caplog):
+    argv = ["configs/shapes/vae.yaml", *TINY_VAE, f"train.output_dir={tmp_path / 'v'}"]
+    with caplog.at_level("WARNING"):
+        assert train.main([*argv, "train.max_steps=4", "train.warmup_steps=40"]) == 0
+    (message,) = [r.getMessage() for r in caplog.records if "warmup_steps" in r.getMessage()]
+    assert "train.warmup_steps=40 > train.max_steps=4" in message and "ends at 10%" in message
