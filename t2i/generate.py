@@ -125,10 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--rerank",
-        type=at_least(1),
+        type=at_least(0),
         default=None,
         metavar="N",
-        help="draw N candidates per prompt and keep the -n best by CLIP score",
+        help="draw N candidates per prompt and keep the -n best by CLIP score (0: no "
+        "reranking; default: the pipeline's recorded setting)",
     )
     p.add_argument(
         "--init-image",
@@ -440,7 +441,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None)
     else:
         settings = {**route_arguments(args), "rerank": args.rerank}
     extra = {} if args.route == "ldm" else {"num_prime_rows": prime_rows}
-    draws = settings.get("rerank") or args.num_images
+    rerank = settings.get("rerank")
+    if rerank is None and args.route == "dalle":  # the pipeline's recorded one, as it uses it
+        rerank = max(pipe.sampling_defaults.get("rerank") or 0, args.num_images)
+    draws = rerank or args.num_images
     seeds = [args.seed + j for _ in prompts for j in range(draws)]
     result = pipe(
         prompts,

@@ -102,7 +102,7 @@ SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "top_p": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
     "num_inference_steps": _COUNT,
     "prior_candidates": _COUNT,
-    "rerank": _COUNT,
+    "rerank": (lambda v: v >= 0, "a whole number >= 0 (0: no reranking)"),
     "strength": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
 }
 
@@ -120,7 +120,7 @@ def check_setting(name: str, value: Any) -> None:
     if rule is None or value is None:
         return
     ok, words = rule
-    whole = words.startswith("a whole")
+    whole = words.startswith("a whole")  # an int, or a float such as 4.0
     number = isinstance(value, int | float) and not isinstance(value, bool)
     if not number or (whole and not float(value).is_integer()) or not ok(value):
         raise ValueError(f"{name}={value!r}: must be {words}")
@@ -278,27 +278,36 @@ class T2IPipeline(DiffusionPipeline):
             raise ValueError("no prompt given")
         if n < 1:
             raise ValueError(f"num_images_per_prompt={n} must be >= 1")
-        if rerank is not None and rerank < n:
+        if rerank and rerank < n:
             raise ValueError(f"rerank={rerank} candidates cannot yield {n} images per prompt")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type={output_type!r}: use one of {OUTPUT_TYPES}")
-        return n if rerank is None else rerank
+        return rerank or n  # None or 0: no reranking
 
     @staticmethod
-    def check_generator(generator: Any, prompts: list[str], draws: int) -> Any:
+    def check_generator(
+        generator: Any, prompts: list[str], draws: int, n: int | None = None
+    ) -> Any:
         """A call's `generator`: one for the whole batch, or, as in diffusers, a list of one
         per image drawn (prompt by prompt, `draws` each), which makes image i of a prompt
-        depend on its own generator alone, whatever the other prompts and images are."""
+        depend on its own generator alone, whatever the other prompts and images are. With
+        reranking, a list of one per image returned (`n` a prompt) also does: candidate j
+        draws from image j % n's generator, in turn."""
         if not isinstance(generator, list | tuple):
             return generator
         count = len(prompts) * draws
-        if len(generator) != count or not all(isinstance(g, torch.Generator) for g in generator):
+        if not all(isinstance(g, torch.Generator) for g in generator) or len(generator) not in (
+            count,
+            len(prompts) * (n or draws),
+        ):
             raise ValueError(
                 f"generator: a list of {len(generator)} for {count} images drawn "
                 f"({len(prompts)} prompts x {draws}); give one torch.Generator, or one per "
                 "image drawn"
             )
-        return list(generator)
+        if len(generator) == count:
+            return list(generator)
+        return [generator[p * n + j % n] for p in range(len(prompts)) for j in range(draws)]
 
     def prime_codes(self, reader: Any, image: Any, rows: int, n: int) -> torch.Tensor | None:
         """The first `rows` rows of codes of `image` in the order `reader` (a model over the

@@ -9,6 +9,7 @@ keeps the best (reranking).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -35,11 +36,12 @@ class DALLESampling(CodeSampling):
         temperature: softmax temperature of the prior (0 = greedy).
         top_k: sample among the k most likely codes.
         top_p: sample within the nucleus of probability top_p.
-        rerank: candidates drawn per prompt, of which CLIP keeps the best (None: no
-            reranking).
+        rerank: candidates drawn per prompt, of which CLIP keeps the best (None or 0: no
+            reranking). A pipeline may record one; a call for more images than it records
+            draws as many candidates as images (CLIP then only orders them).
     """
 
-    RECORDED: ClassVar[tuple[str, ...]] = ("guidance_scale", "temperature")
+    RECORDED: ClassVar[tuple[str, ...]] = ("guidance_scale", "temperature", "rerank")
 
     rerank: int | None = None
 
@@ -99,7 +101,8 @@ class DALLEPipeline(T2IPipeline):
             top_k: sample among the k most likely codes.
             top_p: sample within the nucleus of probability top_p.
             rerank: draw this many candidates per prompt and keep the
-                `num_images_per_prompt` that CLIP scores highest (None: no reranking).
+                `num_images_per_prompt` that CLIP scores highest (0: no reranking; None: the
+                recorded default, none unless the pipeline records one).
             image: priming image; its first `num_prime_rows` rows of codes are kept.
             num_prime_rows: rows of the (first level's) code grid taken from `image`.
             output_type: "pil", "np" (N, H, W, 3 floats in [0, 1]) or "pt" (N, 3, H, W).
@@ -119,9 +122,11 @@ class DALLEPipeline(T2IPipeline):
             top_p=top_p,
             rerank=rerank,
         )
+        if rerank is None and settings.rerank and settings.rerank < num_images_per_prompt:
+            settings = dataclasses.replace(settings, rerank=num_images_per_prompt)  # recorded
         prompts = prompt_list(prompt)
         draws = self.check_call(prompts, num_images_per_prompt, settings.rerank, output_type)
-        generator = self.check_generator(generator, prompts, draws)
+        generator = self.check_generator(generator, prompts, draws, num_images_per_prompt)
         prime = self.prime_codes(self.prior, image, num_prime_rows, len(prompts) * draws)
         # 1. the caption (and the negative prompt), as the prior reads it
         cond = self.encode_prompt(prompts, draws, negative_list(negative_prompt, prompts))
@@ -131,7 +136,7 @@ class DALLEPipeline(T2IPipeline):
         )
         images = self.decode_codes(self.prior, codes)
         # 4. CLIP keeps each prompt's best candidates
-        if settings.rerank is not None:
+        if settings.rerank:
             images = self.rerank(images, prompts, draws, num_images_per_prompt)
         return self.output(images, output_type, return_dict, settings)
 

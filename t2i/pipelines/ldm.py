@@ -138,7 +138,7 @@ class LatentDiffusionPipeline(T2IPipeline):
             raise ValueError(f"sampler={sampler!r}: use one of {tuple(SAMPLERS)}")
         prompts = prompt_list(prompt)
         draws = self.check_call(prompts, num_images_per_prompt, settings.rerank, output_type)
-        generator = self.check_generator(generator, prompts, draws)
+        generator = self.check_generator(generator, prompts, draws, num_images_per_prompt)
         # 1. the captions' CLIP states, and the unconditional branch's
         cond, uncond = self.encode_prompt(prompts, negative_prompt, draws)
         # 2. image-to-image: the init image's latents
@@ -168,7 +168,7 @@ class LatentDiffusionPipeline(T2IPipeline):
             )
         images = self.vae.decode(latents.to(self.vae.dtype)).float().clamp(-1, 1)
         # 5. CLIP keeps each prompt's best candidates
-        if settings.rerank is not None:
+        if settings.rerank:
             images = self.rerank(images, prompts, draws, num_images_per_prompt)
         return self.output(images, output_type, return_dict, settings)
 

@@ -177,7 +177,7 @@ class UnCLIPPipeline(T2IPipeline):
         )
         prompts = prompt_list(prompt)
         draws = self.check_call(prompts, num_images_per_prompt, settings.rerank, output_type)
-        generator = self.check_generator(generator, prompts, draws)
+        generator = self.check_generator(generator, prompts, draws, num_images_per_prompt)
         negatives = negative_list(negative_prompt, prompts)
         prime = None
         if image is not None or num_prime_rows:
@@ -189,7 +189,7 @@ class UnCLIPPipeline(T2IPipeline):
         # 2. the decoder: each embedding -> an image that has it
         images = self.decode_embeddings(embeds, settings, generator, prime, callback_on_step_end)
         # 3. CLIP keeps each prompt's best candidates
-        if settings.rerank is not None:
+        if settings.rerank:
             images = self.rerank(images, prompts, draws, num_images_per_prompt)
         return self.output(images, output_type, return_dict, settings)
 

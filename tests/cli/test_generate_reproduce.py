@@ -135,3 +135,20 @@ def test_a_bad_out_is_refused_before_torch_is_imported(case, tmp_path):
     assert done.stdout.split() == ["2", "False"]
     assert says in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert taken.read_text() == "mine"
+
+
+def test_a_recorded_rerank_draws_a_generator_per_candidate(saved_pipeline, tmp_path, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(saved_pipeline, model)
+    index = json.loads((model / "model_index.json").read_text())
+    index["_t2i_sampling"]["rerank"] = 4
+    (model / "model_index.json").write_text(json.dumps(index))
+    argv = ["a red circle", "--model", str(model), "--device", "cpu", "--out", str(tmp_path / "o")]
+    code, written, err = run([*argv, "-n", "1"], capsys)
+    assert code == 0, err
+    record = json.loads(Image.open(written[0]).text["t2i"])
+    assert record["rerank"] == 4  # the best of 4 candidates, seeds 0 to 3
+    code, again, _ = run(["--from-png", written[0], "--out", str(tmp_path / "o")], capsys)
+    assert open(again[0], "rb").read() == open(written[0], "rb").read()
+    code, more, _ = run([*argv, "-n", "6"], capsys)  # more images than it records
+    assert code == 0 and json.loads(Image.open(more[0]).text["t2i"])["rerank"] == 6

@@ -58,8 +58,16 @@ def test_with_reranking_each_candidate_has_its_generator(route):
     four = draw(pipe, ["a red circle"], range(4), 2, rerank=4, **kw)
     # the best of the same 4 candidates, whatever the number kept
     assert torch.equal(draw(pipe, ["a red circle"], range(4), 1, rerank=4, **kw)[0], four[0])
-    with pytest.raises(ValueError, match="a list of 2 for 4 images drawn"):
-        draw(pipe, ["a red circle"], range(2), 2, rerank=4, **kw)
+    with pytest.raises(ValueError, match="a list of 3 for 4 images drawn"):
+        draw(pipe, ["a red circle"], range(3), 2, rerank=4, **kw)
+    # one generator per image kept, as in diffusers: candidate j draws from image j % 2's
+    # (in turn), the same as passing generators 0, 1, 0, 1 for the 4 candidates
+    per_image = [gen(0), gen(1)]
+    args = dict(num_images_per_prompt=2, rerank=4, output_type="pt", **kw)
+    kept = pipe("a red circle", generator=per_image, **args).images
+    shared = [gen(0), gen(1)]
+    spelled = pipe("a red circle", generator=[shared[0], shared[1]] * 2, **args).images
+    assert torch.equal(kept, spelled)
 
 
 GUIDANCE = {"dalle": "guidance_scale", "ldm": "guidance_scale"}
