@@ -176,7 +176,10 @@ def run(config: ExperimentConfig, where: str = "config") -> TrainResult:
     model = initial_model(config, where)
     collate = check_text(config, model, where)
     try:
-        images, val_set = build_datasets(config.data, captions=reads_caption(model.reads))
+        # a model of images alone (a tokenizer, an autoencoder) trains on uncaptioned images;
+        # the others read captions, or a token cache that keeps them for the priors
+        alone = model.reads <= {"pixel_values"}
+        images, val_set = build_datasets(config.data, captions=not alone)
     except ValueError as err:
         raise ConfigError(f"{where}: {err}") from err
     readers = load_readers(config, model, where)
