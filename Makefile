@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test test-slow lint format demo demo-train bench data-emoji clean
+.PHONY: install test test-slow test-browser lint format demo demo-web demo-train bench data-emoji clean
 
 install: $(STAMP)
 
@@ -22,6 +22,14 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
+# The web demo driven in headless Chromium (tests/demo/test_browser.py; skipped by `make
+# test` where Chromium is missing): Debian's chromium and chromium-driver, and Selenium.
+test-browser: $(STAMP)
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ $$(command -v sudo) apt-get install -y --no-install-recommends chromium chromium-driver; }
+	$(PY) -m pip install --quiet -e '.[dev,browser]'
+	$(PY) -m pytest -q tests/demo
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check t2i tests scripts
 	$(VENV)/bin/ruff format --check t2i tests scripts
@@ -36,6 +44,11 @@ format: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m t2i.generate "a red circle above a blue square" "a large green triangle in the center" \
 		-n 4 --seed 0 --grid
+
+# The web demo on the shipped default: http://127.0.0.1:7860 (PORT=... to change it).
+PORT ?= 7860
+demo-web: $(STAMP)
+	$(PY) -m t2i.demo --port $(PORT)
 
 # Train a tiny caption-conditioned CVAE for about a minute on the CPU: the trainer at work.
 demo-train: $(STAMP)

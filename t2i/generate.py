@@ -11,72 +11,137 @@ Examples:
     python -m t2i.generate "a small blue square in the top left" --route unclip
     python -m t2i.generate "a red circle" --route ldm --steps 20 --negative-prompt "a square"
     python -m t2i.generate "a red circle" --route ldm --init-image in.png --strength 0.6
+    python -m t2i.generate --prompts-file prompts.txt --dtype bfloat16
+    python -m t2i.generate --from-png outputs/00_a_red_circle_s0_i1.png   # the same image again
+
+Image i of a prompt is drawn from seed + i (with --rerank, candidate i), whatever -n and the
+other prompts are, so an image can be drawn again from its PNG: its metadata holds the
+prompt, the negative prompt, the route, every setting as used, the seed and index, the model
+and a hash of its weights, and the t2i version. No file is overwritten: a name in use gets
+a numbered suffix.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
+import math
+import os
 import re
 import sys
 from pathlib import Path
 
-import torch
 from PIL import Image, PngImagePlugin
 
+from t2i._version import __version__
+from t2i.cli import OneLineParser, at_least, finite, fraction
+
 logger = logging.getLogger("t2i.generate")
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with a one-line error (no usage dump) for an unknown or malformed flag."""
-
-    def error(self, message: str) -> None:
-        self.exit(2, f"error: {message} (see python -m t2i.generate --help)\n")
+DTYPES = ("float32", "bfloat16", "float16")
+GRID_CELL = 128  # grids enlarge small images (nearest-neighbour) to at least this many pixels
+# the flags --from-png takes from the PNG (given with it, they are refused)
+REPLAYED = (
+    "prompts",
+    "prompts_file",
+    "num_images",
+    "seed",
+    "temperature",
+    "top_k",
+    "top_p",
+    "guidance_scale",
+    "rerank",
+    "init_image",
+    "prime_rows",
+    "strength",
+    "route",
+    "negative_prompt",
+    "sampler",
+    "prior_guidance_scale",
+    "steps",
+    "prior_candidates",
+    "upscale",
+    "dtype",
+    "grid",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line's arguments."""
-    p = _Parser(
+    p = OneLineParser(
         prog="python -m t2i.generate",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("prompts", nargs="+", metavar="PROMPT", help="one or more captions")
+    p.add_argument("prompts", nargs="*", metavar="PROMPT", help="one or more captions")
+    p.add_argument(
+        "--prompts-file", metavar="FILE", help="a text file of prompts, one a line (with PROMPT)"
+    )
+    p.add_argument(
+        "--from-png",
+        metavar="FILE",
+        help="draw again the image a PNG written by t2i.generate holds, from its metadata "
+        "(with --model when the model moved, --out, --device)",
+    )
     p.add_argument("--model", help="a saved pipeline directory (default: the shipped one)")
-    p.add_argument("-n", "--num-images", type=int, default=4, help="images per prompt")
-    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same images)")
+    p.add_argument("--version", action="version", version=f"t2i {__version__}")
+    p.add_argument("-n", "--num-images", type=at_least(1), default=4, help="images per prompt")
+    p.add_argument(
+        "--seed",
+        type=at_least(0),
+        default=0,
+        help="image i of each prompt is drawn from seed + i (same seed, same images)",
+    )
     p.add_argument("--out", default="outputs", help="folder for the PNG files")
-    p.add_argument("--grid", action="store_true", help="also write one grid per prompt")
+    p.add_argument("--grid", action="store_true", help="also write one square grid per prompt")
+    p.add_argument(
+        "--upscale",
+        type=at_least(1),
+        metavar="K",
+        help="enlarge the written images K times, nearest-neighbour, for viewing (default: "
+        "images as drawn, grids to at least 128 px a cell)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="float32",
+        help="the weights' and activations' type (bfloat16 / float16: on a GPU)",
+    )
     p.add_argument(
         "--temperature",
-        type=float,
+        type=finite,
         help="sampling temperature of the prior (unclip: of the decoder; default: the pipeline's)",
     )
-    p.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest codes")
-    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold")
+    p.add_argument("--top-k", type=at_least(1), help="sample among the k likeliest codes")
+    p.add_argument(
+        "--top-p", type=fraction(open_below=True), help="nucleus sampling threshold, in (0, 1]"
+    )
     p.add_argument(
         "--guidance-scale",
-        type=float,
+        type=finite,
         help="classifier-free guidance of the prior (unclip: of the decoder; default: the "
         "pipeline's)",
     )
     p.add_argument(
         "--rerank",
-        type=int,
+        type=at_least(0),
         default=None,
         metavar="N",
-        help="draw N candidates per prompt and keep the -n best by CLIP score",
+        help="draw N candidates per prompt and keep the -n best by CLIP score (0: no "
+        "reranking; default: the pipeline's recorded setting)",
     )
     p.add_argument(
         "--init-image",
         help="dalle/unclip: an image whose top code rows prime the sample; ldm: the image to "
         "start from (image-to-image)",
     )
-    p.add_argument("--prime-rows", type=int, default=2, help="code rows kept from --init-image")
+    p.add_argument(
+        "--prime-rows", type=at_least(0), default=2, help="code rows kept from --init-image"
+    )
     p.add_argument(
         "--strength",
-        type=float,
+        type=fraction(open_below=False),
         help="ldm: how far --init-image is noised, 0 (kept) to 1 (default: the pipeline's)",
     )
     p.add_argument(
@@ -86,7 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="dalle: the prior reads the caption; unclip: a diffusion prior draws a CLIP "
         "image embedding that the decoder reads; ldm: latent diffusion reading the caption",
     )
-    p.add_argument("--negative-prompt", help="ldm: what guidance steers away from")
+    p.add_argument(
+        "--negative-prompt",
+        help="what guidance steers away from (dalle: the prior's; unclip: the diffusion "
+        "prior's; ldm: the denoiser's)",
+    )
     p.add_argument(
         "--sampler",
         choices=("ddim", "dpm", "euler", "unipc"),
@@ -94,18 +163,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--prior-guidance-scale",
-        type=float,
+        type=finite,
         help="the diffusion prior's guidance (default: the pipeline's)",
     )
     p.add_argument(
         "--steps",
-        type=int,
+        type=at_least(1),
         help="denoising steps of the diffusion prior (ldm: of the denoiser; default: the "
         "pipeline's)",
     )
     p.add_argument(
         "--prior-candidates",
-        type=int,
+        type=at_least(1),
         help="the diffusion prior's draws per image, the closest to the caption kept "
         "(default: the pipeline's)",
     )
@@ -115,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_device(name: str) -> str:
     """ "auto" -> CUDA when present; "cuda" without CUDA is an error."""
+    import torch
+
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
@@ -127,107 +198,294 @@ def slug(text: str, width: int = 48) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:width] or "prompt"
 
 
-def png_info(prompt: str, settings: dict) -> PngImagePlugin.PngInfo:
-    """PNG text chunks with the prompt and the settings that made the image."""
+def png_info(prompt: str, record: dict) -> PngImagePlugin.PngInfo:
+    """PNG text chunks: the prompt, and (as JSON, "t2i") everything that drew the image."""
     info = PngImagePlugin.PngInfo()
     info.add_text("prompt", prompt)
-    info.add_text("t2i", json.dumps(settings, sort_keys=True))
+    info.add_text("t2i", json.dumps(record, sort_keys=True))
     return info
 
 
+def free_path(folder: Path, stem: str, taken: set[Path]) -> Path:
+    """folder/stem.png, or folder/stem-2.png, -3, ... when that name is in use (on disk or
+    by this call): nothing written before is replaced."""
+    path, k = folder / f"{stem}.png", 1
+    while path.exists() or path in taken:
+        k += 1
+        path = folder / f"{stem}-{k}.png"
+    taken.add(path)
+    return path
+
+
+def write_png(image: Image.Image, path: Path, info: PngImagePlugin.PngInfo) -> None:
+    """Write a PNG that must not exist yet (exclusive create: never replaces a file)."""
+    with path.open("xb") as f:
+        image.save(f, format="PNG", pnginfo=info)
+
+
+def upscaled(image: Image.Image, k: int) -> Image.Image:
+    """The image k times larger, nearest-neighbour (pixels stay sharp squares)."""
+    return image if k == 1 else image.resize((image.width * k, image.height * k), Image.NEAREST)
+
+
+def image_grid(images: list[Image.Image]) -> Image.Image:
+    """A square-ish mosaic (ceil(sqrt(n)) columns), one pixel apart, on white."""
+    w, h = images[0].size
+    cols = math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / cols)
+    grid = Image.new("RGB", (cols * (w + 1) - 1, rows * (h + 1) - 1), "white")
+    for i, image in enumerate(images):
+        grid.paste(image, ((i % cols) * (w + 1), (i // cols) * (h + 1)))
+    return grid
+
+
 def save_images(
-    images: list, prompts: list[str], n: int, out: Path, settings: dict, grid: bool
+    images: list,
+    prompts: list[str],
+    n: int,
+    out: Path,
+    record: dict,
+    grid: bool,
+    upscale: int | None,
+    first_index: int = 0,
 ) -> list[Path]:
-    """Write each prompt's n images (and a grid when asked); return the paths."""
+    """Write each prompt's n images (and a grid when asked) under names not in use; return the
+    paths. Each image's metadata is `record` with its prompt and index (first_index + i)."""
     out.mkdir(parents=True, exist_ok=True)
-    paths = []
+    paths: list[Path] = []
+    taken: set[Path] = set()
     for p, prompt in enumerate(prompts):
         own = images[p * n : (p + 1) * n]
-        stem = f"{p:02d}_{slug(prompt)}_s{settings['seed']}"
-        for i, image in enumerate(own):
-            path = out / f"{stem}_{i}.png"
-            image.save(path, pnginfo=png_info(prompt, {**settings, "index": i}))
+        stem = f"{p:02d}_{slug(prompt)}_s{record['seed']}"
+        entry = {**record, "prompt": prompt}
+        for i, image in enumerate(own, start=first_index):
+            path = free_path(out, f"{stem}_i{i}", taken)
+            info = png_info(prompt, {**entry, "index": i})
+            write_png(upscaled(image, upscale or 1), path, info)
             paths.append(path)
         if grid:
-            path = out / f"{stem}_grid.png"
-            image_grid(own).save(path, pnginfo=png_info(prompt, settings))
+            k = upscale or max(1, math.ceil(GRID_CELL / max(own[0].size)))
+            path = free_path(out, f"{stem}_grid", taken)
+            write_png(image_grid([upscaled(im, k) for im in own]), path, png_info(prompt, entry))
             paths.append(path)
     return paths
 
 
-def image_grid(images: list[Image.Image]) -> Image.Image:
-    """Images side by side in one row, one pixel apart."""
-    w, h = images[0].size
-    grid = Image.new("RGB", (len(images) * (w + 1) - 1, h), "white")
-    for i, image in enumerate(images):
-        grid.paste(image, (i * (w + 1), 0))
-    return grid
-
-
-def run(args: argparse.Namespace) -> list[Path]:
-    """Load the pipeline, generate, and write the images; return the paths written."""
-    from t2i.pipelines import load_pipeline
-
-    for i, prompt in enumerate(args.prompts):
+def read_prompts(args: argparse.Namespace) -> list[str]:
+    """The prompts given and those of --prompts-file (blank lines skipped), checked."""
+    prompts = list(args.prompts)
+    if args.prompts_file is not None:
+        path = Path(args.prompts_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"--prompts-file {path}: no such file")
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise ValueError(f"--prompts-file {path}: not UTF-8 text") from None
+        prompts += [line.strip() for line in lines if line.strip()]
+        if not prompts:
+            raise ValueError(f"--prompts-file {path}: no prompt in it")
+    if not prompts:
+        raise ValueError("no prompt: give PROMPT, --prompts-file FILE or --from-png FILE")
+    for i, prompt in enumerate(prompts):
         if not prompt.strip():
             raise ValueError(f"prompt {i + 1} is empty; give a caption")
-    if args.num_images < 1:
-        raise ValueError(f"--num-images {args.num_images}: must be >= 1")
-    if args.model is not None and not Path(args.model).is_dir():
-        raise FileNotFoundError(f"--model {args.model}: no such directory")
-    device = resolve_device(args.device)
-    pipe = load_pipeline(args.model, device=device, route=args.route)
-    init = Image.open(args.init_image) if args.init_image else None
-    prime_rows = args.prime_rows if init and args.route != "ldm" else 0
-    common = dict(top_k=args.top_k, top_p=args.top_p, num_prime_rows=prime_rows)
+    return prompts
+
+
+def check_out(out: Path) -> None:
+    """Refuse an --out that is a file or cannot be written, before any slow work."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: is a file, not a folder")
+    parent = next((p for p in [out, *out.parents] if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise ValueError(f"--out {out}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: {parent} cannot be written")
+
+
+def weights_hash(model: Path, names: list[str]) -> str:
+    """A hash of the weights of a saved pipeline's components `names` (16 hex digits)."""
+    from t2i.pipelines.common import weights_id
+
+    digest = hashlib.sha256()
+    for name in sorted(names):
+        if any((model / name).glob("*.safetensors")):
+            digest.update(f"{name}:{weights_id(model / name)}\0".encode())
+    return digest.hexdigest()[:16]
+
+
+def read_record(path: str) -> dict:
+    """The t2i metadata of a PNG that t2i.generate wrote, checked."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"--from-png {file}: no such file")
+    try:
+        with Image.open(file) as image:
+            text = dict(getattr(image, "text", {}) or {})
+    except (OSError, SyntaxError) as err:
+        raise ValueError(f"--from-png {file}: not an image ({err})") from None
+    if "t2i" not in text:
+        raise ValueError(f"--from-png {file}: no t2i metadata (not written by t2i.generate)")
+    try:
+        record = json.loads(text["t2i"])
+    except json.JSONDecodeError:
+        raise ValueError(f"--from-png {file}: its t2i metadata is not JSON") from None
+    missing = [k for k in ("prompt", "index", "seed", "route", "model") if k not in record]
+    if missing or "t2i_version" not in record:
+        raise ValueError(
+            f"--from-png {file}: its metadata lacks {', '.join(missing) or 't2i_version'} "
+            "(a grid, or a PNG of an older t2i, cannot be drawn again)"
+        )
+    return record
+
+
+def replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """--from-png: the arguments that drew the PNG's image (its prompt alone, n = index + 1;
+    an image depends on its prompt, seed and index only), with the PNG's record."""
+    defaults = vars(parser.parse_args(["x"]))
+    given = [k for k in REPLAYED if k != "prompts" and getattr(args, k) != defaults[k]]
+    if args.prompts or given:
+        flag = "PROMPT" if args.prompts else "--" + given[0].replace("_", "-")
+        raise ValueError(
+            f"--from-png takes every setting from its PNG; {flag} cannot be given with it"
+        )
+    record = read_record(args.from_png)
+    model = args.model or (None if record["model"] == "default" else record["model"])
+    replayed = dict(
+        prompts=[record["prompt"]],
+        num_images=record["index"] + 1,
+        seed=record["seed"],
+        route=record["route"],
+        negative_prompt=record.get("negative_prompt"),
+        init_image=record.get("init_image"),
+        prime_rows=record.get("prime_rows", 0),
+        upscale=record.get("upscale"),
+        dtype=record.get("dtype", "float32"),
+        model=model,
+        record=record,
+    )
+    return argparse.Namespace(**{**vars(args), **replayed})
+
+
+def file_hash(path: str | Path) -> str:
+    """A hash of a file's bytes (16 hex digits)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def route_arguments(args: argparse.Namespace) -> dict:
+    """The pipeline call's settings from the flags (None: the pipeline's recorded value)."""
     if args.route == "ldm":
-        common = {}  # no codes to sample or prime
-        route = dict(
+        return dict(
             guidance_scale=args.guidance_scale,
             num_inference_steps=args.steps,
-            negative_prompt=args.negative_prompt,
             sampler=args.sampler,
             strength=args.strength,
         )
-    elif args.route == "unclip":
-        route = dict(
+    common = dict(top_k=args.top_k, top_p=args.top_p)
+    if args.route == "unclip":
+        return dict(
             decoder_guidance_scale=args.guidance_scale,
             decoder_temperature=args.temperature,
             prior_guidance_scale=args.prior_guidance_scale,
             num_inference_steps=args.steps,
             prior_candidates=args.prior_candidates,
+            **common,
         )
-    else:
-        route = dict(guidance_scale=args.guidance_scale, temperature=args.temperature)
-    result = pipe(
-        args.prompts,
-        num_images_per_prompt=args.num_images,
-        generator=torch.Generator().manual_seed(args.seed),
-        image=init,
-        rerank=args.rerank,
-        **common,
-        **route,
+    return dict(guidance_scale=args.guidance_scale, temperature=args.temperature, **common)
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> list[Path]:
+    """Check the arguments, load the pipeline, generate, and write the images; return the
+    paths written."""
+    record = None
+    if args.from_png is not None:
+        args = replay(args, parser or build_parser())
+        record = args.record
+    prompts = read_prompts(args)
+    if args.model is not None and not Path(args.model).is_dir():
+        raise FileNotFoundError(f"--model {args.model}: no such directory")
+    if args.init_image is not None and not Path(args.init_image).is_file():
+        raise FileNotFoundError(f"--init-image {args.init_image}: no such file")
+    want = (record or {}).get("init_image_hash")
+    if want is not None and want != file_hash(args.init_image):
+        raise ValueError(f"--from-png {args.from_png}: its init image {args.init_image} changed")
+    out = Path(args.out)
+    check_out(out)
+    import dataclasses
+
+    import torch  # the heavy imports come after the arguments are checked
+
+    from t2i.pipelines import DEFAULT_PIPELINE, load_pipeline
+
+    device = resolve_device(args.device)
+    pipe = load_pipeline(
+        args.model, device=device, route=args.route, torch_dtype=getattr(torch, args.dtype)
     )
-    settings = dict(
-        model=args.model or "default",
-        seed=args.seed,
+    model = Path(args.model) if args.model else DEFAULT_PIPELINE
+    model_hash = weights_hash(model, list(pipe.components))
+    if record is not None and record.get("model_hash") != model_hash:
+        raise ValueError(
+            f"--from-png {args.from_png}: drawn by a model with weights "
+            f"{record.get('model_hash')}; {args.model or 'the default'} holds {model_hash} "
+            "(pass --model with the pipeline that drew it)"
+        )
+    init = None
+    if args.init_image:
+        with Image.open(args.init_image) as image:
+            init = image.convert("RGB")
+    prime_rows = args.prime_rows if init and args.route != "ldm" else 0
+    if record is not None:  # the settings as the PNG's call used them
+        fields = dataclasses.fields(pipe.settings_classes[0])
+        settings = {f.name: record[f.name] for f in fields if f.name in record}
+    else:
+        settings = {**route_arguments(args), "rerank": args.rerank}
+    extra = {} if args.route == "ldm" else {"num_prime_rows": prime_rows}
+    rerank = settings.get("rerank")
+    if rerank is None and args.route == "dalle":  # the pipeline's recorded one, as it uses it
+        rerank = max(pipe.sampling_defaults.get("rerank") or 0, args.num_images)
+    draws = rerank or args.num_images
+    seeds = [args.seed + j for _ in prompts for j in range(draws)]
+    result = pipe(
+        prompts,
+        num_images_per_prompt=args.num_images,
+        generator=[torch.Generator().manual_seed(s) for s in seeds],
+        negative_prompt=args.negative_prompt,
+        image=init,
+        **settings,
+        **extra,
+    )
+    written = dict(
+        t2i_version=__version__,
+        model="default" if args.model is None else str(args.model),
+        model_hash=model_hash,
         route=args.route,
+        seed=args.seed,
+        negative_prompt=args.negative_prompt,
         init_image=args.init_image,
+        init_image_hash=file_hash(args.init_image) if args.init_image else None,
         prime_rows=prime_rows,
-        **({"negative_prompt": args.negative_prompt} if args.route == "ldm" else {}),
+        dtype=args.dtype,
+        device=device,
+        upscale=args.upscale,
         **result.settings.as_dict(),  # as the pipeline used them
     )
+    if record is not None:  # --from-png: the one image the PNG holds, under its index
+        index = record["index"]
+        images = result.images[index : index + 1]
+        return save_images(images, prompts, 1, out, written, False, args.upscale, index)
     return save_images(
-        result.images, args.prompts, args.num_images, Path(args.out), settings, args.grid
+        result.images, prompts, args.num_images, out, written, args.grid, args.upscale
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     """The command line; bad input is a one-line error and exit status 2."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
-        paths = run(args)
+        paths = run(args, parser)
     except (ValueError, FileNotFoundError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -20,12 +20,22 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
+import yaml
 
-from t2i.config import ConfigError, ExperimentConfig, checker, load_config, save_config
+from t2i.config import (
+    ConfigError,
+    ExperimentConfig,
+    checker,
+    load_config,
+    save_config,
+    to_dict,
+)
 from t2i.data.sets import bad_samples, build_datasets
 from t2i.data.text import CaptionCollator
 from t2i.evaluation import judge_many
@@ -111,6 +121,21 @@ def load_readers(config: ExperimentConfig, model: torch.nn.Module, where: str) -
     return loaded
 
 
+def check_schedule(config: ExperimentConfig, where: str) -> None:
+    """Warn when the warmup is longer than the run: the learning rate never reaches its peak."""
+    train = config.train
+    if train.warmup_steps > train.max_steps:
+        logger.warning(
+            "%s: train.warmup_steps=%d > train.max_steps=%d: the learning rate ends at %.0f%% "
+            "of train.learning_rate=%g and never reaches it; lower train.warmup_steps",
+            where,
+            train.warmup_steps,
+            train.max_steps,
+            100 * train.max_steps / train.warmup_steps,
+            train.learning_rate,
+        )
+
+
 def check_text(config: ExperimentConfig, model: torch.nn.Module, where: str) -> CaptionCollator:
     """The caption collator, after checking the model reads captions as the data tokenises
     them and reads the hard negatives asked for."""
@@ -145,11 +170,16 @@ def run(config: ExperimentConfig, where: str = "config") -> TrainResult:
         where: the config's source, named in errors.
     """
     check_fresh(config, where)
+    check_resume(config, where)
+    check_schedule(config, where)
     seed_everything(config.train.seed)
     model = initial_model(config, where)
     collate = check_text(config, model, where)
     try:
-        images, val_set = build_datasets(config.data)
+        # a model of images alone (a tokenizer, an autoencoder) trains on uncaptioned images;
+        # the others read captions, or a token cache that keeps them for the priors
+        alone = model.reads <= {"pixel_values"}
+        images, val_set = build_datasets(config.data, captions=not alone)
     except ValueError as err:
         raise ConfigError(f"{where}: {err}") from err
     readers = load_readers(config, model, where)
@@ -192,6 +222,69 @@ def run(config: ExperimentConfig, where: str = "config") -> TrainResult:
     return result
 
 
+# train keys a resumed run may change (how long it runs, how it logs); any other key of the
+# config the run recorded must stay as it was, or the run would resume as another model
+RESUMABLE = frozenset({"data.num_workers"}) | frozenset(
+    f"train.{k}"
+    for k in (
+        "max_steps",
+        "resume",
+        "output_dir",
+        "log_every",
+        "sample_every",
+        "num_samples",
+        "checkpoint_every",
+        "checkpoints_total_limit",
+    )
+)
+RUN_PARTS = ("config.yaml", "logs", "samples", "checkpoints", "model", "validation.json")
+
+
+def check_resume(config: ExperimentConfig, where: str) -> None:
+    """A ConfigError when `train.resume` continues a run that was trained with another config
+    (a key other than those of RESUMABLE changed), naming the first such key."""
+    recorded = Path(config.train.output_dir) / "config.yaml"
+    if config.train.resume is None or not recorded.is_file():
+        return
+    old = _flat(yaml.safe_load(recorded.read_text()) or {})
+    new = _flat(to_dict(config))
+    changed = [k for k in new if k in old and k not in RESUMABLE and old[k] != new[k]]
+    if changed:
+        key = changed[0]
+        raise ConfigError(
+            f"{where}: train.resume={config.train.resume}: {recorded.parent} was trained with "
+            f"{key}={old[key]!r}, not {new[key]!r}; resume it with its own config "
+            f"({recorded}), or choose another train.output_dir"
+        )
+
+
+def _flat(tree: dict) -> dict[str, Any]:
+    """{"model": {"dim": 8}} -> {"model.dim": 8}; a top-level value keeps its name."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def clear_run(config: ExperimentConfig, where: str) -> None:
+    """`--overwrite`: remove the run `train.output_dir` holds (what a run writes: RUN_PARTS),
+    leaving anything else in the folder; on the first process of a launch only."""
+    if config.train.resume is not None:
+        raise ConfigError(f"{where}: --overwrite starts afresh; it cannot go with train.resume")
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    out = Path(config.train.output_dir)
+    for name in RUN_PARTS:
+        part = out / name
+        if part.is_dir():
+            shutil.rmtree(part)
+        elif part.exists():
+            part.unlink()
+
+
 def check_fresh(config: ExperimentConfig, where: str) -> None:
     """A ConfigError when `train.output_dir` already holds a run and `train.resume` is unset:
     training afresh there would overwrite its checkpoints, logs and model. Only what a run
@@ -232,6 +325,12 @@ def main(argv: list[str] | None = None) -> int:
         "when there is none) or a checkpoint folder; the same as train.resume=CHECKPOINT",
     )
     parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run train.output_dir holds (its checkpoints, logs, samples, model); "
+        "without it a used train.output_dir is refused",
+    )
+    parser.add_argument(
         "--preset",
         nargs="?",
         const="",
@@ -260,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
             result = build_pipeline(load_recipe(args.config, args.overrides), run)
         else:
             config = load_config(args.config, args.overrides)
+            if args.overwrite:
+                clear_run(config, args.config)
             result = train(config, args.config)
     except (ConfigError, FileNotFoundError) as err:  # a bad config, or a missing checkpoint
         print(f"error: {err}", file=sys.stderr)

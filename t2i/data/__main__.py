@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
 
+from t2i.cli import OneLineParser
 from t2i.data.sets import inspect
 
 
 def main(argv: list[str] | None = None) -> int:
     """The command line; a data set it cannot read is a one-line error and exit status 2."""
-    parser = argparse.ArgumentParser(prog="python -m t2i.data")
+    parser = OneLineParser(prog="python -m t2i.data")
     sub = parser.add_subparsers(dest="command", required=True)
     cmd = sub.add_parser("inspect", help="count, image sizes, caption lengths, bad files")
     cmd.add_argument("path", help="an image folder, a .csv/.tsv/.parquet file, a datasets folder")
-    cmd.add_argument("--caption-column")
-    cmd.add_argument("--image-column")
+    cmd.add_argument(
+        "--caption-column", help="the captions' column of a table or datasets folder"
+    )
+    cmd.add_argument("--image-column", help="the images' column of a table or datasets folder")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -45,7 +45,7 @@ from t2i.data.shapes import to_tensor
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("imagefolder", "text_pairs", "table", "saved", "webdataset")
+FORMATS = ("imagefolder", "text_pairs", "table", "saved", "webdataset", "images")
 CAPTION_COLUMNS = ("caption", "text", "captions", "prompt")
 IMAGE_COLUMNS = ("file_name", "image", "image_path", "path", "filename")
 TABLE_LOADERS = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
@@ -68,6 +68,10 @@ def detect_format(path: str | Path) -> str:
             return "webdataset"
         if any(p.suffix == ".txt" for p in path.rglob("*.txt")):
             return "text_pairs"
+        if any(p.suffix.lower() in IMAGE_EXTENSIONS for p in path.rglob("*")):
+            return "images"  # no captions: an image tokenizer or autoencoder trains on it
+        if not any(path.iterdir()):
+            raise ValueError(f"{path}: an empty folder (no images, no captions)")
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
     raise ValueError(
@@ -154,6 +158,9 @@ class CaptionedDataset(Dataset):
             path, filename).
         random_crop: crop at random offsets (else the centre).
         background: the colour transparent pixels are composited on.
+        captions: whether its samples need captions (False for a model that reads images
+            alone, an image tokenizer or autoencoder: a folder of images without captions
+            is then a data set, and a sample's caption is kept when it has one).
     """
 
     def __init__(
@@ -164,6 +171,7 @@ class CaptionedDataset(Dataset):
         image_column: str | None = None,
         random_crop: bool = False,
         background: tuple[int, int, int] = (255, 255, 255),
+        captions: bool = True,
     ) -> None:
         self.path, self.image_size = Path(path), image_size
         self.random_crop, self.background = random_crop, tuple(background)
@@ -172,7 +180,14 @@ class CaptionedDataset(Dataset):
             raise ValueError(f"{self.path}: WebDataset shards are streamed; use WebDatasetShards")
         self.bad = BadSamples()  # source -> reason, workers' finds included
         records = getattr(self, f"_read_{self.format}")(caption_column, image_column)
-        self.records = [r for r in records if self._has_caption(r)]
+        if self.format == "images" and captions:
+            raise ValueError(
+                f"{self.path}: {len(records)} images but no captions (no metadata.jsonl, no "
+                "same-name .txt files); give each image a caption, or train only an image "
+                "tokenizer or autoencoder on it (they read images alone)"
+            )
+        self.captions = captions
+        self.records = [r for r in records if self._has_caption(r, required=captions)]
         if not self.records:
             raise ValueError(f"{self.path}: no usable samples ({len(self.bad)} bad)")
         self.has_spec = all(r["spec"] is not None for r in self.records)  # shapes exports
@@ -196,6 +211,10 @@ class CaptionedDataset(Dataset):
             lines = [line.strip() for line in (caption or "").splitlines() if line.strip()]
             records.append(self._record(image, lines if len(lines) > 1 else caption))
         return records
+
+    def _read_images(self, caption_column: str | None, image_column: str | None) -> list:
+        images = sorted(p for p in self.path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+        return [self._record(image, None) for image in images]
 
     def _read_table(self, caption_column: str | None, image_column: str | None) -> list:
         loader = TABLE_LOADERS[self.path.suffix.lower()]
@@ -235,11 +254,15 @@ class CaptionedDataset(Dataset):
     ) -> dict:
         return {"image": image, "caption": caption, "spec": spec, "source": source or str(image)}
 
-    def _has_caption(self, record: dict) -> bool:
-        """Keep records with a non-empty caption (or list of them); report the others."""
+    def _has_caption(self, record: dict, required: bool = True) -> bool:
+        """Keep records with a non-empty caption (or list of them), or (not required) every
+        record; report those left out."""
         caption = record["caption"]
         captions = caption if isinstance(caption, list) else [caption]
         captions = [c for c in captions if isinstance(c, str) and c.strip()]
+        if not captions and not required:
+            record["caption"] = None
+            return True
         if not captions:
             reason = "no caption" if caption is None else "empty caption"
             self._report(record["source"], reason)
@@ -310,10 +333,9 @@ class CaptionedDataset(Dataset):
             raise BadImageError("file not found")
         picture = fit(load_image(image, self.background), self.image_size, self.random_crop)
         captions = record["caption"]
-        sample = {
-            "pixel_values": to_tensor(picture),
-            "caption": captions[0] if len(captions) == 1 else random.choice(captions),
-        }
+        sample = {"pixel_values": to_tensor(picture)}
+        if self.captions:  # else images alone, captioned or not, alike in every batch
+            sample["caption"] = captions[0] if len(captions) == 1 else random.choice(captions)
         if self.has_spec:
             sample["spec"] = record["spec"]
         return sample

@@ -18,19 +18,21 @@ from t2i.data.webdataset import WebDatasetShards
 logger = logging.getLogger(__name__)
 
 
-def build_datasets(data: Any) -> tuple[Dataset, Dataset]:
+def build_datasets(data: Any, captions: bool = True) -> tuple[Dataset, Dataset]:
     """The training set and a disjoint validation set, for grids and evaluation: the shapes
     world (validation: data seed + 1) or a seeded split of a captioned data set.
 
     Args:
         data: the data section (`t2i.config.DataConfig`).
+        captions: whether the model reads captions (False: a folder of images without
+            captions will do).
 
     Raises:
         ValueError: an unknown data set, or a captioned data set that cannot be read
             (naming the field).
     """
     if data.path is not None or data.dataset == "captioned":
-        return captioned_datasets(data)
+        return captioned_datasets(data, captions)
     if data.dataset != "shapes":
         raise ValueError(
             f"data.dataset={data.dataset!r} is not known; use 'shapes', or set "
@@ -48,8 +50,9 @@ def build_datasets(data: Any) -> tuple[Dataset, Dataset]:
     )
 
 
-def captioned_datasets(data: Any) -> tuple[Dataset, Dataset]:
-    """A user's captioned data set at `data.path`, split into training and validation."""
+def captioned_datasets(data: Any, captions: bool = True) -> tuple[Dataset, Dataset]:
+    """A user's captioned data set at `data.path`, split into training and validation
+    (`captions=False`: its images, captioned or not)."""
     if not data.path:
         raise ValueError("data.dataset=captioned needs data.path")
     try:
@@ -59,7 +62,12 @@ def captioned_datasets(data: Any) -> tuple[Dataset, Dataset]:
             )
             return stream.split(data.num_val)
         full = CaptionedDataset(
-            data.path, data.image_size, data.caption_column, data.image_column, data.random_crop
+            data.path,
+            data.image_size,
+            data.caption_column,
+            data.image_column,
+            data.random_crop,
+            captions=captions,
         )
     except (FileNotFoundError, ValueError) as err:
         raise ValueError(f"data.path={data.path!r}: {err}") from err

@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
+
+from t2i.cli import OneLineParser, at_least
 
 logger = logging.getLogger(__name__)
 
@@ -361,18 +364,35 @@ class ShapesDataset(Dataset):
 
 
 def export(
-    out: str | Path, n: int, seed: int = 0, size: int = 32, num_objects: int | None = None
+    out: str | Path,
+    n: int,
+    seed: int = 0,
+    size: int = 32,
+    num_objects: int | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write n samples as PNGs plus metadata.jsonl (file_name, caption, spec): an image folder.
 
     Args:
-        out: the folder (created).
-        n: number of images.
+        out: the folder (created; it must be new or empty, unless `overwrite`).
+        n: number of images (>= 1).
         seed: the data seed.
         size: canvas side S.
         num_objects: 1, 2, or None for a mix.
+        overwrite: replace an earlier export in `out` (the files its metadata.jsonl lists and
+            the metadata itself are removed first; other files are left, and refused).
+
+    Raises:
+        ValueError: n < 1, `out` a file, or a folder that holds something (an earlier export
+            without `overwrite`, or files that are not an export).
     """
     out = Path(out)
+    if n < 1:
+        raise ValueError(f"--n {n}: must be at least 1")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: is a file; give a folder to export into")
+    if out.is_dir() and any(out.iterdir()):
+        clear_export(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     width = max(5, len(str(n - 1)))
     with (out / "metadata.jsonl").open("w") as meta:
@@ -386,18 +406,55 @@ def export(
     return out
 
 
+def clear_export(out: Path, overwrite: bool) -> None:
+    """Remove an earlier export from `out` when told to; a ValueError otherwise, or when `out`
+    holds files that no export wrote."""
+    meta = out / "metadata.jsonl"
+    if not meta.is_file():
+        raise ValueError(f"{out}: holds files that are not a shapes export; choose a new folder")
+    if not overwrite:
+        raise ValueError(f"{out}: holds an earlier export; choose a new folder or pass --overwrite")
+    listed = {json.loads(line)["file_name"] for line in meta.read_text().splitlines() if line}
+    others = [p.name for p in out.iterdir() if p.name not in listed | {"metadata.jsonl"}]
+    if others:
+        raise ValueError(
+            f"{out}: holds {others[0]}, which the earlier export did not write; choose a new "
+            "folder"
+        )
+    for name in listed:
+        (out / name).unlink(missing_ok=True)
+    meta.unlink()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m t2i.data.shapes export DIR --n N --seed S [--size 32] [--num-objects K]`."""
-    parser = argparse.ArgumentParser(prog="python -m t2i.data.shapes")
+    """`python -m t2i.data.shapes export DIR --n N [--seed S] [--size 32] [--num-objects K]`;
+    bad input is a one-line error and exit status 2."""
+    parser = OneLineParser(prog="python -m t2i.data.shapes")
     sub = parser.add_subparsers(dest="command", required=True)
     ex = sub.add_parser("export", help="write an image folder with metadata.jsonl")
-    ex.add_argument("dir")
-    ex.add_argument("--n", type=int, required=True)
-    ex.add_argument("--seed", type=int, default=0)
-    ex.add_argument("--size", type=int, default=32)
-    ex.add_argument("--num-objects", type=int, choices=[1, 2], default=None)
+    ex.add_argument("dir", help="the folder to write (new or empty)")
+    ex.add_argument("--n", type=at_least(1), required=True, help="images to write")
+    ex.add_argument("--seed", type=int, default=0, help="the world's seed (default 0)")
+    ex.add_argument(
+        "--size", type=at_least(16), default=32, help="image side in pixels (default 32)"
+    )
+    ex.add_argument(
+        "--num-objects",
+        type=int,
+        choices=[1, 2],
+        default=None,
+        help="objects per image (default: a mix of one and two)",
+    )
+    ex.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier export in the folder"
+    )
     args = parser.parse_args(argv)
-    export(args.dir, args.n, args.seed, args.size, args.num_objects)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        export(args.dir, args.n, args.seed, args.size, args.num_objects, args.overwrite)
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     logger.info("wrote %d images to %s", args.n, args.dir)
     return 0
 

@@ -86,6 +86,8 @@ class CaptionCollator:
                 batch[key] = tuple(torch.stack(level) for level in zip(*values, strict=True))
             else:
                 batch[key] = values
+        if "caption" not in batch:  # images alone (a tokenizer's data needs no captions)
+            return batch
         batch["input_ids"] = self.tokenizer(batch["caption"])  # (B, L)
         if self.hard_negatives == "relations":
             swapped = [swap_relation(c) for c in batch["caption"]]

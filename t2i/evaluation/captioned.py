@@ -69,7 +69,10 @@ HELDOUT_FILE = "heldout.json"  # in a pipeline: its data set's held-out sources
 R_PRECISION_CANDIDATES = 100  # 1 true caption + 99 others (AttnGAN's R-precision)
 KID_SUBSET_SIZE = 1000  # torchmetrics' default; smaller when there are fewer images
 KID_SUBSETS = 100
-SELECTION_OFF = {"unclip": {"prior_candidates": 1}}  # no choice by the pipeline's own CLIP
+SELECTION_OFF = {  # no choice by the pipeline's own CLIP
+    "dalle": {"rerank": 0},
+    "unclip": {"prior_candidates": 1},
+}
 UNHASHED = ("train.output_dir", "train.resume", "data.path", "data.token_cache")
 UNHASHED += ("data.num_workers",)
 

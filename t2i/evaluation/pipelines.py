@@ -21,12 +21,14 @@ logger = logging.getLogger(__name__)
 # name -> the route's call arguments; rerank: candidates drawn per image kept; a setting left
 # out is the pipeline's recorded one
 PIPELINE_SETTINGS: dict[str, dict[str, Any]] = {  # the DALL-E route
-    "plain": dict(guidance_scale=1.0, temperature=1.0),
-    "guidance": dict(guidance_scale=3.0, temperature=1.0),
+    "plain": dict(guidance_scale=1.0, temperature=1.0, rerank=0),
+    "guidance": dict(guidance_scale=3.0, temperature=1.0, rerank=0),
     "rerank": dict(guidance_scale=1.0, temperature=1.0, rerank=4),
     "guidance_rerank": dict(guidance_scale=3.0, temperature=1.0, rerank=4),
-    "defaults": {},  # the sampling settings the pipeline records (`sampling_defaults`)
+    # the sampling settings the pipeline records (`sampling_defaults`), without reranking
+    "defaults": dict(rerank=0),
     "defaults_rerank": dict(rerank=4),
+    "recorded": {},  # what a call that names no setting draws (a recorded rerank included)
 }
 UNCLIP_SETTINGS: dict[str, dict[str, Any]] = {  # the unCLIP route, when a pipeline has it
     "unclip_plain": dict(

@@ -12,6 +12,11 @@ open_clip architecture name (`list_models()`), whose weights a user may have as 
 (`CLIPModel.from_open_clip("ViT-B-32", pretrained="/path/to/file")`). Either way it saves and
 loads as a t2i model directory. It owns its tokenizer (open_clip's); a prompt longer than the
 context is cut with a warning that says what was lost, and an empty prompt is an error.
+
+It also records which tokens its training captions held (`seen_tokens` in its config, kept
+as it trains and written when it saves), so that a prompt of words it never saw ("a photo
+of a dog" to a model of coloured shapes, or another language) gets a warning naming them
+instead of drawing noise without a word.
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -75,6 +79,8 @@ class CLIPModel(T2IModel):
             above (the image size and context length come from it).
         image_mean: per-channel mean the vision tower expects of images on [0, 1].
         image_std: per-channel std the vision tower expects of images on [0, 1].
+        seen_tokens: the token ids of its training captions (None: not known, as for
+            external weights); recorded by training, not set by hand.
     """
 
     READS = frozenset({"pixel_values", "input_ids", "negative_input_ids"})  # + hard negatives
@@ -96,6 +102,7 @@ class CLIPModel(T2IModel):
         architecture: str | None = None,
         image_mean: Sequence[float] = (0.5, 0.5, 0.5),
         image_std: Sequence[float] = (0.5, 0.5, 0.5),
+        seen_tokens: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if architecture is not None:
@@ -120,6 +127,11 @@ class CLIPModel(T2IModel):
             )
         self.register_buffer("mean", torch.tensor(image_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(image_std).view(1, 3, 1, 1), persistent=False)
+        embedding = getattr(self.model, "token_embedding", None)
+        seen = torch.zeros(getattr(embedding, "num_embeddings", vocab_size), dtype=torch.bool)
+        if seen_tokens is not None:
+            seen[torch.as_tensor(list(seen_tokens), dtype=torch.long)] = True
+        self.register_buffer("seen", seen, persistent=False)  # updated as it trains
 
     @classmethod
     def from_open_clip(cls, architecture: str, pretrained: str | None = None) -> CLIPModel:
@@ -169,11 +181,36 @@ class CLIPModel(T2IModel):
             if not allow_empty and (not text or not text.strip()):
                 raise ValueError(f"prompt {i} is empty; give a caption to condition on")
         ids = self.tokenizer(texts)
-        self._warn_truncated(texts, ids)
+        self._warn_truncated(texts)
+        for text in dict.fromkeys(texts):
+            unknown = self.unknown_words(text)
+            if unknown:
+                logger.warning(
+                    "prompt %s: words no training caption of this model held: %s; it "
+                    "cannot draw what it never saw",
+                    _short(text),
+                    ", ".join(repr(w) for w in unknown[:6]) + (" ..." if len(unknown) > 6 else ""),
+                )
         return ids
 
-    def _warn_truncated(self, texts: list[str], ids: Tensor) -> None:
-        """Warn, with the lost words, about each prompt longer than the context."""
+    def unknown_words(self, text: str) -> list[str]:
+        """The words of a prompt with a token no training caption held (none when the model
+        records no training captions, as for external weights)."""
+        encode = getattr(self.tokenizer, "encode", None)
+        if encode is None or not bool(self.seen.any()):
+            return []
+        seen = self.seen.cpu()
+        pattern = getattr(self.tokenizer, "pat", None)
+        words = pattern.findall(text.lower()) if pattern is not None else text.lower().split()
+        return [
+            word
+            for word in dict.fromkeys(w.strip() for w in words)
+            if any(c.isalnum() for c in word)
+            and any(not seen[t] for t in encode(word) if t < len(seen))
+        ]
+
+    def _warn_truncated(self, texts: list[str]) -> None:
+        """Warn, with the start of what was lost, about each prompt longer than the context."""
         encode = getattr(self.tokenizer, "encode", None)
         if encode is None:
             return
@@ -182,11 +219,20 @@ class CLIPModel(T2IModel):
             tokens = encode(text)
             if len(tokens) > keep:
                 lost = self.tokenizer.decode(tokens[keep:]).strip()
-                warnings.warn(
-                    f"prompt is {len(tokens) + 2} tokens, longer than the context of "
-                    f"{self.config.context_length}; cut off: {lost!r}",
-                    stacklevel=3,
+                logger.warning(
+                    "prompt %s is %d tokens, longer than the context of %d; cut off: %s",
+                    _short(text),
+                    len(tokens) + 2,
+                    self.config.context_length,
+                    _short(lost),
                 )
+
+    def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> None:
+        """diffusers' save, with the tokens its training captions held in its config."""
+        seen = self.seen.nonzero().flatten().tolist()
+        if seen:
+            self.register_to_config(seen_tokens=seen)
+        super().save_pretrained(save_directory, *args, **kwargs)
 
     def text_features(self, input_ids: Tensor) -> TextFeatures:
         """Pooled unit-norm embeddings and per-token states of token ids (B, context_length).
@@ -263,6 +309,7 @@ class CLIPModel(T2IModel):
         images = self.encode_image(batch["pixel_values"])
         hard = "negative_input_ids" in batch
         ids = batch["input_ids"]
+        self.seen[ids.unique()] = True  # the words it learns
         if hard:  # one text pass for the captions and their negatives
             ids = torch.cat([ids, batch["negative_input_ids"]])
         texts = self.encode_text(ids)
@@ -359,3 +406,9 @@ def rerank(
     if torch.is_tensor(images):
         return images[order.to(images.device)]
     return [images[i] for i in order.tolist()]
+
+
+def _short(text: str, width: int = 60) -> str:
+    """A prompt quoted for a one-line message, cut to about `width` characters."""
+    one = " ".join(text.split())
+    return repr(one if len(one) <= width else one[: width - 3] + "...")

@@ -160,8 +160,10 @@ class DiffusionPrior(T2IModel):
         guidance_scale: float = 1.0,
         num_inference_steps: int = 25,
         sampler: str = "ddim",
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         num_candidates: int = 1,
+        negative_embeds: Tensor | None = None,
+        negative_states: Tensor | None = None,
     ) -> Tensor:
         """Unit-norm image embeddings (B, embed_dim) for a batch of captions.
 
@@ -172,11 +174,26 @@ class DiffusionPrior(T2IModel):
             num_inference_steps: denoising steps.
             sampler: "ddim" (eta 0: deterministic given the first noise) or "dpm"
                 (DPM-Solver++).
-            generator: the source of the starting noise.
+            generator: the source of the starting noise: one, or one per caption (which
+                draws that caption's candidates).
             num_candidates: draws per caption; the one closest (cosine) to the caption's
                 text embedding is kept (DALL-E 2 keeps the best of 2).
+            negative_embeds: (B, embed_dim) a negative prompt's CLIP text embeddings, with
+                `negative_states` (B, L, clip_width): guidance steers away from them instead
+                of from the null condition.
+            negative_states: see `negative_embeds`.
         """
         check_sampler(sampler)
+        if (negative_embeds is None) != (negative_states is None):
+            raise ValueError("a negative prompt needs both its text embeddings and its states")
+        negative = None
+        if negative_embeds is not None:
+            negative = (
+                negative_embeds.repeat_interleave(num_candidates, dim=0),
+                negative_states.repeat_interleave(num_candidates, dim=0),
+            )
+        if isinstance(generator, list | tuple):  # each caption's candidates from its own
+            generator = [g for g in generator for _ in range(num_candidates)]
         embeds = self._denoise(
             text_embeds.repeat_interleave(num_candidates, dim=0),
             text_states.repeat_interleave(num_candidates, dim=0),
@@ -184,6 +201,7 @@ class DiffusionPrior(T2IModel):
             num_inference_steps,
             sampler,
             generator,
+            negative,
         )
         if num_candidates == 1:
             return embeds
@@ -199,14 +217,19 @@ class DiffusionPrior(T2IModel):
         guidance_scale: float,
         num_inference_steps: int,
         sampler: str,
-        generator: torch.Generator | None,
+        generator: torch.Generator | list[torch.Generator] | None,
+        negative: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
-        """The sampling loop: noise -> clean embedding, guided, unit-norm (B, D)."""
+        """The sampling loop: noise -> clean embedding, guided (away from the null conditions,
+        or from `negative`: a negative prompt's (embeds, states)), unit-norm (B, D)."""
         b = text_embeds.shape[0]
         keep = torch.zeros(b, dtype=torch.bool, device=text_embeds.device)
         states, embed = self.conditions(text_embeds, text_states, drop=keep)
         if guidance_scale != 1.0:  # one batch: conditional rows, then the null conditions
-            null_states, null_embed = self.conditions(text_embeds, text_states, drop=~keep)
+            if negative is not None:
+                null_states, null_embed = self.conditions(*negative, drop=keep)
+            else:
+                null_states, null_embed = self.conditions(text_embeds, text_states, drop=~keep)
             states, embed = torch.cat([states, null_states]), torch.cat([embed, null_embed])
         x = guided_denoise(
             lambda inp, steps: self(inp, steps, states, embed),

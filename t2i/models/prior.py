@@ -274,11 +274,13 @@ class DALLEPrior(T2IModel):
         temperature: float = 1.0,
         top_k: int | None = None,
         top_p: float | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         prime: Tensor | None = None,
         use_cache: bool = True,
         callback: Callable[[int, Tensor], None] | None = None,
         image_embeds: Tensor | None = None,
+        negative_input_ids: Tensor | None = None,
+        negative_text_states: Tensor | None = None,
     ) -> Tensor:
         """Draw the image codes for a batch of captions, one code per step: (B, image_len).
 
@@ -289,18 +291,27 @@ class DALLEPrior(T2IModel):
             temperature: softmax temperature (0 = greedy).
             top_k: keep only the k most likely codes at each step.
             top_p: keep only the nucleus of probability top_p at each step.
-            generator: the source of randomness.
+            generator: the source of randomness: one, or one per row of the batch.
             prime: (B, P) first codes to keep (DALL-E's priming with an image's top rows).
             use_cache: keep keys and values (one position's work per step); False recomputes
                 the whole sequence at every step (for checks and benchmarks).
             callback: called as callback(i, codes so far (B, i + 1)) after each new code.
             image_embeds: (B, embed_dim) CLIP image embeddings ("clip_image").
+            negative_input_ids: (B, L) a negative prompt's tokens ("embed"): guidance steers
+                away from it instead of from the unconditional (null) prefix.
+            negative_text_states: (B, L, clip_width) a negative prompt's CLIP token states
+                ("clip").
         """
         prefix = self.embed_text(input_ids, text_states, image_embeds)  # (B, L, dim)
         b = prefix.shape[0]
         guided = guidance_scale != 1.0
-        if guided:  # one batch: conditional rows, then null-prefix rows
-            prefix = torch.cat([prefix, self.null_text.to(prefix.dtype).expand_as(prefix)])
+        negative = negative_input_ids is not None or negative_text_states is not None
+        if guided:  # one batch: conditional rows, then null-prefix (or negative) rows
+            if negative:
+                uncond = self.embed_text(negative_input_ids, negative_text_states)
+            else:
+                uncond = self.null_text.to(prefix.dtype).expand_as(prefix)
+            prefix = torch.cat([prefix, uncond])
         tokens = prefix.new_zeros(b, 0, dtype=torch.long) if prime is None else prime.long()
         if tokens.shape[1] >= self.image_len:
             raise ValueError(f"prime has {tokens.shape[1]} codes; the image has {self.image_len}")

@@ -43,7 +43,7 @@ def sample_logits(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
 ) -> Tensor:
     """One token per row of logits (N, V): softmax(filter(logits / temperature)), or the argmax
     when temperature is 0.
@@ -53,8 +53,10 @@ def sample_logits(
         temperature: > 0 sharpens (< 1) or flattens (> 1); 0 is greedy.
         top_k: see `filter_logits`.
         top_p: see `filter_logits`.
-        generator: the source of randomness; one on another device than the logits (a CPU
-            generator for a model on the GPU) draws there, so a seed gives the same tokens.
+        generator: the source of randomness: one for all rows, or a list of one per row (row
+            i drawn from generator i alone, so it does not depend on the other rows). One on
+            another device than the logits (a CPU generator for a model on the GPU) draws
+            there, so a seed gives the same tokens.
 
     Returns:
         (N,) int64 token ids.
@@ -64,6 +66,16 @@ def sample_logits(
     if temperature == 0:
         return logits.argmax(-1)
     probs = filter_logits(logits.float() / temperature, top_k, top_p).softmax(-1)
+    if isinstance(generator, list | tuple):
+        if len(generator) != len(probs):
+            raise ValueError(f"{len(generator)} generators for {len(probs)} rows of logits")
+        rows = [_draw(row[None], g) for row, g in zip(probs, generator, strict=True)]
+        return torch.cat(rows)
+    return _draw(probs, generator)
+
+
+def _draw(probs: Tensor, generator: torch.Generator | None) -> Tensor:
+    """One token per row of probabilities (N, V), drawn where the generator lives: (N,)."""
     if generator is not None and generator.device != probs.device:
         drawn = torch.multinomial(probs.to(generator.device), 1, generator=generator)
         return drawn.squeeze(-1).to(probs.device)

@@ -32,9 +32,10 @@ def load_pipeline(
     path: str | Path | None = None,
     device: str | torch.device | None = None,
     route: str = "dalle",
+    torch_dtype: torch.dtype = torch.float32,
 ) -> T2IPipeline:
-    """A route of a saved pipeline, in float32 on `device`; with no path, the default shipped
-    with t2i.
+    """A route of a saved pipeline on `device`, its weights in `torch_dtype`; with no path,
+    the default shipped with t2i.
 
     Args:
         path: a directory a pipeline's `save_pretrained` wrote (None: the default, trained
@@ -42,6 +43,8 @@ def load_pipeline(
         device: where to run it ("cpu", "cuda"; None: CUDA when present).
         route: "dalle", "unclip" or "ldm", of a bundle (`TextToImagePipeline`); a saved route
             pipeline must be of this route.
+        torch_dtype: the weights' type (float32; bfloat16 or float16 halve the memory, on a
+            GPU mostly; sampling keeps its logits and noise in float32).
     """
     if path is None and not (DEFAULT_PIPELINE / "model_index.json").is_file():
         raise FileNotFoundError(
@@ -54,7 +57,7 @@ def load_pipeline(
         raise ValueError(f"route={route!r}: {path} holds a {cls.__name__} only")
     if route not in ROUTES:
         raise ValueError(f"route={route!r}: use one of {tuple(ROUTES)}")
-    pipe = cls.from_pretrained(path, torch_dtype=torch.float32)
+    pipe = cls.from_pretrained(path, torch_dtype=torch_dtype)
     pipe = pipe.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     return pipe.route(route) if isinstance(pipe, TextToImagePipeline) else pipe
 

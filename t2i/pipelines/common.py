@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,8 @@ class SamplingSettings:
             if value is None and field.name in cls.RECORDED:
                 value = recorded.get(cls.PREFIX + field.name)
             values[field.name] = field.default if value is None else value
+        for name, value in values.items():
+            check_setting(name, value)
         return cls(**values)
 
     @classmethod
@@ -87,6 +90,40 @@ class SamplingSettings:
     def as_dict(self) -> dict[str, Any]:
         """The settings as plain values (for PNG metadata and JSON)."""
         return dataclasses.asdict(self)
+
+
+# what a setting must be, by its name (or the end of it): a check and the words of the error
+_FINITE = (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
+_COUNT = (lambda v: v >= 1, "a whole number >= 1")
+SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "guidance_scale": _FINITE,
+    "temperature": _FINITE,
+    "top_k": _COUNT,
+    "top_p": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    "num_inference_steps": _COUNT,
+    "prior_candidates": _COUNT,
+    "rerank": (lambda v: v >= 0, "a whole number >= 0 (0: no reranking)"),
+    "strength": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+}
+
+
+def check_setting(name: str, value: Any) -> None:
+    """A ValueError naming a sampling setting whose value is out of range (None: unset).
+
+    Args:
+        name: the setting (`decoder_guidance_scale` follows the rule of `guidance_scale`).
+        value: its value.
+    """
+    rule = SETTING_RULES.get(name) or next(
+        (r for key, r in SETTING_RULES.items() if name.endswith("_" + key)), None
+    )
+    if rule is None or value is None:
+        return
+    ok, words = rule
+    whole = words.startswith("a whole")  # an int, or a float such as 4.0
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or (whole and not float(value).is_integer()) or not ok(value):
+        raise ValueError(f"{name}={value!r}: must be {words}")
 
 
 @dataclass(frozen=True)
@@ -241,11 +278,36 @@ class T2IPipeline(DiffusionPipeline):
             raise ValueError("no prompt given")
         if n < 1:
             raise ValueError(f"num_images_per_prompt={n} must be >= 1")
-        if rerank is not None and rerank < n:
+        if rerank and rerank < n:
             raise ValueError(f"rerank={rerank} candidates cannot yield {n} images per prompt")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type={output_type!r}: use one of {OUTPUT_TYPES}")
-        return n if rerank is None else rerank
+        return rerank or n  # None or 0: no reranking
+
+    @staticmethod
+    def check_generator(
+        generator: Any, prompts: list[str], draws: int, n: int | None = None
+    ) -> Any:
+        """A call's `generator`: one for the whole batch, or, as in diffusers, a list of one
+        per image drawn (prompt by prompt, `draws` each), which makes image i of a prompt
+        depend on its own generator alone, whatever the other prompts and images are. With
+        reranking, a list of one per image returned (`n` a prompt) also does: candidate j
+        draws from image j % n's generator, in turn."""
+        if not isinstance(generator, list | tuple):
+            return generator
+        count = len(prompts) * draws
+        if not all(isinstance(g, torch.Generator) for g in generator) or len(generator) not in (
+            count,
+            len(prompts) * (n or draws),
+        ):
+            raise ValueError(
+                f"generator: a list of {len(generator)} for {count} images drawn "
+                f"({len(prompts)} prompts x {draws}); give one torch.Generator, or one per "
+                "image drawn"
+            )
+        if len(generator) == count:
+            return list(generator)
+        return [generator[p * n + j % n] for p in range(len(prompts)) for j in range(draws)]
 
     def prime_codes(self, reader: Any, image: Any, rows: int, n: int) -> torch.Tensor | None:
         """The first `rows` rows of codes of `image` in the order `reader` (a model over the
@@ -268,7 +330,7 @@ class T2IPipeline(DiffusionPipeline):
         model: Any,
         cond: dict[str, torch.Tensor],
         sampling: CodeSampling,
-        generator: torch.Generator | None,
+        generator: torch.Generator | list[torch.Generator] | None,
         prime: torch.Tensor | None,
         callback_on_step_end: Callable | None,
     ) -> torch.Tensor:
@@ -293,6 +355,8 @@ class T2IPipeline(DiffusionPipeline):
                 generator=generator,
                 prime=prime,
                 callback=step,
+                negative_input_ids=cond.get("negative_input_ids"),
+                negative_text_states=cond.get("negative_text_states"),
             )
 
     def decode_codes(self, model: Any, codes: torch.Tensor) -> torch.Tensor:
@@ -346,6 +410,25 @@ def load_component(
 def prompt_list(prompt: str | Sequence[str]) -> list[str]:
     """One prompt or several, as a list."""
     return [prompt] if isinstance(prompt, str) else list(prompt)
+
+
+def negative_list(negative: str | Sequence[str] | None, prompts: list[str]) -> list[str] | None:
+    """A call's negative prompts, one per prompt (one given applies to all; None: none).
+
+    Raises:
+        ValueError: neither one nor one per prompt.
+    """
+    if negative is None:
+        return None
+    negatives = prompt_list(negative)
+    if len(negatives) == 1:
+        negatives = negatives * len(prompts)
+    if len(negatives) != len(prompts):
+        raise ValueError(
+            f"negative_prompt: {len(negatives)} negative prompts for {len(prompts)} prompts; "
+            "give one, or one per prompt"
+        )
+    return negatives
 
 
 def saved_components(index: dict) -> list[str]:

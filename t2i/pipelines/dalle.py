@@ -9,6 +9,7 @@ keeps the best (reranking).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -21,6 +22,7 @@ from t2i.pipelines.common import (
     CodeSampling,
     T2IPipeline,
     T2IPipelineOutput,
+    negative_list,
     prompt_list,
 )
 
@@ -34,11 +36,12 @@ class DALLESampling(CodeSampling):
         temperature: softmax temperature of the prior (0 = greedy).
         top_k: sample among the k most likely codes.
         top_p: sample within the nucleus of probability top_p.
-        rerank: candidates drawn per prompt, of which CLIP keeps the best (None: no
-            reranking).
+        rerank: candidates drawn per prompt, of which CLIP keeps the best (None or 0: no
+            reranking). A pipeline may record one; a call for more images than it records
+            draws as many candidates as images (CLIP then only orders them).
     """
 
-    RECORDED: ClassVar[tuple[str, ...]] = ("guidance_scale", "temperature")
+    RECORDED: ClassVar[tuple[str, ...]] = ("guidance_scale", "temperature", "rerank")
 
     rerank: int | None = None
 
@@ -67,7 +70,8 @@ class DALLEPipeline(T2IPipeline):
         self,
         prompt: str | Sequence[str],
         num_images_per_prompt: int = 4,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        negative_prompt: str | Sequence[str] | None = None,
         guidance_scale: float | None = None,
         temperature: float | None = None,
         top_k: int | None = None,
@@ -84,7 +88,12 @@ class DALLEPipeline(T2IPipeline):
         Args:
             prompt: the caption(s).
             num_images_per_prompt: images returned per prompt.
-            generator: the source of randomness (a seed gives the same images).
+            generator: the source of randomness: one for the batch, or one per image drawn
+                (prompt by prompt; with `rerank`, one per candidate), as in diffusers, so that
+                an image depends on its own generator alone.
+            negative_prompt: what guidance steers away from, one per prompt or one for all:
+                the unconditional branch of classifier-free guidance reads it instead of the
+                null caption the prior trained on (None). At guidance 1 it has no effect.
             guidance_scale: classifier-free guidance; 1 turns it off; None: the pipeline's
                 recorded default (`sampling_defaults`, 3.0 unless it records another).
             temperature: softmax temperature of the prior (0 = greedy); None: the recorded
@@ -92,7 +101,8 @@ class DALLEPipeline(T2IPipeline):
             top_k: sample among the k most likely codes.
             top_p: sample within the nucleus of probability top_p.
             rerank: draw this many candidates per prompt and keep the
-                `num_images_per_prompt` that CLIP scores highest (None: no reranking).
+                `num_images_per_prompt` that CLIP scores highest (0: no reranking; None: the
+                recorded default, none unless the pipeline records one).
             image: priming image; its first `num_prime_rows` rows of codes are kept.
             num_prime_rows: rows of the (first level's) code grid taken from `image`.
             output_type: "pil", "np" (N, H, W, 3 floats in [0, 1]) or "pt" (N, 3, H, W).
@@ -112,34 +122,49 @@ class DALLEPipeline(T2IPipeline):
             top_p=top_p,
             rerank=rerank,
         )
+        if rerank is None and settings.rerank and settings.rerank < num_images_per_prompt:
+            settings = dataclasses.replace(settings, rerank=num_images_per_prompt)  # recorded
         prompts = prompt_list(prompt)
         draws = self.check_call(prompts, num_images_per_prompt, settings.rerank, output_type)
+        generator = self.check_generator(generator, prompts, draws, num_images_per_prompt)
         prime = self.prime_codes(self.prior, image, num_prime_rows, len(prompts) * draws)
-        # 1. the caption, as the prior reads it
-        cond = self.encode_prompt(prompts, draws)
+        # 1. the caption (and the negative prompt), as the prior reads it
+        cond = self.encode_prompt(prompts, draws, negative_list(negative_prompt, prompts))
         # 2. the prior draws the codes, 3. the tokenizer decodes them
         codes = self.sample_codes(
             self.prior, cond, settings, generator, prime, callback_on_step_end
         )
         images = self.decode_codes(self.prior, codes)
         # 4. CLIP keeps each prompt's best candidates
-        if settings.rerank is not None:
+        if settings.rerank:
             images = self.rerank(images, prompts, draws, num_images_per_prompt)
         return self.output(images, output_type, return_dict, settings)
 
-    def encode_prompt(self, prompts: list[str], draws: int) -> dict[str, torch.Tensor]:
+    def encode_prompt(
+        self, prompts: list[str], draws: int, negatives: list[str] | None = None
+    ) -> dict[str, torch.Tensor]:
         """The prior's condition for every image: input_ids and, for a prior that reads
-        CLIP's token states, text_states; each prompt repeated `draws` times."""
-        ids = self.clip.tokenize(prompts).to(self.device)
+        CLIP's token states, text_states (and negative_input_ids, negative_text_states for
+        negative prompts, one per prompt); each prompt repeated `draws` times."""
+        ids = self.clip.tokenize(prompts)
+        if negatives:
+            ids = torch.cat([ids, self.clip.tokenize(negatives, allow_empty=True)])
+        ids = ids.to(self.device)
         if ids.shape[1] != self.prior.config.context_length:
             raise ValueError(
                 f"CLIP tokenises to {ids.shape[1]} tokens; the prior reads "
                 f"{self.prior.config.context_length}"
             )
-        cond = {"input_ids": ids}
+        encoded = {"input_ids": ids}
         if "text_states" in self.prior.reads:
-            cond["text_states"] = self.clip.text_features(ids).states
-        return {k: v.repeat_interleave(draws, dim=0) for k, v in cond.items()}
+            encoded["text_states"] = self.clip.text_features(ids).states
+        n = len(prompts)
+        cond = {}
+        for key, value in encoded.items():
+            cond[key] = value[:n].repeat_interleave(draws, dim=0)
+            if negatives:
+                cond["negative_" + key] = value[n:].repeat_interleave(draws, dim=0)
+        return cond
 
 
 def check_prior(prior: DALLEPrior) -> None:

@@ -26,6 +26,7 @@ from t2i.pipelines.common import (
     T2IPipeline,
     T2IPipelineOutput,
     image_tensor,
+    negative_list,
     prompt_list,
 )
 
@@ -105,7 +106,8 @@ class LatentDiffusionPipeline(T2IPipeline):
             negative_prompt: what the guidance steers away from, one per prompt or one for
                 all (None: the empty caption, the unconditional branch the model trained on).
             num_images_per_prompt: images returned per prompt.
-            generator: the source of randomness: one for the batch, or one per image drawn.
+            generator: the source of randomness: one for the batch, or one per image drawn
+                (prompt by prompt; with `rerank`, one per candidate), as in diffusers.
             guidance_scale: classifier-free guidance; None here and below: the pipeline's
                 recorded setting, else the library's (`LDMSampling`).
             num_inference_steps: denoising steps.
@@ -136,6 +138,7 @@ class LatentDiffusionPipeline(T2IPipeline):
             raise ValueError(f"sampler={sampler!r}: use one of {tuple(SAMPLERS)}")
         prompts = prompt_list(prompt)
         draws = self.check_call(prompts, num_images_per_prompt, settings.rerank, output_type)
+        generator = self.check_generator(generator, prompts, draws, num_images_per_prompt)
         # 1. the captions' CLIP states, and the unconditional branch's
         cond, uncond = self.encode_prompt(prompts, negative_prompt, draws)
         # 2. image-to-image: the init image's latents
@@ -165,7 +168,7 @@ class LatentDiffusionPipeline(T2IPipeline):
             )
         images = self.vae.decode(latents.to(self.vae.dtype)).float().clamp(-1, 1)
         # 5. CLIP keeps each prompt's best candidates
-        if settings.rerank is not None:
+        if settings.rerank:
             images = self.rerank(images, prompts, draws, num_images_per_prompt)
         return self.output(images, output_type, return_dict, settings)
 
@@ -174,14 +177,7 @@ class LatentDiffusionPipeline(T2IPipeline):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The CLIP token states of each prompt and of its negative prompt (the empty caption
         when None), each repeated `draws` times: two (N * draws, L, W) tensors."""
-        negatives = [""] * len(prompts) if negative is None else prompt_list(negative)
-        if len(negatives) == 1:
-            negatives = negatives * len(prompts)
-        if len(negatives) != len(prompts):
-            raise ValueError(
-                f"{len(negatives)} negative prompts for {len(prompts)} prompts: give one, or "
-                "one per prompt"
-            )
+        negatives = negative_list(negative, prompts) or [""] * len(prompts)
         ids = torch.cat([self.clip.tokenize(prompts), self.clip.tokenize(negatives, True)])
         ids = ids.to(self.device)
         if ids.shape[1] != self.unet.config.context_length:

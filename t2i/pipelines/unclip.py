@@ -26,6 +26,7 @@ from t2i.pipelines.common import (
     T2IPipeline,
     T2IPipelineOutput,
     image_tensor,
+    negative_list,
     prompt_list,
 )
 
@@ -112,7 +113,8 @@ class UnCLIPPipeline(T2IPipeline):
         self,
         prompt: str | Sequence[str],
         num_images_per_prompt: int = 4,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        negative_prompt: str | Sequence[str] | None = None,
         prior_guidance_scale: float | None = None,
         num_inference_steps: int | None = None,
         prior_candidates: int | None = None,
@@ -132,7 +134,13 @@ class UnCLIPPipeline(T2IPipeline):
         Args:
             prompt: the caption(s).
             num_images_per_prompt: images returned per prompt.
-            generator: the source of randomness (a seed gives the same images).
+            generator: the source of randomness: one for the batch, or one per image drawn
+                (prompt by prompt; with `rerank`, one per candidate), as in diffusers; an
+                image's generator draws its prior noise, then its decoder's samples.
+            negative_prompt: what the diffusion prior's guidance steers away from, one per
+                prompt or one for all: its unconditional branch reads the negative prompt's
+                CLIP text embedding and states instead of the null condition (None); at
+                prior guidance 1 it has no effect. The decoder reads image embeddings only.
             prior_guidance_scale: guidance of the diffusion prior; None (here and below): the
                 pipeline's recorded setting (`sampling_defaults`), else the library's
                 (`UnCLIPSampling`).
@@ -169,17 +177,19 @@ class UnCLIPPipeline(T2IPipeline):
         )
         prompts = prompt_list(prompt)
         draws = self.check_call(prompts, num_images_per_prompt, settings.rerank, output_type)
+        generator = self.check_generator(generator, prompts, draws, num_images_per_prompt)
+        negatives = negative_list(negative_prompt, prompts)
         prime = None
         if image is not None or num_prime_rows:
             prime = self.prime_codes(
                 self._code_decoder(), image, num_prime_rows, len(prompts) * draws
             )
         # 1. the diffusion prior: each caption -> a CLIP image embedding per image to draw
-        embeds = self.image_embeddings(prompts, draws, settings, generator)
+        embeds = self.image_embeddings(prompts, draws, settings, generator, negatives)
         # 2. the decoder: each embedding -> an image that has it
         images = self.decode_embeddings(embeds, settings, generator, prime, callback_on_step_end)
         # 3. CLIP keeps each prompt's best candidates
-        if settings.rerank is not None:
+        if settings.rerank:
             images = self.rerank(images, prompts, draws, num_images_per_prompt)
         return self.output(images, output_type, return_dict, settings)
 
@@ -188,26 +198,35 @@ class UnCLIPPipeline(T2IPipeline):
         prompts: list[str],
         draws: int,
         settings: UnCLIPSampling,
-        generator: torch.Generator | None,
+        generator: torch.Generator | list[torch.Generator] | None,
+        negatives: list[str] | None = None,
     ) -> torch.Tensor:
         """The first stage: one CLIP image embedding per image to draw, (N * draws, D), from
-        the diffusion prior reading each prompt's text embedding and token states."""
-        ids = self.clip.tokenize(prompts).to(self.device)
-        text = self.clip.text_features(ids)
+        the diffusion prior reading each prompt's text embedding and token states (guided
+        away from its negative prompt's, one per prompt, when given)."""
+        ids = self.clip.tokenize(prompts)
+        if negatives:
+            ids = torch.cat([ids, self.clip.tokenize(negatives, allow_empty=True)])
+        text = self.clip.text_features(ids.to(self.device))
+        embeds = text.embeds.repeat_interleave(draws, dim=0)
+        states = text.states.repeat_interleave(draws, dim=0)
+        rows = len(prompts) * draws
         return self.diffusion_prior.sample(
-            text.embeds.repeat_interleave(draws, dim=0),
-            text.states.repeat_interleave(draws, dim=0),
+            embeds[:rows],
+            states[:rows],
             guidance_scale=settings.prior_guidance_scale,
             num_inference_steps=settings.num_inference_steps,
             generator=generator,
             num_candidates=settings.prior_candidates,
+            negative_embeds=embeds[rows:] if negatives else None,
+            negative_states=states[rows:] if negatives else None,
         )
 
     def decode_embeddings(
         self,
         embeds: torch.Tensor,
         settings: UnCLIPSampling,
-        generator: torch.Generator | None,
+        generator: torch.Generator | list[torch.Generator] | None,
         prime: torch.Tensor | None = None,
         callback_on_step_end: Callable | None = None,
     ) -> torch.Tensor:

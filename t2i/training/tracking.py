@@ -1,4 +1,5 @@
-"""Metric logging: a CSV tracker for Accelerate (always on) beside TensorBoard (when installed)."""
+"""Metric logging: a CSV tracker for Accelerate (always on) beside TensorBoard (when installed),
+and the loss curve drawn from it (matplotlib)."""
 
 from __future__ import annotations
 
@@ -70,10 +71,63 @@ def default_trackers(logging_dir: str | Path) -> list:
     return trackers
 
 
-def read_metrics(path: str | Path) -> list[dict[str, float]]:
-    """Read a metrics.csv back as a list of rows with float values (empty cells dropped)."""
+def read_metrics(path: str | Path, rows: str = "train") -> list[dict[str, float]]:
+    """Read a metrics.csv back as a list of rows with float values (empty cells dropped).
+
+    Args:
+        path: the file.
+        rows: "train" (the training rows), "val" (the validation rows: `val/...` keys,
+            logged at each sample step and at the end) or "all".
+    """
+    if rows not in ("train", "val", "all"):
+        raise ValueError(f"rows={rows!r}: use 'train', 'val' or 'all'")
     with Path(path).open() as f:
-        return [
+        read = [
             {k: float(v) for k, v in row.items() if v not in ("", None)}
             for row in csv.DictReader(f)
         ]
+    if rows == "all":
+        return read
+    val = rows == "val"
+    return [r for r in read if any(k.startswith("val/") for k in r) == val]
+
+
+def plot_losses(rows: list[dict[str, float]], path: str | Path) -> Path | None:
+    """Draw the training loss (each logged row) and the validation loss (its rows) against
+    the step, on a log scale when the loss spans a decade; write a PNG at `path` (atomically).
+
+    Args:
+        rows: `read_metrics` of a run's metrics.csv.
+        path: where the PNG goes.
+
+    Returns:
+        The path, or None when no row holds a loss.
+    """
+    train = [(r["step"], r["loss"]) for r in rows if "loss" in r and "step" in r]
+    val = [(r["step"], r["val/loss"]) for r in rows if "val/loss" in r and "step" in r]
+    if not train and not val:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 3.2), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    if train:
+        ax.plot(*zip(*train, strict=True), lw=1, label="training loss")
+    if val:
+        ax.plot(*zip(*val, strict=True), "o-", ms=4, label="validation loss")
+    values = [v for _, v in train + val if v > 0]
+    if values and max(values) > 10 * min(values):
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png")
+    tmp.replace(path)
+    return path

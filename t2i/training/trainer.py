@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from t2i.config import TrainConfig
 from t2i.training.checkpoints import load_checkpoint, resolve_resume, save_checkpoint
 from t2i.training.devices import cpu_processes, resolve_mixed_precision
-from t2i.training.tracking import default_trackers
+from t2i.training.tracking import default_trackers, plot_losses, read_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -234,6 +234,9 @@ class Trainer:
                     window = {}
                 if self.step % cfg.sample_every == 0:
                     self.write_samples()
+                    if self.step < cfg.max_steps:  # the end validates in _finish
+                        self.validate()
+                    self.write_loss_curve()
                 if self.step % cfg.checkpoint_every == 0:
                     self.save_checkpoint()
                 if self.step >= cfg.max_steps:
@@ -402,12 +405,22 @@ class Trainer:
                 n += size
         self.model.train(was_training)
         scores = {f"val/{k}": v / max(n, 1) for k, v in sums.items()}
-        if scores and self.accelerator.is_main_process:  # metrics.csv keeps the training rows
+        if scores:  # a row of its own in metrics.csv (and TensorBoard), beside the training rows
+            self.accelerator.log(scores, step=self.step)
+        if scores and self.accelerator.is_main_process:
             (self.out / "validation.json").write_text(
                 json.dumps({"step": self.step, "samples": n, **scores}, indent=1) + "\n"
             )
             logger.info("validation at step %d (%d samples): %s", self.step, n, scores)
         return scores
+
+    def write_loss_curve(self) -> Path | None:
+        """samples/loss_curve.png: the training loss and the validation loss so far, from
+        logs/metrics.csv (None on other processes, or before anything was logged)."""
+        metrics = self.out / "logs" / "metrics.csv"
+        if not self.accelerator.is_main_process or not metrics.is_file():
+            return None
+        return plot_losses(read_metrics(metrics, "all"), self.out / "samples" / "loss_curve.png")
 
     def _log_scores(self, scores: dict[str, float]) -> None:
         """Log the sample scores at this step (and keep them with the last metrics)."""
@@ -470,6 +483,7 @@ class Trainer:
         model_dir = None
         acc = self.accelerator
         self.last_metrics.update(self.validate())  # every process: CLIP's loss gathers
+        self.write_loss_curve()
         if acc.is_main_process and hasattr(self.model, "save_pretrained"):
             model_dir = self.out / "model"
             tmp = self.out / ".tmp-model"

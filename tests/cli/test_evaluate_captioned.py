@@ -76,7 +76,7 @@ def test_the_report_has_every_measure_of_real_and_generated_images(world):
     for key in ("r_precision_train", "r_precision_heldout"):
         assert 0.0 <= dalle[key] <= 1.0 and 0.0 <= real[key] <= 1.0
     assert dalle["clip_fid"] > 0 and dalle["images"] == 20 and dalle["images_per_s"] > 0
-    assert dalle["settings"]["rerank"] is None  # never reranked by the pipeline's CLIP
+    assert dalle["settings"]["rerank"] == 0  # never reranked by the pipeline's CLIP
     # the untrained pipeline's images are further from the real held-out ones than real
     # training images are
     assert dalle["clip_fid"] > real["clip_fid_floor"]
@@ -167,7 +167,7 @@ def test_each_route_is_scored_and_the_latent_autoencoder_too(world, tmp_path):
     [
         (None, "needs --data"),
         ("missing", "--data {path}: no such file or folder"),
-        ("empty", "--data {path}: not a captioned data set"),
+        ("empty", "--data {path}: an empty folder (no images, no captions)"),
         ("uncaptioned", "--data {path}: no usable samples"),
     ],
 )

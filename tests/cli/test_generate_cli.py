@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -58,10 +60,14 @@ def test_writes_the_images_and_grids_it_prints_with_prompt_and_settings(
     assert first.size == (16, 16) and first.text["prompt"] == "a red circle"
     settings = json.loads(first.text["t2i"])
     assert settings["seed"] == 3 and settings["top_k"] == 8 and settings["guidance_scale"] == 2
-    grid = Image.open(printed[2])
-    assert grid.size == (2 * 16 + 1, 16)
-    assert main(argv) == 0  # the same seed writes the same pixels
-    assert Image.open(printed[0]).tobytes() == first.tobytes()
+    grid = Image.open(printed[2])  # a row of two, each enlarged 8x (16 -> 128 px)
+    assert grid.size == (2 * 128 + 1, 128)
+    assert grid.crop((0, 0, 128, 128)).resize((16, 16), Image.NEAREST).tobytes() == (
+        first.convert("RGB").tobytes()
+    )
+    assert main(argv) == 0  # the same seed writes the same pixels, beside the first files
+    again = capsys.readouterr().out.split()
+    assert again[0].endswith("_i0-2.png") and Image.open(again[0]).tobytes() == first.tobytes()
 
 
 def test_priming_from_an_init_image_keeps_its_code_rows_in_the_written_pixels(
@@ -124,6 +130,40 @@ def test_bad_input_is_a_one_line_error_with_a_nonzero_exit(
     assert not (tmp_path / "o").exists()
 
 
+# run apart: main(argv) then whether torch was imported (SystemExit is argparse's refusal)
+REFUSE = """import sys
+from t2i.generate import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exit_:
+    code = exit_.code
+print(code, "torch" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(
+    "flags, says",
+    [
+        (["--guidance-scale", "nan"], "argument --guidance-scale: nan: must be a finite number"),
+        (["--guidance-scale", "inf"], "argument --guidance-scale: inf: must be a finite number"),
+        (["--temperature", "nan"], "argument --temperature: nan: must be a finite number"),
+        (["--top-p", "2"], "argument --top-p: 2: must be a number in (0, 1]"),
+        (["--top-k", "-1"], "argument --top-k: -1: must be a whole number >= 1"),
+        (["--route", "unclip", "--steps", "0"], "argument --steps: 0: must be a whole number"),
+        (["--prior-candidates", "0"], "argument --prior-candidates: 0: must be a whole number"),
+        (["--strength", "1.5"], "argument --strength: 1.5: must be a number in [0, 1]"),
+        (["-n", "0"], "argument -n/--num-images: 0: must be a whole number >= 1"),
+        (["--rerank", "many"], "argument --rerank: 'many' is not a whole number"),
+    ],
+)
+def test_a_bad_flag_value_is_named_before_torch_is_imported(flags, says):
+    argv = [sys.executable, "-c", REFUSE, "a red circle", *flags]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["2", "False"]  # refused, and the heavy imports never ran
+    err = done.stderr.strip()
+    assert says in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
 def test_an_unknown_flag_is_a_one_line_error(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["a red circle", "--strenght", "9"])
@@ -149,7 +189,7 @@ def test_the_unclip_route_from_the_command_line(saved_unclip_pipeline, tmp_path,
     pipe.set_progress_bar_config(disable=True)
     kw = dict(num_images_per_prompt=2, output_type="np")
     given = dict(num_inference_steps=4, prior_guidance_scale=2, prior_candidates=3)
-    want = pipe("a red circle", generator=gen(0), **given, **kw)
+    want = pipe("a red circle", generator=[gen(0), gen(1)], **given, **kw)
     for path, image in zip(printed, want.images, strict=True):
         assert (pixels(path) == (image * 255).round()).all()
     # and not what the DALL-E route draws with the same seed
@@ -165,7 +205,8 @@ def test_the_unclip_route_from_the_command_line(saved_unclip_pipeline, tmp_path,
     settings = json.loads(Image.open(printed[0]).text["t2i"])
     assert settings["decoder_guidance_scale"] == 1.5 and settings["decoder_temperature"] == 0.5
     assert settings["prior_guidance_scale"] == 1.0 and settings["prior_candidates"] == 1
-    decoded = pipe("a red circle", generator=gen(0), **kw, **settings_of(settings)).images
+    seeds = [gen(0), gen(1)]  # image i from seed + i
+    decoded = pipe("a red circle", generator=seeds, **kw, **settings_of(settings)).images
     for path, image in zip(printed, decoded, strict=True):
         assert (pixels(path) == (image * 255).round()).all()
 

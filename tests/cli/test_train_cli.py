@@ -102,6 +102,38 @@ def test_training_afresh_into_a_run_is_refused_and_leaves_it_as_it_was(tmp_path,
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
+def test_resuming_a_run_with_another_model_is_refused_naming_the_key_and_keeps_the_run(
+    tmp_path, capsys
+):
+    out = tmp_path / "vae"
+    args = ["configs/shapes/vae.yaml", *TINY_VAE, f"train.output_dir={out}", "train.max_steps=4"]
+    assert train.main([*args, "train.checkpoint_every=4", "train.sample_every=1000"]) == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    other = [*args, "model.latent_dim=4", "train.max_steps=8", "--resume", "latest"]
+    assert train.main(other) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "was trained with model.latent_dim=8, not 4" in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    # how long it runs may change: the same model resumes to more steps
+    assert train.main([*args, "train.max_steps=8", "--resume", "latest"]) == 0
+
+
+def test_overwrite_replaces_the_earlier_run_and_leaves_the_folders_other_files(tmp_path, capsys):
+    out = tmp_path / "vae"
+    args = ["configs/shapes/vae.yaml", *TINY_VAE, f"train.output_dir={out}", "train.max_steps=6"]
+    assert train.main([*args, "train.checkpoint_every=3", "train.sample_every=1000"]) == 0
+    (out / "notes.txt").write_text("mine")
+    again = [*args, "train.max_steps=2", "train.checkpoint_every=2", "train.log_every=1"]
+    assert train.main([*again, "--overwrite", "--resume", "latest"]) == 2
+    assert "--overwrite starts afresh" in capsys.readouterr().err
+    assert train.main([*again, "--overwrite"]) == 0
+    checkpoints = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert checkpoints == ["checkpoint-0000002"]  # the earlier run's step-3 and 6 are gone
+    steps = [r["step"] for r in read_metrics(out / "logs" / "metrics.csv")]
+    assert steps == [1, 2] and (out / "notes.txt").read_text() == "mine"
+
+
 def test_resuming_from_a_folder_that_holds_no_checkpoint_is_a_one_line_error(tmp_path, capsys):
     args = ["configs/shapes/vae.yaml", *TINY_VAE, f"train.output_dir={tmp_path / 'run'}"]
     assert train.main([*args, "--resume", str(tmp_path / "nowhere")]) == 2
@@ -119,3 +151,31 @@ def test_an_unknown_model_type_lists_the_families(capsys):
     assert train.main(["configs/shapes/vae.yaml", "model.type=vqgan"]) == 2
     err = capsys.readouterr().err
     assert "vqgan" in err and "cvae" in err and "categorical_vae" in err
+
+
+def test_validation_loss_is_logged_at_each_sample_step_and_a_loss_curve_drawn(tmp_path, caplog):
+    out = tmp_path / "vae"
+    argv = ["configs/shapes/vae.yaml", *TINY_VAE, f"train.output_dir={out}"]
+    argv += ["train.max_steps=20", "train.sample_every=10", "train.log_every=5"]
+    with caplog.at_level("WARNING"):
+        assert train.main(argv) == 0
+    assert not [r for r in caplog.records if "warmup_steps" in r.getMessage()]
+    val = read_metrics(out / "logs" / "metrics.csv", "val")
+    assert [r["step"] for r in val] == [10, 20] and all(r["val/loss"] > 0 for r in val)
+    assert [r["step"] for r in read_metrics(out / "logs" / "metrics.csv")] == [5, 10, 15, 20]
+    curve = out / "samples" / "loss_curve.png"
+    from PIL import Image
+
+    with Image.open(curve) as image:
+        assert image.format == "PNG" and image.size == (500, 320)
+        # two lines of two colours: the training and the validation loss
+        colours = {c for _, c in image.convert("RGB").getcolors(1 << 16)}
+    assert (31, 119, 180) in colours and (255, 127, 14) in colours
+
+
+def test_a_warmup_longer_than_the_run_is_warned_of(tmp_path, caplog):
+    argv = ["configs/shapes/vae.yaml", *TINY_VAE, f"train.output_dir={tmp_path / 'v'}"]
+    with caplog.at_level("WARNING"):
+        assert train.main([*argv, "train.max_steps=4", "train.warmup_steps=40"]) == 0
+    (message,) = [r.getMessage() for r in caplog.records if "warmup_steps" in r.getMessage()]
+    assert "train.warmup_steps=40 > train.max_steps=4" in message and "ends at 10%" in message

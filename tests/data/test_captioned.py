@@ -214,19 +214,12 @@ def test_training_on_a_messy_folder_goes_on_and_names_the_bad_files(messy, tmp_p
         assert train.main(argv) == 0
     assert (out / "model" / "config.json").is_file()
     summary = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped")]
-    assert len(summary) == 1 and summary[0].startswith("skipped 6 bad samples")
-    named = {
-        "truncated.jpg",
-        "zero.png",
-        "text.png",
-        "nocaption.png",
-        "emptycaption.png",
-        "missing.png",
-    }
-    for name in named:
+    # a tokenizer reads images alone: the images without a caption are trained on too
+    assert len(summary) == 1 and summary[0].startswith("skipped 4 bad samples")
+    for name in ("truncated.jpg", "zero.png", "text.png", "missing.png"):
         assert f"/{name} (" in summary[0]
-    for name in ("cmyk.jpg", "deep.png", "alpha.png"):  # odd but readable: trained on
-        assert name not in summary[0]
+    for name in ("cmyk.jpg", "deep.png", "alpha.png", "nocaption.png", "emptycaption.png"):
+        assert name not in summary[0]  # odd but readable, or captionless: trained on
     assert train.main(["configs/shapes/vqvae.yaml", f"data.path={tmp_path / 'none'}"]) == 2
 
 
@@ -387,3 +380,34 @@ def test_a_pickled_record_of_bad_samples_writes_to_the_same_log():
     log = bad.log
     del bad, copy
     assert not os.path.exists(log)  # the record that made the log removes it
+
+
+def test_a_folder_of_images_without_captions_is_named_and_a_tokenizer_trains_on_it(
+    tmp_path, capsys
+):
+    from t2i import train
+    from t2i.data.__main__ import main as data_main
+
+    root = tmp_path / "pictures"
+    root.mkdir()
+    for i in range(12):
+        Image.new("RGB", (20, 24), (20 * i, 100, 30)).save(root / f"{i}.png")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert detect_format(root) == "images"
+    with pytest.raises(ValueError, match="an empty folder"):
+        detect_format(empty)
+    with pytest.raises(ValueError, match="12 images but no captions"):
+        CaptionedDataset(root)
+    images = CaptionedDataset(root, image_size=16, captions=False)
+    assert len(images) == 12 and set(images[0]) == {"pixel_values"}
+    assert data_main(["inspect", str(root)]) == 2
+    assert "12 images but no captions" in capsys.readouterr().err
+    run = [f"data.path={root}", "data.num_val=2", "train.batch_size=4", "train.max_steps=2"]
+    tiny = ["model.channels=[8, 16]", "model.embed_dim=8", "model.codebook_size=16"]
+    out = tmp_path / "tok"
+    assert train.main(["configs/shapes/vqvae.yaml", *run, *tiny, f"train.output_dir={out}"]) == 0
+    assert (out / "model" / "config.json").is_file()
+    clip = ["configs/shapes/clip.yaml", *run, f"train.output_dir={tmp_path / 'clip'}"]
+    assert train.main(clip) == 2  # CLIP reads captions: the same one-line reason
+    assert "12 images but no captions" in capsys.readouterr().err

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -155,6 +158,53 @@ def test_export_cli_writes_an_image_folder(tmp_path):
 
         image = Image.open(tmp_path / "out" / row["file_name"])
         assert np.array_equal(np.asarray(image), np.asarray(sample["image"]))
+
+
+def test_export_never_writes_over_an_earlier_export_unless_told_and_then_leaves_no_stale_image(
+    tmp_path, capsys
+):
+    out = tmp_path / "out"
+    assert shapes.main(["export", str(out), "--n", "6"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()  # the export's progress bar
+    assert shapes.main(["export", str(out), "--n", "3", "--seed", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {out}: holds an earlier export; choose a new folder or pass --overwrite"
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # untouched
+    assert shapes.main(["export", str(out), "--n", "3", "--seed", "1", "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [f"0000{i}.png" for i in range(3)] + [
+        "metadata.jsonl"
+    ]  # the earlier export's three other images are gone
+    (out / "notes.txt").write_text("mine")
+    assert shapes.main(["export", str(out), "--n", "2", "--overwrite"]) == 2
+    assert "holds notes.txt, which the earlier export did not write" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "mine" and (out / "00002.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["{file}", "--n", "3"], "error: {file}: is a file; give a folder to export into"),
+        (["{new}", "--n", "0"], "error: argument --n: 0: must be a whole number >= 1"),
+        (["{new}", "--n", "3", "--size", "4"], "argument --size: 4: must be a whole number >= 16"),
+    ],
+)
+def test_bad_export_input_is_a_one_line_error_that_writes_nothing(argv, says, tmp_path, capsys):
+    file, new = tmp_path / "a_file", tmp_path / "new"
+    file.write_text("")
+    argv = [a.format(file=file, new=new) for a in argv]
+    with pytest.raises(SystemExit) if "argument" in says else contextlib.nullcontext() as exit_:
+        code = shapes.main(["export", *argv])
+    code = exit_.value.code if "argument" in says else code
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and says.format(file=file) in err and len(err.splitlines()) == 1
+    assert not new.exists() and file.read_text() == ""
+
+
+def test_the_export_command_prints_no_runpy_warning(tmp_path):
+    argv = [sys.executable, "-m", "t2i.data.shapes", "export", str(tmp_path / "o"), "--n", "2"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "Warning" not in done.stderr, done.stderr
 
 
 def test_cells_are_row_major():

@@ -5,7 +5,7 @@ open_clip architecture's weights from a local file."""
 from __future__ import annotations
 
 import json
-import warnings
+import logging
 
 import open_clip
 import pytest
@@ -47,15 +47,37 @@ def test_tokenizer_round_trip():
         assert tokenizer.decode(body).strip() == text
 
 
-def test_long_prompts_are_cut_with_a_warning_that_says_what_was_lost():
+def test_long_prompts_are_cut_with_a_one_line_warning_that_says_what_was_lost(caplog):
     clip = tiny()
-    long = "a large red circle in the top left above a small blue square " * 2
-    with pytest.warns(UserWarning, match="cut off: 'a small blue square'"):
+    long = "a large red circle in the top left above a small blue square " * 40
+    with caplog.at_level(logging.WARNING, logger="t2i.models.clip"):
         ids = clip.tokenize(long)
     assert ids.shape == (1, 24) and int(ids[0, -1]) == clip.tokenizer.eot_token_id
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert "longer than the context of 24; cut off: 'a small blue square" in message
+    assert len(message) < 250 and "\n" not in message  # not the whole prompt, twice
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="t2i.models.clip"):
         clip.tokenize("a red circle")  # a prompt that fits says nothing
+    assert not caplog.records
+
+
+def test_words_no_training_caption_held_are_named_and_the_record_survives_a_save(caplog, tmp_path):
+    clip = tiny()
+    assert clip.unknown_words("a photo of a dog") == []  # untrained: nothing known, no claim
+    clip.train()
+    clip.training_losses(shapes_batch(clip, 8))  # training captions of the shapes world
+    # the 8 captions include "a drawing of a small green triangle on the left"
+    assert clip.unknown_words("a small green triangle, on the left") == []
+    assert clip.unknown_words("a photo of a dog, green") == ["photo", "dog"]
+    assert clip.unknown_words("красный круг") == ["красный", "круг"]
+    clip.save_pretrained(tmp_path)
+    loaded = CLIPModel.from_pretrained(tmp_path)
+    assert torch.equal(loaded.seen, clip.seen)
+    with caplog.at_level(logging.WARNING, logger="t2i.models.clip"):
+        loaded.tokenize(["a photo of a dog", "a small green triangle"])
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert "'photo', 'dog'" in message and "triangle" not in message
 
 
 @pytest.mark.parametrize("prompt", ["", "   "])

@@ -116,6 +116,28 @@ def test_bad_calls_are_named():
         pipe("a red circle", image=torch.zeros(3, 16, 16))
 
 
+@pytest.mark.parametrize(
+    "route, setting, value, says",
+    [
+        ("dalle", "guidance_scale", float("nan"), "guidance_scale=nan: must be a finite number"),
+        ("dalle", "temperature", float("inf"), "temperature=inf: must be a finite number"),
+        ("dalle", "top_p", 2.0, r"top_p=2.0: must be a number in \(0, 1\]"),
+        ("dalle", "top_k", -3, "top_k=-3: must be a whole number >= 1"),
+        ("dalle", "rerank", -1, "rerank=-1: must be a whole number >= 0"),
+        ("unclip", "num_inference_steps", 0, "num_inference_steps=0: must be a whole number"),
+        ("unclip", "prior_candidates", 0, "prior_candidates=0: must be a whole number"),
+        ("unclip", "prior_guidance_scale", float("nan"), "prior_guidance_scale=nan"),
+        ("unclip", "decoder_temperature", -1.0, "decoder_temperature=-1.0"),
+    ],
+)
+def test_a_setting_out_of_range_is_refused_by_name_before_sampling(route, setting, value, says):
+    pipe = tiny_route(route)
+    steps = []
+    with pytest.raises(ValueError, match=says):
+        pipe("a red circle", callback_on_step_end=lambda *a: steps.append(a), **{setting: value})
+    assert steps == []  # refused before the first step
+
+
 def test_a_prior_with_its_own_text_embedding_reads_the_caption_ids_and_no_clip_states():
     pipe = tiny_route("dalle", text_encoder="embed")
     assert pipe.prior.reads == {"image_tokens", "input_ids"}
@@ -150,7 +172,12 @@ def test_a_prior_with_its_own_text_embedding_reads_the_caption_ids_and_no_clip_s
 
 def test_a_call_without_settings_uses_the_sampling_defaults_the_pipeline_records(tmp_path):
     bundle = tiny_pipeline()
-    library = {"guidance_scale": 3.0, "temperature": 1.0, "prior_guidance_scale": 1.0}
+    library = {
+        "guidance_scale": 3.0,
+        "temperature": 1.0,
+        "rerank": None,
+        "prior_guidance_scale": 1.0,
+    }
     library.update(decoder_guidance_scale=3.0, decoder_temperature=1.0)  # unCLIP's decoder
     library.update(num_inference_steps=25, prior_candidates=1)  # the diffusion prior's
     library.update(ldm_guidance_scale=5.0, ldm_num_inference_steps=20, ldm_sampler=None)
@@ -313,4 +340,4 @@ def test_a_route_saved_alone_records_only_its_own_settings(tmp_path):
     pipe = tiny_route("dalle")
     pipe.save_pretrained(tmp_path / "dalle")
     index = json.loads((tmp_path / "dalle" / "model_index.json").read_text())
-    assert set(index["_t2i_sampling"]) == {"guidance_scale", "temperature"}
+    assert set(index["_t2i_sampling"]) == {"guidance_scale", "temperature", "rerank"}

@@ -1,0 +1,154 @@
+"""`python -m t2i.generate`: an image drawn again from its PNG, byte for byte; nothing written
+before is replaced; prompts from a file; --out checked before any slow work; square grids."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from t2i.generate import main
+
+
+def run(argv, capsys) -> tuple[int, list[str], str]:
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out.split(), captured.err.strip()
+
+
+@pytest.mark.parametrize("route", ["dalle", "unclip"])
+def test_from_png_draws_the_same_image_byte_for_byte(
+    route, saved_unclip_pipeline, tmp_path, capsys
+):
+    out = tmp_path / "out"
+    argv = ["a red circle", "a blue square", "--model", str(saved_unclip_pipeline)]
+    argv += ["-n", "3", "--seed", "11", "--route", route, "--device", "cpu", "--out", str(out)]
+    argv += ["--negative-prompt", "a green triangle", "--top-k", "12"]
+    if route == "unclip":
+        argv += ["--steps", "3", "--prior-guidance-scale", "2"]
+    code, written, _ = run(argv, capsys)
+    assert code == 0 and len(written) == 6
+    target = written[5]  # the second prompt's image 2
+    record = json.loads(Image.open(target).text["t2i"])
+    assert record["index"] == 2 and record["seed"] == 11 and record["route"] == route
+    assert record["negative_prompt"] == "a green triangle" and record["top_k"] == 12
+    assert len(record["model_hash"]) == 16 and record["t2i_version"]
+    code, again, _ = run(["--from-png", target, "--out", str(out)], capsys)
+    assert code == 0 and len(again) == 1 and again[0] != target
+    with open(target, "rb") as a, open(again[0], "rb") as b:
+        assert a.read() == b.read()  # the pixels and every word of the metadata
+    # another index of the same call is another image
+    assert np.asarray(Image.open(written[4])).tobytes() != np.asarray(Image.open(target)).tobytes()
+
+
+def test_from_png_refuses_other_weights_a_grid_and_extra_settings(saved_pipeline, tmp_path, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(saved_pipeline, model)
+    out = tmp_path / "out"
+    argv = ["a red circle", "--model", str(model), "-n", "1", "--grid", "--out", str(out)]
+    code, written, _ = run([*argv, "--device", "cpu"], capsys)
+    assert code == 0
+    image, grid = written
+    code, _, err = run(["--from-png", grid], capsys)
+    assert code == 2 and "lacks index" in err and len(err.splitlines()) == 1
+    code, _, err = run(["--from-png", image, "--guidance-scale", "4"], capsys)
+    assert code == 2 and "--guidance-scale cannot be given with it" in err
+    code, _, err = run(["--from-png", image, "a blue square"], capsys)
+    assert code == 2 and "PROMPT cannot be given with it" in err
+    code, _, err = run(["--from-png", str(tmp_path / "none.png")], capsys)
+    assert code == 2 and "no such file" in err
+    # the model's weights changed since: it would draw another image
+    weights = next((model / "prior").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
+    code, _, err = run(["--from-png", image, "--out", str(out)], capsys)
+    assert code == 2 and "drawn by a model with weights" in err and "Traceback" not in err
+    assert len(list(out.iterdir())) == 2  # nothing drawn
+
+
+def test_a_second_call_never_replaces_the_first_calls_images(saved_pipeline, tmp_path, capsys):
+    out = tmp_path / "out"
+    base = ["a red circle", "--model", str(saved_pipeline), "-n", "2", "--device", "cpu"]
+    code, first, _ = run([*base, "--out", str(out)], capsys)
+    before = {p: open(p, "rb").read() for p in first}
+    code, second, _ = run([*base, "--out", str(out), "--temperature", "0.3"], capsys)
+    assert code == 0 and not set(first) & set(second)
+    assert all(open(p, "rb").read() == data for p, data in before.items())
+    assert len(list(out.iterdir())) == 4
+    settings = [json.loads(Image.open(p).text["t2i"])["temperature"] for p in second]
+    assert settings == [0.3, 0.3]
+
+
+def test_prompts_come_from_a_file_one_a_line(saved_pipeline, tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\n\n  a blue square  \n")
+    argv = ["--prompts-file", str(prompts), "--model", str(saved_pipeline), "-n", "1"]
+    code, written, _ = run([*argv, "--out", str(tmp_path / "o"), "--device", "cpu"], capsys)
+    assert code == 0
+    assert [Image.open(p).text["prompt"] for p in written] == ["a red circle", "a blue square"]
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n \n")
+    code, _, err = run(["--prompts-file", str(empty)], capsys)
+    assert code == 2 and f"--prompts-file {empty}: no prompt in it" in err
+
+
+def test_a_square_grid_and_upscaled_images(saved_pipeline, tmp_path, capsys):
+    argv = ["a red circle", "--model", str(saved_pipeline), "-n", "5", "--grid", "--device"]
+    code, written, _ = run([*argv, "cpu", "--out", str(tmp_path / "g")], capsys)
+    grid = Image.open(written[-1])
+    assert grid.size == (3 * 129 - 1, 2 * 129 - 1)  # 5 images: 3 columns, 2 rows of 128 px
+    code, big, _ = run([*argv, "cpu", "--upscale", "3", "--out", str(tmp_path / "u")], capsys)
+    small, large = Image.open(written[0]).convert("RGB"), Image.open(big[0]).convert("RGB")
+    assert large.size == (48, 48)
+    assert large.resize((16, 16), Image.NEAREST).tobytes() == small.tobytes()
+    assert Image.open(big[-1]).size == (3 * 49 - 1, 2 * 49 - 1)
+
+
+# run apart: main(argv) then whether torch was imported
+REFUSE = """import sys
+from t2i.generate import main
+print(main(sys.argv[1:]), "torch" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("case", ["file", "under_a_file", "unwritable"])
+def test_a_bad_out_is_refused_before_torch_is_imported(case, tmp_path):
+    taken = tmp_path / "taken"
+    taken.write_text("mine")
+    out, says = taken, "is a file, not a folder"
+    if case == "under_a_file":
+        out = taken / "out"
+    elif case == "unwritable":
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            pytest.skip("running as root, for whom every folder is writable")
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+        out, says = locked / "out", "cannot be written"
+    argv = [sys.executable, "-c", REFUSE, "a red circle", "--out", str(out)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["2", "False"]
+    assert says in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert taken.read_text() == "mine"
+
+
+def test_a_recorded_rerank_draws_a_generator_per_candidate(saved_pipeline, tmp_path, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(saved_pipeline, model)
+    index = json.loads((model / "model_index.json").read_text())
+    index["_t2i_sampling"]["rerank"] = 4
+    (model / "model_index.json").write_text(json.dumps(index))
+    argv = ["a red circle", "--model", str(model), "--device", "cpu", "--out", str(tmp_path / "o")]
+    code, written, err = run([*argv, "-n", "1"], capsys)
+    assert code == 0, err
+    record = json.loads(Image.open(written[0]).text["t2i"])
+    assert record["rerank"] == 4  # the best of 4 candidates, seeds 0 to 3
+    code, again, _ = run(["--from-png", written[0], "--out", str(tmp_path / "o")], capsys)
+    assert open(again[0], "rb").read() == open(written[0], "rb").read()
+    code, more, _ = run([*argv, "-n", "6"], capsys)  # more images than it records
+    assert code == 0 and json.loads(Image.open(more[0]).text["t2i"])["rerank"] == 6
