@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -55,3 +57,66 @@ def fraction(open_below: bool) -> Callable[[str], float]:
         return value
 
     return parse
+
+
+def train_parser(description: str | None = None) -> argparse.ArgumentParser:
+    """`python -m t2i.train`'s arguments (here, so that they are checked before torch loads)."""
+    parser = OneLineParser(
+        prog="python -m t2i.train",
+        allow_abbrev=False,  # a mistyped flag is an error, not another flag
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("config", help="a YAML file, e.g. configs/shapes/vae.yaml")
+    parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.max_steps=100")
+    parser.add_argument(
+        "--resume",
+        metavar="CHECKPOINT",
+        help='"latest" (the newest complete checkpoint of the output folder, or a fresh start '
+        "when there is none) or a checkpoint folder; the same as train.resume=CHECKPOINT",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run train.output_dir holds (its checkpoints, logs, samples, model); "
+        "without it a used train.output_dir is refused",
+    )
+    parser.add_argument(
+        "--preset",
+        nargs="?",
+        const="",
+        metavar="NAME",
+        help="a recipe's resolution preset (model.preset); alone, list the recipe's presets",
+    )
+    return parser
+
+
+def precheck_train(argv: list[str], description: str | None = None) -> None:
+    """Refuse a bad `python -m t2i.train` command line in a one-line error (exit 2) before
+    the heavy imports: its flags, a missing or unreadable config, a malformed override and,
+    for a one-model config, an unknown or mistyped key. What needs the models or the data is
+    checked after, by `t2i.train.main`."""
+    import yaml
+
+    from t2i.config import ConfigError, load_config
+
+    args = train_parser(description).parse_intermixed_args(argv)
+    if args.preset == "":
+        return  # listing presets: nothing to check
+    try:
+        path = Path(args.config)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: not a mapping of sections")
+        model = data.get("model")
+        kind = model.get("type") if isinstance(model, dict) else None
+        if kind not in ("recipe", "pipeline"):  # those have keys of their own, checked later
+            load_config(path, args.overrides)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -16,7 +16,6 @@ Examples:
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -25,9 +24,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-import yaml
+if __name__ == "__main__":  # a bad command line is refused before the heavy imports below
+    from t2i.cli import precheck_train
 
+    precheck_train(sys.argv[1:], __doc__)
+
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+from t2i.cli import train_parser  # noqa: E402
 from t2i.config import (
     ConfigError,
     ExperimentConfig,
@@ -311,32 +316,7 @@ def train(config: ExperimentConfig, where: str = "config") -> TrainResult:
 
 def main(argv: list[str] | None = None) -> int:
     """The command line: `python -m t2i.train CONFIG [section.key=value ...]`."""
-    parser = argparse.ArgumentParser(
-        prog="python -m t2i.train",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("config", help="a YAML file, e.g. configs/shapes/vae.yaml")
-    parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.max_steps=100")
-    parser.add_argument(
-        "--resume",
-        metavar="CHECKPOINT",
-        help='"latest" (the newest complete checkpoint of the output folder, or a fresh start '
-        "when there is none) or a checkpoint folder; the same as train.resume=CHECKPOINT",
-    )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace the run train.output_dir holds (its checkpoints, logs, samples, model); "
-        "without it a used train.output_dir is refused",
-    )
-    parser.add_argument(
-        "--preset",
-        nargs="?",
-        const="",
-        metavar="NAME",
-        help="a recipe's resolution preset (model.preset); alone, list the recipe's presets",
-    )
+    parser = train_parser(__doc__)
     args = parser.parse_intermixed_args(argv)  # the flag may come before the overrides
     if args.resume is not None:
         args.overrides.append(f"train.resume={args.resume}")

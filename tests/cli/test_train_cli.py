@@ -179,3 +179,39 @@ def test_a_warmup_longer_than_the_run_is_warned_of(tmp_path, caplog):
         assert train.main([*argv, "train.max_steps=4", "train.warmup_steps=40"]) == 0
     (message,) = [r.getMessage() for r in caplog.records if "warmup_steps" in r.getMessage()]
     assert "train.warmup_steps=40 > train.max_steps=4" in message and "ends at 10%" in message
+
+
+# `python -m t2i.train ARGS` apart, then whether torch was imported when it refused them
+REFUSED_EARLY = """import runpy, sys
+sys.argv = ["python -m t2i.train", *sys.argv[1:]]
+try:
+    runpy.run_module("t2i.train", run_name="__main__")
+except SystemExit as exit_:
+    print(exit_.code, "torch" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["configs/shapes/nope.yaml"], "config file not found: configs/shapes/nope.yaml"),
+        (["configs/shapes/vae.yaml", "train.max_stepz=3"], "Did you mean 'max_steps'?"),
+        (["configs/shapes/vae.yaml", "train.max_steps=abc"], "'train.max_steps' must be int"),
+        (["configs/shapes/vae.yaml", "--resum", "latest"], "unrecognized arguments: --resum"),
+    ],
+)
+def test_a_bad_command_line_is_refused_before_torch_is_imported(argv, says):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", REFUSED_EARLY, *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=root,
+    )
+    assert done.stdout.split() == ["2", "False"]
+    err = done.stderr.strip()
+    assert says in err and len(err.splitlines()) == 1 and "Traceback" not in err
