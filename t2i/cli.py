@@ -8,7 +8,6 @@ import argparse
 import math
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -96,27 +95,17 @@ def precheck_train(argv: list[str], description: str | None = None) -> None:
     the heavy imports: its flags, a missing or unreadable config, a malformed override and,
     for a one-model config, an unknown or mistyped key. What needs the models or the data is
     checked after, by `t2i.train.main`."""
-    import yaml
-
-    from t2i.config import ConfigError, load_config
+    from t2i.config import ConfigError, load_config, read_yaml
 
     args = train_parser(description).parse_intermixed_args(argv)
     if args.preset == "":
         return  # listing presets: nothing to check
     try:
-        path = Path(args.config)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: not a mapping of sections")
+        data = read_yaml(args.config)
         model = data.get("model")
         kind = model.get("type") if isinstance(model, dict) else None
         if kind not in ("recipe", "pipeline"):  # those have keys of their own, checked later
-            load_config(path, args.overrides)
+            load_config(args.config, args.overrides)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

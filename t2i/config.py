@@ -268,6 +268,21 @@ def apply_overrides(data: dict, overrides: list[str], where: str = "command line
     return data
 
 
+def read_yaml(path: str | Path) -> dict:
+    """A config file's contents; a ConfigError naming the file when it is missing or not a
+    YAML mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: not a mapping of sections")
+    return data
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read an experiment YAML, apply overrides, and validate it.
 
@@ -276,12 +291,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
         overrides: "section.key=value" strings applied after reading.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    data = read_yaml(path)
     apply_overrides(data, overrides or [])
     config = from_dict(ExperimentConfig, data, str(path))
     if "type" not in config.model:
