@@ -106,17 +106,15 @@ class Demo:
         """
         import torch
 
+        from t2i.generate import upscaled
+
         if not prompt or not prompt.strip():
             raise ValueError("the prompt is empty; type a caption")
         if route not in self.pipes:
             raise ValueError(f"route {route!r}: this pipeline has {', '.join(self.routes)}")
         pipe = self.pipes[route]
         given = {k: v for k, v in (settings or {}).items() if v is not None}
-        draws = given.get("rerank") or num_images
-        if route == "dalle" and "rerank" not in given:
-            recorded = self.defaults.get("rerank") or 0
-            draws = max(recorded, num_images)
-        seeds = [int(seed) + i for i in range(draws)]
+        seeds = [int(seed) + i for i in range(pipe.draws(int(num_images), given.get("rerank")))]
         steps = _steps(pipe, route, given)
 
         def step(pipe_: Any, i: int, t: Any, state: dict) -> dict:
@@ -136,7 +134,7 @@ class Demo:
         words = ", ".join(f"{k}={v}" for k, v in used.items() if v is not None)
         k = max(1, math.ceil(SHOWN / self.size))
         return [
-            (_enlarged(image, k), f"seed {seed} image {i} ({ROUTE_NAMES[route]}): {words}")
+            (upscaled(image, k), f"seed {seed} image {i} ({ROUTE_NAMES[route]}): {words}")
             for i, image in enumerate(out.images)
         ]
 
@@ -144,6 +142,8 @@ class Demo:
         """(image, caption) pairs: variations of an image through the unCLIP route."""
         import torch
         from PIL import Image
+
+        from t2i.generate import upscaled
 
         if "unclip" not in self.pipes:
             raise ValueError("variations need the unCLIP route, which this pipeline lacks")
@@ -157,7 +157,7 @@ class Demo:
         )
         k = max(1, math.ceil(SHOWN / self.size))
         return [
-            (_enlarged(im, k), f"variation {i} (seed {seed})") for i, im in enumerate(out.images)
+            (upscaled(im, k), f"variation {i} (seed {seed})") for i, im in enumerate(out.images)
         ]
 
 
@@ -170,12 +170,6 @@ def _steps(pipe: Any, route: str, given: dict) -> int:
         )
     model = pipe.prior if route == "dalle" else pipe.decoder
     return int(getattr(model, "image_len", 1) or 1)
-
-
-def _enlarged(image: Any, k: int) -> Any:
-    from PIL import Image
-
-    return image if k == 1 else image.resize((image.width * k, image.height * k), Image.NEAREST)
 
 
 # ---- the page ------------------------------------------------------------------------------

@@ -441,10 +441,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None)
     else:
         settings = {**route_arguments(args), "rerank": args.rerank}
     extra = {} if args.route == "ldm" else {"num_prime_rows": prime_rows}
-    rerank = settings.get("rerank")
-    if rerank is None and args.route == "dalle":  # the pipeline's recorded one, as it uses it
-        rerank = max(pipe.sampling_defaults.get("rerank") or 0, args.num_images)
-    draws = rerank or args.num_images
+    draws = pipe.draws(args.num_images, settings.get("rerank"))
     seeds = [args.seed + j for _ in prompts for j in range(draws)]
     result = pipe(
         prompts,

@@ -284,6 +284,16 @@ class T2IPipeline(DiffusionPipeline):
             raise ValueError(f"output_type={output_type!r}: use one of {OUTPUT_TYPES}")
         return rerank or n  # None or 0: no reranking
 
+    def draws(self, num_images_per_prompt: int, rerank: int | None = None) -> int:
+        """The images a call draws per prompt: `rerank` candidates (0: none; None: the
+        rerank this route records, if it records one, and at least one per image kept), else
+        one per image. How many generators a list needs for one per image drawn."""
+        if rerank is None:
+            recorded = [s for s in self.settings_classes if "rerank" in s.RECORDED]
+            rerank = self.sampling_defaults.get(recorded[0].PREFIX + "rerank") if recorded else 0
+            return max(rerank or 0, num_images_per_prompt)
+        return rerank or num_images_per_prompt
+
     @staticmethod
     def check_generator(
         generator: Any, prompts: list[str], draws: int, n: int | None = None

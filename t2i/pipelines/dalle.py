@@ -122,8 +122,8 @@ class DALLEPipeline(T2IPipeline):
             top_p=top_p,
             rerank=rerank,
         )
-        if rerank is None and settings.rerank and settings.rerank < num_images_per_prompt:
-            settings = dataclasses.replace(settings, rerank=num_images_per_prompt)  # recorded
+        if rerank is None and settings.rerank:  # the recorded one, at least one per image
+            settings = dataclasses.replace(settings, rerank=self.draws(num_images_per_prompt))
         prompts = prompt_list(prompt)
         draws = self.check_call(prompts, num_images_per_prompt, settings.rerank, output_type)
         generator = self.check_generator(generator, prompts, draws, num_images_per_prompt)
