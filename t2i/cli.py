@@ -8,6 +8,7 @@ import argparse
 import math
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -96,6 +97,7 @@ def precheck_train(argv: list[str], description: str | None = None) -> None:
     for a one-model config, an unknown or mistyped key. What needs the models or the data is
     checked after, by `t2i.train.main`."""
     from t2i.config import ConfigError, load_config, read_yaml
+    from t2i.runs import check_fresh, check_overwrite, check_resume
 
     args = train_parser(description).parse_intermixed_args(argv)
     if args.preset == "":
@@ -105,7 +107,27 @@ def precheck_train(argv: list[str], description: str | None = None) -> None:
         model = data.get("model")
         kind = model.get("type") if isinstance(model, dict) else None
         if kind not in ("recipe", "pipeline"):  # those have keys of their own, checked later
-            load_config(args.config, args.overrides)
+            resume = [f"train.resume={args.resume}"] if args.resume is not None else []
+            config = load_config(args.config, args.overrides + resume)
+            # the run folder: a used one is not trained into afresh, nor resumed as another model
+            if args.overwrite:
+                check_overwrite(config, args.config)
+            else:
+                check_fresh(config, args.config)
+                check_resume(config, args.config)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+
+
+def train_main() -> int:
+    """The `t2i-train` console script: `python -m t2i.train`, its command line checked
+    before the heavy imports as there."""
+    import ast
+    import importlib.util
+
+    source = Path(importlib.util.find_spec("t2i.train").origin).read_text()
+    precheck_train(sys.argv[1:], ast.get_docstring(ast.parse(source), clean=False))
+    from t2i.train import main
+
+    return main()

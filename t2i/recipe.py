@@ -46,6 +46,7 @@ from t2i.evaluation.captioned import relative_source
 from t2i.models import build_model, load_model, load_reader
 from t2i.pipelines import ROUTES, TextToImagePipeline
 from t2i.pipelines.common import weights_id
+from t2i.runs import flatten
 from t2i.training import TrainResult, read_metrics
 from t2i.training.inputs import needs, reader_keys
 from t2i.training.stages import COMPONENTS, PREPARED_BY, final_stages, readers
@@ -356,7 +357,7 @@ def data_identity(path: str | Path) -> str:
 def stage_inputs(config: ExperimentConfig, keys: dict[str, str], runs: Path) -> dict[str, Any]:
     """What a stage's model depends on, as a flat dict: its config's keys (paths replaced by
     what they hold: the data's contents, the read runs' weights)."""
-    flat = _flatten(dataclasses.asdict(config))
+    flat = flatten(dataclasses.asdict(config))
     for key in DROPPED:
         flat.pop(key, None)
     if flat.get("data.path"):
@@ -369,21 +370,10 @@ def stage_inputs(config: ExperimentConfig, keys: dict[str, str], runs: Path) -> 
 def legacy_inputs(config: ExperimentConfig) -> dict[str, Any]:
     """A stage's config as a flat dict with the runs it reads by folder name: what a run
     recorded before recipe.json existed is compared with."""
-    flat = _flatten(dataclasses.asdict(config))
+    flat = flatten(dataclasses.asdict(config))
     for key in DROPPED:
         flat.pop(key, None)
     return _by_name(flat, flat)
-
-
-def _flatten(tree: dict) -> dict[str, Any]:
-    """{"data": {"path": p}} -> {"data.path": p} (one level: a section's keys)."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update({f"{key}.{k}": v for k, v in value.items()})
-        else:
-            flat[key] = value
-    return flat
 
 
 def _changed(old: dict, new: dict) -> list[str]:
@@ -416,7 +406,7 @@ def settle(run: Path, inputs: dict[str, Any], legacy: dict[str, Any]) -> str:
     else:
         old = {}
         if finished and (run / "config.yaml").is_file():
-            recorded = _flatten(yaml.safe_load((run / "config.yaml").read_text()))
+            recorded = flatten(yaml.safe_load((run / "config.yaml").read_text()))
             if not _changed(_by_name(recorded, legacy), legacy):
                 return "adopted"
     aside = set_aside(run)

@@ -19,10 +19,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import sys
 from pathlib import Path
-from typing import Any
 
 if __name__ == "__main__":  # a bad command line is refused before the heavy imports below
     from t2i.cli import precheck_train
@@ -30,7 +28,6 @@ if __name__ == "__main__":  # a bad command line is refused before the heavy imp
     precheck_train(sys.argv[1:], __doc__)
 
 import torch  # noqa: E402
-import yaml  # noqa: E402
 
 from t2i.cli import train_parser  # noqa: E402
 from t2i.config import (
@@ -39,7 +36,6 @@ from t2i.config import (
     checker,
     load_config,
     save_config,
-    to_dict,
 )
 from t2i.data.sets import bad_samples, build_datasets
 from t2i.data.text import CaptionCollator
@@ -54,7 +50,8 @@ from t2i.models import (
     model_dir,
 )
 from t2i.recipe import build_pipeline, is_recipe, load_recipe, preset_table
-from t2i.training import Trainer, TrainResult, list_checkpoints, seed_everything
+from t2i.runs import check_fresh, check_resume, clear_run
+from t2i.training import Trainer, TrainResult, seed_everything
 from t2i.training.inputs import (
     check_readers,
     needs,
@@ -225,86 +222,6 @@ def run(config: ExperimentConfig, where: str = "config") -> TrainResult:
             ", ".join(f"{k} ({v})" for k, v in report["bad"].items()),
         )
     return result
-
-
-# train keys a resumed run may change (how long it runs, how it logs); any other key of the
-# config the run recorded must stay as it was, or the run would resume as another model
-RESUMABLE = frozenset({"data.num_workers"}) | frozenset(
-    f"train.{k}"
-    for k in (
-        "max_steps",
-        "resume",
-        "output_dir",
-        "log_every",
-        "sample_every",
-        "num_samples",
-        "checkpoint_every",
-        "checkpoints_total_limit",
-    )
-)
-RUN_PARTS = ("config.yaml", "logs", "samples", "checkpoints", "model", "validation.json")
-
-
-def check_resume(config: ExperimentConfig, where: str) -> None:
-    """A ConfigError when `train.resume` continues a run that was trained with another config
-    (a key other than those of RESUMABLE changed), naming the first such key."""
-    recorded = Path(config.train.output_dir) / "config.yaml"
-    if config.train.resume is None or not recorded.is_file():
-        return
-    old = _flat(yaml.safe_load(recorded.read_text()) or {})
-    new = _flat(to_dict(config))
-    changed = [k for k in new if k in old and k not in RESUMABLE and old[k] != new[k]]
-    if changed:
-        key = changed[0]
-        raise ConfigError(
-            f"{where}: train.resume={config.train.resume}: {recorded.parent} was trained with "
-            f"{key}={old[key]!r}, not {new[key]!r}; resume it with its own config "
-            f"({recorded}), or choose another train.output_dir"
-        )
-
-
-def _flat(tree: dict) -> dict[str, Any]:
-    """{"model": {"dim": 8}} -> {"model.dim": 8}; a top-level value keeps its name."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update({f"{key}.{k}": v for k, v in value.items()})
-        else:
-            flat[key] = value
-    return flat
-
-
-def clear_run(config: ExperimentConfig, where: str) -> None:
-    """`--overwrite`: remove the run `train.output_dir` holds (what a run writes: RUN_PARTS),
-    leaving anything else in the folder; on the first process of a launch only."""
-    if config.train.resume is not None:
-        raise ConfigError(f"{where}: --overwrite starts afresh; it cannot go with train.resume")
-    if int(os.environ.get("RANK", "0")) != 0:
-        return
-    out = Path(config.train.output_dir)
-    for name in RUN_PARTS:
-        part = out / name
-        if part.is_dir():
-            shutil.rmtree(part)
-        elif part.exists():
-            part.unlink()
-
-
-def check_fresh(config: ExperimentConfig, where: str) -> None:
-    """A ConfigError when `train.output_dir` already holds a run and `train.resume` is unset:
-    training afresh there would overwrite its checkpoints, logs and model. Only what a run
-    writes after its first steps counts (not the folders every process of a distributed
-    launch makes at its start), so the processes of one launch never see each other's."""
-    out = Path(config.train.output_dir)
-    if config.train.resume is not None or not out.is_dir():
-        return
-    written = (out / "model", out / "logs" / "metrics.csv")
-    held = list_checkpoints(out) or [p for p in written if p.exists()]
-    if held:
-        raise ConfigError(
-            f"{where}: train.output_dir={str(out)!r} already holds a run ({held[-1].name}); "
-            "continue it with --resume latest, or choose another train.output_dir"
-        )
 
 
 def train(config: ExperimentConfig, where: str = "config") -> TrainResult:

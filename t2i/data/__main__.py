@@ -7,7 +7,6 @@ import logging
 import sys
 
 from t2i.cli import OneLineParser
-from t2i.data.sets import inspect
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     cmd.add_argument("--image-column", help="the images' column of a table or datasets folder")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    from t2i.data.sets import inspect  # torch and the readers: after the command line is read
+
     try:
         report = inspect(
             args.path, caption_column=args.caption_column, image_column=args.image_column

@@ -18,25 +18,11 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
-logger = logging.getLogger(__name__)
+from t2i.runs import PREFIX, STATE_FILE, checkpoints_root, list_checkpoints
 
-PREFIX = "checkpoint-"
-STATE_FILE = "trainer_state.json"  # the loop's step, counters and EMA settings
 EMA_FILE = "ema.safetensors"
 
-
-def checkpoints_root(output_dir: str | Path) -> Path:
-    """The folder that holds a run's checkpoints."""
-    return Path(output_dir) / "checkpoints"
-
-
-def list_checkpoints(output_dir: str | Path) -> list[Path]:
-    """Complete checkpoints of a run, oldest first."""
-    root = checkpoints_root(output_dir)
-    found = (
-        [p for p in root.glob(PREFIX + "*") if (p / STATE_FILE).is_file()] if root.is_dir() else []
-    )
-    return sorted(found, key=lambda p: int(p.name[len(PREFIX) :]))
+logger = logging.getLogger(__name__)
 
 
 def resolve_resume(output_dir: str | Path, resume: str | None) -> Path | None:

@@ -215,3 +215,28 @@ def test_a_bad_command_line_is_refused_before_torch_is_imported(argv, says):
     assert done.stdout.split() == ["2", "False"]
     err = done.stderr.strip()
     assert says in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_used_run_folder_is_refused_before_torch_is_imported(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "vae"
+    args = ["configs/shapes/vae.yaml", *TINY_VAE, f"train.output_dir={out}", "train.max_steps=2"]
+    assert train.main([*args, "train.checkpoint_every=2", "train.sample_every=1000"]) == 0
+    for argv, says in [
+        (args, "already holds a run (checkpoint-0000002)"),  # afresh into a used folder
+        ([*args, "model.latent_dim=4", "--resume", "latest"], "with model.latent_dim=8, not 4"),
+        ([*args, "--overwrite", "--resume", "latest"], "--overwrite starts afresh"),
+    ]:
+        done = subprocess.run(
+            [sys.executable, "-c", REFUSED_EARLY, *argv],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=root,
+        )
+        assert done.stdout.split() == ["2", "False"], argv
+        err = done.stderr.strip()
+        assert says in err and len(err.splitlines()) == 1 and "Traceback" not in err
