@@ -286,7 +286,7 @@ def embed_texts(clip: Any, captions: Sequence[str], batch_size: int) -> torch.Te
     device = next(clip.parameters()).device
     out = []
     for i in range(0, len(captions), batch_size):
-        ids = clip.tokenize(list(captions[i : i + batch_size])).to(device)
+        ids = clip.tokenize(list(captions[i : i + batch_size]), warn=False).to(device)
         out.append(clip.encode_text(ids).float().cpu())
     return torch.cat(out)
 

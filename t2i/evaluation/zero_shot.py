@@ -43,7 +43,7 @@ def _embed_texts(clip: Any, texts: Sequence[str], batch_size: int) -> Tensor:
     """Unit-norm embeddings of prompts in batches, (T, D) on the CPU."""
     out = []
     for i in range(0, len(texts), batch_size):
-        ids = clip.tokenize(list(texts[i : i + batch_size])).to(clip.device)
+        ids = clip.tokenize(list(texts[i : i + batch_size]), warn=False).to(clip.device)
         out.append(clip.encode_text(ids).float().cpu())
     return torch.cat(out)
 

@@ -166,12 +166,17 @@ class CLIPModel(T2IModel):
             return open_clip.tokenizer.SimpleTokenizer(context_length=length)
         return open_clip.get_tokenizer(name, context_length=length)
 
-    def tokenize(self, texts: str | Sequence[str], allow_empty: bool = False) -> Tensor:
-        """Token ids (B, context_length) for prompts; warns about what truncation cuts off.
+    def tokenize(
+        self, texts: str | Sequence[str], allow_empty: bool = False, warn: bool = True
+    ) -> Tensor:
+        """Token ids (B, context_length) for prompts; warns about what truncation cuts off
+        and about words no training caption held.
 
         Args:
             texts: one prompt or a list of prompts.
             allow_empty: accept "" (the unconditional caption of classifier-free guidance).
+            warn: log those warnings (off where the prompts were warned of already, or are
+                scored rather than drawn).
 
         Raises:
             ValueError: for an empty (or blank) prompt, unless `allow_empty`.
@@ -181,6 +186,8 @@ class CLIPModel(T2IModel):
             if not allow_empty and (not text or not text.strip()):
                 raise ValueError(f"prompt {i} is empty; give a caption to condition on")
         ids = self.tokenizer(texts)
+        if not warn:
+            return ids
         self._warn_truncated(texts)
         for text in dict.fromkeys(texts):
             unknown = self.unknown_words(text)
@@ -373,7 +380,10 @@ def _distributed() -> tuple[int, int]:
 
 @torch.no_grad()
 def clip_score(
-    clip: CLIPModel, images: Tensor | Sequence[Image.Image], texts: str | Sequence[str]
+    clip: CLIPModel,
+    images: Tensor | Sequence[Image.Image],
+    texts: str | Sequence[str],
+    warn: bool = True,
 ) -> Tensor:
     """Cosine similarities of images and texts, (num_images, num_texts).
 
@@ -381,9 +391,10 @@ def clip_score(
         clip: a CLIP model.
         images: a (N, 3, H, W) tensor on [-1, 1], or PIL images.
         texts: one prompt or a list of prompts.
+        warn: warn of over-long prompts and unseen words (`CLIPModel.tokenize`).
     """
     image_embeds = clip.encode_image(images).float()
-    text_embeds = clip.encode_text(clip.tokenize(texts).to(clip.device)).float()
+    text_embeds = clip.encode_text(clip.tokenize(texts, warn=warn).to(clip.device)).float()
     return image_embeds @ text_embeds.t()
 
 

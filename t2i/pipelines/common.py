@@ -380,7 +380,8 @@ class T2IPipeline(DiffusionPipeline):
         groups = images.view(len(prompts), draws, *images.shape[1:])
         best = []
         for prompt, group in zip(prompts, groups, strict=True):
-            scores = clip_score(self.clip, group, [prompt])[:, 0]  # (draws,)
+            # the prompt was warned of when it was encoded
+            scores = clip_score(self.clip, group, [prompt], warn=False)[:, 0]  # (draws,)
             best.append(group[scores.argsort(descending=True)[:keep]])
         return torch.cat(best)
 

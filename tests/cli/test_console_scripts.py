@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 import t2i
 
 ROOT = Path(__file__).resolve().parents[2]
+tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11+")
 DECLARED = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
 INSTALLED = {e.name: e for e in entry_points(group="console_scripts") if e.name.startswith("t2i-")}
 BIN = Path(sys.executable).parent

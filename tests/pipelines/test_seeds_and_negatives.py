@@ -90,3 +90,22 @@ def test_a_negative_prompt_is_the_unconditional_branch_of_guidance(route):
         assert not torch.equal(same, plain)
     with pytest.raises(ValueError, match="3 negative prompts for 2 prompts"):
         draw(pipe, prompts, seeds, 2, negative_prompt=["a", "b", "c"], **{key: 4.0}, **kw)
+
+
+def test_an_unseen_word_is_warned_of_once_a_call_though_reranking_reads_the_prompt_again(
+    route, caplog
+):
+    import logging
+
+    _, pipe, kw = route
+    seen = torch.zeros_like(pipe.clip.seen)
+    seen[pipe.clip.tokenize(["a red circle of"])[0]] = True  # as if trained on those words
+    pipe.clip.seen.copy_(seen)
+    try:
+        with caplog.at_level(logging.WARNING, logger="t2i.models.clip"):
+            pipe("a photo of a red circle", num_images_per_prompt=2, rerank=4, **kw)
+    finally:
+        pipe.clip.seen.zero_()  # the module's pipeline, shared with the other tests
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1
+    assert messages[0].endswith("held: 'photo'; it cannot draw what it never saw")
