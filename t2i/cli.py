@@ -8,7 +8,6 @@ import argparse
 import math
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -118,16 +117,3 @@ def precheck_train(argv: list[str], description: str | None = None) -> None:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-
-
-def train_main() -> int:
-    """The `t2i-train` console script: `python -m t2i.train`, its command line checked
-    before the heavy imports as there."""
-    import ast
-    import importlib.util
-
-    source = Path(importlib.util.find_spec("t2i.train").origin).read_text()
-    precheck_train(sys.argv[1:], ast.get_docstring(ast.parse(source), clean=False))
-    from t2i.train import main
-
-    return main()

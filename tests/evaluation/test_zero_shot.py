@@ -23,7 +23,7 @@ class Oracle:
         self.slots = [(a, v) for a, (values, _) in PROMPTS.items() for v in values]
         self.by_prompt = {PROMPTS[a][1](v): i for i, (a, v) in enumerate(self.slots)}
 
-    def tokenize(self, texts: list[str]) -> torch.Tensor:
+    def tokenize(self, texts: list[str], warn: bool = True) -> torch.Tensor:
         return torch.tensor([self.by_prompt[t] for t in texts])
 
     def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
@@ -62,7 +62,7 @@ class Identity(Oracle):
     def __init__(self, shift: int = 0) -> None:
         self.shift = shift
 
-    def tokenize(self, texts: list[str]) -> torch.Tensor:
+    def tokenize(self, texts: list[str], warn: bool = True) -> torch.Tensor:
         return torch.tensor([int(t) for t in texts])
 
     def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
@@ -87,7 +87,7 @@ def test_retrieval_recall_of_perfect_and_of_shifted_matches():
 class RelationOracle(Identity):
     """Reads "left" in a caption as +1 and "right" as -1; image i is +1 when i is even."""
 
-    def tokenize(self, texts: list[str]) -> torch.Tensor:
+    def tokenize(self, texts: list[str], warn: bool = True) -> torch.Tensor:
         return torch.tensor([1 if "left" in t else -1 for t in texts])
 
     def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
