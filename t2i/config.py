@@ -296,7 +296,41 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     config = from_dict(ExperimentConfig, data, str(path))
     if "type" not in config.model:
         raise ConfigError(f"{path}: 'model.type' is required (the model family, e.g. vae).")
+    check_ranges(config, str(path))
     return config
+
+
+# the least value of each count of a run (a step count of 0 would divide by zero)
+LEAST = {
+    "train.max_steps": 0,  # 0: the initial weights saved as the model (an export)
+    "train.batch_size": 1,
+    "train.gradient_accumulation_steps": 1,
+    "train.warmup_steps": 0,
+    "train.log_every": 1,
+    "train.sample_every": 1,
+    "train.num_samples": 1,
+    "train.checkpoint_every": 1,
+    "train.checkpoints_total_limit": 1,
+    "train.max_nonfinite_steps": 1,
+    "data.image_size": 1,
+    "data.num_train": 1,
+    "data.num_val": 1,
+    "data.context_length": 1,
+    "data.num_workers": 0,
+}
+
+
+def check_ranges(config: ExperimentConfig, where: str) -> None:
+    """A ConfigError naming the first count below its least value, or a learning rate that
+    is not a finite positive number."""
+    for key, least in LEAST.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if value < least:
+            raise ConfigError(f"{where}: {key}={value} must be >= {least}")
+    rate = config.train.learning_rate
+    if not (rate > 0 and rate != float("inf")):
+        raise ConfigError(f"{where}: train.learning_rate={rate} must be a finite number > 0")
 
 
 def save_config(config: ExperimentConfig, path: str | Path) -> None:

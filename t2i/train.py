@@ -21,6 +21,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 if __name__ == "__main__":  # a bad command line is refused before the heavy imports below
     from t2i.cli import precheck_train
@@ -76,7 +77,7 @@ def initial_model(config: ExperimentConfig, where: str) -> torch.nn.Module:
     name = config.model.get("type")
     try:
         if config.init_from is None:
-            return build_model(config.model, checker(f"{where}: model ({name})"))
+            return build_model(config.model, checker(f"model ({name})"))  # where: below
         if name not in MODELS:
             build_model({"type": name})  # raises the unknown-type error
         cls, path = MODELS[name], Path(config.init_from)
@@ -159,6 +160,18 @@ def check_text(config: ExperimentConfig, model: torch.nn.Module, where: str) -> 
         raise ConfigError(f"{where}: data.{err}") from err
 
 
+def check_batch(images: Any, config: ExperimentConfig, where: str) -> None:
+    """A ConfigError when the training set holds fewer samples than one batch (before its
+    images are encoded or a step is run)."""
+    size = len(images) if hasattr(images, "__len__") else None  # a stream has no length
+    if size is not None and size < config.train.batch_size:
+        source = config.data.path or config.data.dataset
+        raise ConfigError(
+            f"{where}: {source}: {size} training samples, fewer than one batch "
+            f"(train.batch_size={config.train.batch_size}); lower train.batch_size or add images"
+        )
+
+
 def judge_samples(images: torch.Tensor, batch: dict) -> dict[str, float]:
     """The shapes judge's prompt fidelity of sampled images on their captions' specs."""
     return {"fidelity": judge_many(images.float().cpu(), batch["spec"])["fidelity"]}
@@ -184,6 +197,7 @@ def run(config: ExperimentConfig, where: str = "config") -> TrainResult:
         images, val_set = build_datasets(config.data, captions=not alone)
     except ValueError as err:
         raise ConfigError(f"{where}: {err}") from err
+    check_batch(images, config, where)
     readers = load_readers(config, model, where)
     sources = {key: str(model_dir(getattr(config.data, key)).resolve()) for key in readers}
     data = prepare(

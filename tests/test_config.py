@@ -64,6 +64,31 @@ def test_an_unknown_override_and_a_wrong_type_are_errors(tmp_path):
         load_config(path, ["train.max_steps"])
 
 
+@pytest.mark.parametrize(
+    "override",
+    [
+        "train.sample_every=0",
+        "train.checkpoint_every=0",
+        "train.log_every=0",
+        "train.max_steps=-1",
+        "train.batch_size=0",
+        "data.num_val=0",
+        "train.warmup_steps=-5",
+    ],
+)
+def test_a_count_below_its_least_value_is_named(tmp_path, override):
+    """A zero step count used to reach the training loop and divide by zero there."""
+    key, value = override.split("=")
+    with pytest.raises(ConfigError, match=rf"{key}={value} must be >= \d"):
+        load_config(write(tmp_path, "model: {type: vae}\n"), [override])
+
+
+@pytest.mark.parametrize("rate", ["0", "-1e-3", ".inf", ".nan"])
+def test_a_learning_rate_that_is_not_finite_and_positive_is_named(tmp_path, rate):
+    with pytest.raises(ConfigError, match="train.learning_rate=.* must be a finite number > 0"):
+        load_config(write(tmp_path, "model: {type: vae}\n"), [f"train.learning_rate={rate}"])
+
+
 def test_model_type_is_required_and_files_must_exist(tmp_path):
     with pytest.raises(ConfigError, match="model.type"):
         load_config(write(tmp_path, "train: {max_steps: 5}\n"))

@@ -145,6 +145,23 @@ def test_a_mistyped_model_key_is_an_error_naming_it(capsys):
     assert train.main(["configs/shapes/vae.yaml", "model.latnt_dim=4"]) == 2
     err = capsys.readouterr().err
     assert "latnt_dim" in err and "latent_dim" in err and "configs/shapes/vae.yaml" in err
+    assert err.count("configs/shapes/vae.yaml") == 1  # the file named once, not twice
+
+
+def test_a_data_set_smaller_than_one_batch_is_a_one_line_error_before_any_step(tmp_path, capsys):
+    from PIL import Image
+
+    folder = tmp_path / "three"
+    folder.mkdir()
+    for i in range(3):
+        Image.new("RGB", (32, 32), (80 * i, 0, 0)).save(folder / f"{i}.png")
+    out = tmp_path / "tok"
+    argv = ["configs/shapes/vqvae.yaml", f"data.path={folder}", f"train.output_dir={out}"]
+    assert train.main(argv) == 2
+    err = capsys.readouterr().err.split("\r")[-1]  # after the image check's progress bar
+    assert err.startswith("error: configs/shapes/vqvae.yaml: ") and len(err.splitlines()) == 1
+    assert "2 training samples, fewer than one batch (train.batch_size=64)" in err
+    assert not out.exists()  # refused before the run folder was made
 
 
 def test_an_unknown_model_type_lists_the_families(capsys):
