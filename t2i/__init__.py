@@ -1,7 +1,8 @@
 """t2i: text-conditioned image generation in the DALL-E family, trained by one Accelerate loop.
 
 Public names (imported on first use, so `import t2i` stays light): `load_pipeline`, the
-route pipelines `DALLEPipeline` and `UnCLIPPipeline`, the saved bundle of several routes
+route pipelines `DALLEPipeline`, `UnCLIPPipeline`, `LatentDiffusionPipeline` and
+`MaskGITPipeline`, the saved bundle of several routes
 `TextToImagePipeline`, and the model classes a saved pipeline names (`CLIPModel`,
 `DALLEPrior`, `VQVAE`, `VQVAE2`, `DiscreteVAE`, ...). Submodules: `t2i.models`,
 `t2i.pipelines`, `t2i.data` (the shapes world), `t2i.evaluation` (the shapes judge),
@@ -21,6 +22,7 @@ _PIPELINE_NAMES = (
     "DALLEPipeline",
     "UnCLIPPipeline",
     "LatentDiffusionPipeline",
+    "MaskGITPipeline",
     "load_pipeline",
     "PipelineFormatError",
 )

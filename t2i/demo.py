@@ -25,7 +25,12 @@ from t2i.cli import OneLineParser, at_least
 
 logger = logging.getLogger("t2i.demo")
 SHOWN = 256  # the gallery enlarges each image (nearest-neighbour) to about this many pixels
-ROUTE_NAMES = {"dalle": "DALL-E", "unclip": "unCLIP", "ldm": "latent diffusion"}
+ROUTE_NAMES = {
+    "dalle": "DALL-E",
+    "unclip": "unCLIP",
+    "ldm": "latent diffusion",
+    "maskgit": "masked (MaskGIT)",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,6 +173,11 @@ def _steps(pipe: Any, route: str, given: dict) -> int:
             given.get("num_inference_steps")
             or pipe.sampling_defaults.get("ldm_num_inference_steps", 10)
         )
+    if route == "maskgit":
+        return int(
+            given.get("num_inference_steps")
+            or pipe.sampling_defaults.get("maskgit_num_inference_steps", 12)
+        )
     model = pipe.prior if route == "dalle" else pipe.decoder
     return int(getattr(model, "image_len", 1) or 1)
 
@@ -193,8 +203,19 @@ FIELDS = {
         "guidance_scale": ("guidance scale", float, 0.0, 10.0),
         "num_inference_steps": ("denoising steps", int, 1, 100),
     },
+    "maskgit": {
+        "guidance_scale": ("guidance scale", float, 0.0, 10.0),
+        "temperature": ("temperature", float, 0.0, 2.0),
+        "num_inference_steps": ("parallel decoding steps", int, 1, 64),
+        "rerank": ("rerank: candidates CLIP picks from (0: off)", int, 0, 64),
+    },
 }
-PREFIX = {"dalle": "", "unclip": "", "ldm": "ldm_"}  # how model_index.json records them
+PREFIX = {
+    "dalle": "",
+    "unclip": "",
+    "ldm": "ldm_",
+    "maskgit": "maskgit_",
+}  # how model_index.json records them
 
 
 def build_app(demo: Demo) -> Any:

@@ -83,7 +83,12 @@ from t2i.training.inputs import needs
 
 logger = logging.getLogger("t2i.evaluate")
 
-ROUTE_NAMES = {"dalle": "DALL-E", "unclip": "unCLIP", "ldm": "latent diffusion"}
+ROUTE_NAMES = {
+    "dalle": "DALL-E",
+    "unclip": "unCLIP",
+    "ldm": "latent diffusion",
+    "maskgit": "masked (MaskGIT)",
+}
 EVAL_CLIP_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "custom" / "eval_clip.yaml"
 
 __all__ = [

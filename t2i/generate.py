@@ -11,6 +11,8 @@ Examples:
     python -m t2i.generate "a small blue square in the top left" --route unclip
     python -m t2i.generate "a red circle" --route ldm --steps 20 --negative-prompt "a square"
     python -m t2i.generate "a red circle" --route ldm --init-image in.png --strength 0.6
+    python -m t2i.generate "a green triangle" --route maskgit --steps 8
+    python -m t2i.generate "a red circle" --route maskgit --init-image in.png --mask-image m.png
     python -m t2i.generate --prompts-file prompts.txt --dtype bfloat16
     python -m t2i.generate --from-png outputs/00_a_red_circle_s0_i1.png   # the same image again
 
@@ -53,6 +55,7 @@ REPLAYED = (
     "guidance_scale",
     "rerank",
     "init_image",
+    "mask_image",
     "prime_rows",
     "strength",
     "route",
@@ -134,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--init-image",
         help="dalle/unclip: an image whose top code rows prime the sample; ldm: the image to "
-        "start from (image-to-image)",
+        "start from (image-to-image); maskgit: the image to inpaint (with --mask-image)",
     )
     p.add_argument(
         "--prime-rows", type=at_least(0), default=2, help="code rows kept from --init-image"
@@ -146,10 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--route",
-        choices=("dalle", "unclip", "ldm"),
+        choices=("dalle", "unclip", "ldm", "maskgit"),
         default="dalle",
         help="dalle: the prior reads the caption; unclip: a diffusion prior draws a CLIP "
-        "image embedding that the decoder reads; ldm: latent diffusion reading the caption",
+        "image embedding that the decoder reads; ldm: latent diffusion reading the caption; "
+        "maskgit: a masked prior draws all codes in --steps parallel steps",
+    )
+    p.add_argument(
+        "--mask-image",
+        metavar="FILE",
+        help="maskgit: inpainting: white where --init-image is redrawn, black where it is kept",
     )
     p.add_argument(
         "--negative-prompt",
@@ -169,8 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--steps",
         type=at_least(1),
-        help="denoising steps of the diffusion prior (ldm: of the denoiser; default: the "
-        "pipeline's)",
+        help="denoising steps of the diffusion prior (ldm: of the denoiser; maskgit: parallel "
+        "decoding steps; default: the pipeline's)",
     )
     p.add_argument(
         "--prior-candidates",
@@ -302,6 +311,14 @@ def check_out(out: Path) -> None:
         raise ValueError(f"--out {out}: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"--out {out}: {parent} cannot be written")
+    missing = [p for p in [out, *out.parents] if not p.exists()]  # deepest first
+    if missing:  # the one sure test (root passes os.access on /proc), then nothing left
+        try:
+            out.mkdir(parents=True)
+        except OSError as err:
+            raise ValueError(f"--out {out}: cannot be created ({err.strerror})") from None
+        for folder in missing:
+            folder.rmdir()
 
 
 def weights_hash(model: Path, names: list[str]) -> str:
@@ -359,6 +376,7 @@ def replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argpars
         route=record["route"],
         negative_prompt=record.get("negative_prompt"),
         init_image=record.get("init_image"),
+        mask_image=record.get("mask_image"),
         prime_rows=record.get("prime_rows", 0),
         upscale=record.get("upscale"),
         dtype=record.get("dtype", "float32"),
@@ -366,6 +384,22 @@ def replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argpars
         record=record,
     )
     return argparse.Namespace(**{**vars(args), **replayed})
+
+
+def check_mask_image(args: argparse.Namespace) -> None:
+    """--mask-image goes with --init-image on the masked route, and names a file."""
+    if args.mask_image is None:
+        if args.route == "maskgit" and args.init_image is not None:
+            raise ValueError(
+                "--init-image on --route maskgit inpaints: give --mask-image (white: redrawn)"
+            )
+        return
+    if args.route != "maskgit":
+        raise ValueError(f"--mask-image: inpainting is on --route maskgit, not {args.route}")
+    if args.init_image is None:
+        raise ValueError("--mask-image needs --init-image, the image to inpaint")
+    if not Path(args.mask_image).is_file():
+        raise FileNotFoundError(f"--mask-image {args.mask_image}: no such file")
 
 
 def file_hash(path: str | Path) -> str:
@@ -383,6 +417,13 @@ def route_arguments(args: argparse.Namespace) -> dict:
             strength=args.strength,
         )
     common = dict(top_k=args.top_k, top_p=args.top_p)
+    if args.route == "maskgit":
+        return dict(
+            guidance_scale=args.guidance_scale,
+            temperature=args.temperature,
+            num_inference_steps=args.steps,
+            **common,
+        )
     if args.route == "unclip":
         return dict(
             decoder_guidance_scale=args.guidance_scale,
@@ -407,9 +448,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None)
         raise FileNotFoundError(f"--model {args.model}: no such directory")
     if args.init_image is not None and not Path(args.init_image).is_file():
         raise FileNotFoundError(f"--init-image {args.init_image}: no such file")
-    want = (record or {}).get("init_image_hash")
-    if want is not None and want != file_hash(args.init_image):
-        raise ValueError(f"--from-png {args.from_png}: its init image {args.init_image} changed")
+    check_mask_image(args)
+    for key in ("init_image", "mask_image"):
+        want = (record or {}).get(key + "_hash")
+        if want is not None and want != file_hash(getattr(args, key)):
+            words = key.replace("_", " ")
+            raise ValueError(
+                f"--from-png {args.from_png}: its {words} {getattr(args, key)} changed"
+            )
     out = Path(args.out)
     check_out(out)
     import dataclasses
@@ -434,13 +480,16 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None)
     if args.init_image:
         with Image.open(args.init_image) as image:
             init = image.convert("RGB")
-    prime_rows = args.prime_rows if init and args.route != "ldm" else 0
+    prime_rows = args.prime_rows if init and args.route in ("dalle", "unclip") else 0
     if record is not None:  # the settings as the PNG's call used them
         fields = dataclasses.fields(pipe.settings_classes[0])
         settings = {f.name: record[f.name] for f in fields if f.name in record}
     else:
         settings = {**route_arguments(args), "rerank": args.rerank}
-    extra = {} if args.route == "ldm" else {"num_prime_rows": prime_rows}
+    extra = {"num_prime_rows": prime_rows} if args.route in ("dalle", "unclip") else {}
+    if args.mask_image:
+        with Image.open(args.mask_image) as mask:
+            extra["mask_image"] = mask.convert("L")
     draws = pipe.draws(args.num_images, settings.get("rerank"))
     seeds = [args.seed + j for _ in prompts for j in range(draws)]
     result = pipe(
@@ -461,6 +510,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None)
         negative_prompt=args.negative_prompt,
         init_image=args.init_image,
         init_image_hash=file_hash(args.init_image) if args.init_image else None,
+        mask_image=args.mask_image,
+        mask_image_hash=file_hash(args.mask_image) if args.mask_image else None,
         prime_rows=prime_rows,
         dtype=args.dtype,
         device=device,

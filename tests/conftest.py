@@ -24,15 +24,25 @@ def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def tiny_pipeline(text_encoder: str = "clip", unclip: bool = False, pixels: bool = False):
+def tiny_pipeline(
+    text_encoder: str = "clip", unclip: bool = False, pixels: bool = False, maskgit: bool = False
+):
     """A small untrained bundle, `TextToImagePipeline` (16 px images, a 4 x 4 code grid),
     seeded, so every call builds the same models; with `unclip`, also a diffusion prior and a
-    decoder (over codes; with `pixels`, a pixel diffusion decoder). `.route("dalle")` /
+    decoder (over codes; with `pixels`, a pixel diffusion decoder); with `maskgit`, a masked
+    prior. `.route("dalle")` /
     `.route("unclip")` is a route's pipeline over the same components (or `tiny_route`)."""
     import tiny
 
     from t2i import TextToImagePipeline
-    from t2i.models import VQVAE, CLIPModel, DALLEPrior, DiffusionDecoder, DiffusionPrior
+    from t2i.models import (
+        VQVAE,
+        CLIPModel,
+        DALLEPrior,
+        DiffusionDecoder,
+        DiffusionPrior,
+        MaskGITPrior,
+    )
 
     torch.manual_seed(0)
     clip = CLIPModel(**tiny.CLIP)
@@ -70,6 +80,17 @@ def tiny_pipeline(text_encoder: str = "clip", unclip: bool = False, pixels: bool
                 norm_num_groups=4,
                 num_train_timesteps=100,
             ).eval()
+    if maskgit:  # built last: the other models' seeded weights stay as they were
+        stages["masked_prior"] = MaskGITPrior(
+            num_tokens=32,
+            grid_sizes=[4],
+            context_length=32,
+            text_encoder=text_encoder,
+            clip_width=32,
+            dim=32,
+            depth=1,
+            heads=2,
+        ).eval()
     pipe = TextToImagePipeline(
         clip=clip.eval(), image_tokenizer=tokenizer.eval(), prior=prior.eval(), **stages
     )
@@ -78,9 +99,10 @@ def tiny_pipeline(text_encoder: str = "clip", unclip: bool = False, pixels: bool
 
 
 def tiny_route(route: str = "dalle", **kw):
-    """`tiny_pipeline(**kw).route(route)`: the route's pipeline (DALLEPipeline or
-    UnCLIPPipeline; the unCLIP route builds the bundle with `unclip=True`)."""
+    """`tiny_pipeline(**kw).route(route)`: the route's pipeline (DALLEPipeline,
+    UnCLIPPipeline or MaskGITPipeline; the bundle gets the route's components)."""
     kw["unclip"] = kw.get("unclip", False) or route == "unclip"
+    kw["maskgit"] = kw.get("maskgit", False) or route == "maskgit"
     return tiny_pipeline(**kw).route(route)
 
 

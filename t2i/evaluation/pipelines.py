@@ -53,7 +53,18 @@ LDM_SETTINGS: dict[str, dict[str, Any]] = {  # the latent diffusion route, when 
     **{f"ldm_steps_{n}": dict(num_inference_steps=n) for n in (5, 10, 20, 50)},
     **{f"ldm_guidance_{g}": dict(guidance_scale=float(g)) for g in (2, 3, 5, 8)},
 }
-ROUTE_SETTINGS = {"dalle": PIPELINE_SETTINGS, "unclip": UNCLIP_SETTINGS, "ldm": LDM_SETTINGS}
+MASKGIT_SETTINGS: dict[str, dict[str, Any]] = {  # the masked route, when it is there
+    "maskgit_plain": dict(guidance_scale=1.0, temperature=1.0),
+    "maskgit_defaults": {},  # the recorded guidance, temperature and steps
+    "maskgit_defaults_rerank": dict(rerank=4),
+    **{f"maskgit_steps_{n}": dict(num_inference_steps=n) for n in (4, 8, 12, 16, 24)},
+}
+ROUTE_SETTINGS = {
+    "dalle": PIPELINE_SETTINGS,
+    "unclip": UNCLIP_SETTINGS,
+    "ldm": LDM_SETTINGS,
+    "maskgit": MASKGIT_SETTINGS,
+}
 
 
 def route_of(setting: str) -> str:

@@ -20,8 +20,9 @@ from t2i.models.diffusion_prior import DiffusionPrior
 from t2i.models.dvae import DiscreteVAE
 from t2i.models.gumbel import CategoricalVAE
 from t2i.models.latent_diffusion import LatentDenoiser
+from t2i.models.maskgit import MaskGITPrior
 from t2i.models.pixelcnn import HierarchicalPixelCNN, PixelCNN
-from t2i.models.prior import DALLEPrior
+from t2i.models.prior import CodeTransformer, DALLEPrior
 from t2i.models.tokenizer import ImageTokenizer
 from t2i.models.vae import VAE
 from t2i.models.vq import VQVAE, VQVAE2
@@ -38,6 +39,7 @@ MODELS: dict[str, type[T2IModel]] = {
     "pixelcnn_hierarchical": HierarchicalPixelCNN,
     "clip": CLIPModel,
     "dalle_prior": DALLEPrior,
+    "maskgit_prior": MaskGITPrior,  # masked parallel decoding (MaskGIT / Muse)
     "diffusion_prior": DiffusionPrior,
     "diffusion_decoder": DiffusionDecoder,
     "autoencoder_kl": KLAutoencoder,
@@ -51,6 +53,9 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "prior-tiny": ("dalle_prior", dict(dim=64, depth=2, heads=4)),
     "prior-small": ("dalle_prior", dict(dim=256, depth=6, heads=8)),
     "prior-base": ("dalle_prior", dict(dim=512, depth=12, heads=8)),
+    "maskgit-tiny": ("maskgit_prior", dict(dim=64, depth=2, heads=4)),
+    "maskgit-small": ("maskgit_prior", dict(dim=256, depth=6, heads=8)),
+    "maskgit-base": ("maskgit_prior", dict(dim=512, depth=12, heads=8)),
 }
 
 
@@ -169,6 +174,7 @@ def _kind_name(kind: type) -> str:
 __all__ = [
     "CLIPModel",
     "CVAE",
+    "CodeTransformer",
     "DALLEPrior",
     "DiffusionDecoder",
     "DiffusionPrior",
@@ -176,6 +182,7 @@ __all__ = [
     "LatentAutoencoder",
     "LatentDenoiser",
     "MODELS",
+    "MaskGITPrior",
     "PRESETS",
     "VAE",
     "VQVAE",

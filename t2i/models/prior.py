@@ -45,31 +45,11 @@ TEXT_ENCODERS = ("embed", "clip", "clip_image")
 Grids = Tensor | tuple[Tensor, ...]
 
 
-class DALLEPrior(T2IModel):
-    """An autoregressive transformer prior over caption tokens and image codes.
-
-    Args:
-        num_tokens: the image tokenizer's codebook size.
-        grid_sizes: the side of each level's code grid ([8] for an 8 x 8 tokenizer; [top,
-            bottom] for VQ-VAE-2).
-        context_length: caption length in tokens (the CLIP tokenizer's); for "clip_image",
-            the prefix vectors the image embedding is projected into.
-        text_encoder: "embed" (own embedding of the BPE ids, text tokens modelled), "clip"
-            (frozen CLIP token states as a prefix) or "clip_image" (a CLIP image embedding
-            as a prefix: the unCLIP decoder).
-        text_vocab_size: the BPE vocabulary ("embed").
-        clip_width: width of the CLIP token states ("clip").
-        embed_dim: size of the CLIP image embedding ("clip_image").
-        dim: transformer width.
-        depth: transformer blocks.
-        heads: attention heads.
-        mlp_ratio: MLP hidden width over dim.
-        dropout: dropout inside the blocks.
-        text_loss_weight: weight of the text cross-entropy ("embed").
-        image_loss_weight: weight of the image cross-entropy.
-        cond_drop_prob: chance that a training caption is replaced by the null prefix.
-        attention: "sdpa" (torch) or "xformers".
-    """
+class CodeTransformer(T2IModel):
+    """What the DALL-E prior and the masked prior share: a transformer over [caption prefix ;
+    image codes], the caption read as `text_encoder` says, a learned null prefix for
+    classifier-free guidance, learned 2-D positions of the codes, and the codes of every
+    level as one sequence. A subclass's constructor calls `build`."""
 
     @property
     def reads(self) -> frozenset[str]:
@@ -77,51 +57,31 @@ class DALLEPrior(T2IModel):
         caption = {"embed": "input_ids", "clip": "text_states", "clip_image": "image_embeds"}
         return frozenset({"image_tokens", caption[self.config.text_encoder]})
 
-    @register_to_config
-    def __init__(
-        self,
-        num_tokens: int = 512,
-        grid_sizes: Sequence[int] = (8,),
-        context_length: int = 32,
-        text_encoder: str = "clip",
-        text_vocab_size: int = VOCAB_SIZE,
-        clip_width: int = 128,
-        embed_dim: int = 128,
-        dim: int = 256,
-        depth: int = 6,
-        heads: int = 8,
-        mlp_ratio: float = 4.0,
-        dropout: float = 0.0,
-        text_loss_weight: float = 0.125,
-        image_loss_weight: float = 0.875,
-        cond_drop_prob: float = 0.1,
-        attention: str = "sdpa",
-    ) -> None:
-        super().__init__()
-        if text_encoder not in TEXT_ENCODERS:
-            raise ValueError(f"text_encoder={text_encoder!r}: use one of {TEXT_ENCODERS}")
-        if attention not in ATTENTION_BACKENDS:
-            raise ValueError(f"attention={attention!r}: use one of {ATTENTION_BACKENDS}")
-        if not 0.0 <= cond_drop_prob < 1.0:
-            raise ValueError(f"cond_drop_prob={cond_drop_prob} must be in [0, 1)")
-        self.grids = [int(g) for g in grid_sizes]
+    def build(self, num_embeddings: int, causal: bool) -> None:
+        """The layers, from the config: the caption's reading, the null prefix, the code
+        embedding (`num_embeddings` rows) with its positions, the transformer and the head."""
+        c = self.config
+        dim = c.dim
+        self.grids = [int(g) for g in c.grid_sizes]
         self.image_len = sum(g * g for g in self.grids)
-        if text_encoder == "embed":
-            self.text_embed = nn.Embedding(text_vocab_size, dim)
-        elif text_encoder == "clip":
-            self.text_proj = nn.Linear(clip_width, dim)
+        if c.text_encoder == "embed":
+            self.text_embed = nn.Embedding(c.text_vocab_size, dim)
+        elif c.text_encoder == "clip":
+            self.text_proj = nn.Linear(c.clip_width, dim)
         else:
-            self.embed_proj = nn.Linear(embed_dim, context_length * dim)
-        self.text_pos = nn.Parameter(0.02 * torch.randn(context_length, dim))
-        self.null_text = nn.Parameter(0.02 * torch.randn(context_length, dim))
-        self.image_embed = nn.Embedding(num_tokens, dim)
+            self.embed_proj = nn.Linear(c.embed_dim, c.context_length * dim)
+        self.text_pos = nn.Parameter(0.02 * torch.randn(c.context_length, dim))
+        self.null_text = nn.Parameter(0.02 * torch.randn(c.context_length, dim))
+        self.image_embed = nn.Embedding(num_embeddings, dim)
         rows, cols = _grid_positions(self.grids)
         self.register_buffer("row_index", rows, persistent=False)  # (N,)
         self.register_buffer("col_index", cols, persistent=False)  # (N,)
         self.image_rows = nn.Embedding(sum(self.grids), dim)
         self.image_cols = nn.Embedding(sum(self.grids), dim)
-        self.transformer = Transformer(dim, depth, heads, mlp_ratio, dropout, attention)
-        self.image_head = nn.Linear(dim, num_tokens)
+        self.transformer = Transformer(
+            dim, c.depth, c.heads, c.mlp_ratio, c.dropout, c.attention, causal=causal
+        )
+        self.image_head = nn.Linear(dim, c.num_tokens)
         self.apply(_init_weights)
 
     # ---- sequences -------------------------------------------------------------------------
@@ -198,6 +158,57 @@ class DALLEPrior(T2IModel):
             drop = torch.rand(prefix.shape[0], device=prefix.device) < p
         null = self.null_text.to(prefix.dtype).expand_as(prefix)
         return torch.where(drop[:, None, None], null, prefix), drop
+
+
+class DALLEPrior(CodeTransformer):
+    """An autoregressive transformer prior over caption tokens and image codes.
+
+    Args:
+        num_tokens: the image tokenizer's codebook size.
+        grid_sizes: the side of each level's code grid ([8] for an 8 x 8 tokenizer; [top,
+            bottom] for VQ-VAE-2).
+        context_length: caption length in tokens (the CLIP tokenizer's); for "clip_image",
+            the prefix vectors the image embedding is projected into.
+        text_encoder: "embed" (own embedding of the BPE ids, text tokens modelled), "clip"
+            (frozen CLIP token states as a prefix) or "clip_image" (a CLIP image embedding
+            as a prefix: the unCLIP decoder).
+        text_vocab_size: the BPE vocabulary ("embed").
+        clip_width: width of the CLIP token states ("clip").
+        embed_dim: size of the CLIP image embedding ("clip_image").
+        dim: transformer width.
+        depth: transformer blocks.
+        heads: attention heads.
+        mlp_ratio: MLP hidden width over dim.
+        dropout: dropout inside the blocks.
+        text_loss_weight: weight of the text cross-entropy ("embed").
+        image_loss_weight: weight of the image cross-entropy.
+        cond_drop_prob: chance that a training caption is replaced by the null prefix.
+        attention: "sdpa" (torch) or "xformers".
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        num_tokens: int = 512,
+        grid_sizes: Sequence[int] = (8,),
+        context_length: int = 32,
+        text_encoder: str = "clip",
+        text_vocab_size: int = VOCAB_SIZE,
+        clip_width: int = 128,
+        embed_dim: int = 128,
+        dim: int = 256,
+        depth: int = 6,
+        heads: int = 8,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        text_loss_weight: float = 0.125,
+        image_loss_weight: float = 0.875,
+        cond_drop_prob: float = 0.1,
+        attention: str = "sdpa",
+    ) -> None:
+        super().__init__()
+        check_config(text_encoder, attention, cond_drop_prob, TEXT_ENCODERS)
+        self.build(num_tokens, causal=True)
 
     def _hidden(self, prefix: Tensor, tokens: Tensor) -> Tensor:
         """Teacher-forced states: [prefix ; codes[:-1]] -> (B, L + N - 1, dim); position
@@ -346,6 +357,19 @@ class DALLEPrior(T2IModel):
             image_embeds=batch.get("image_embeds"),
         )
         return {"data": batch["image_tokens"], "samples": self.unflatten(samples)}
+
+
+def check_config(
+    text_encoder: str, attention: str, cond_drop_prob: float, encoders: tuple[str, ...]
+) -> None:
+    """A ValueError naming a text encoder, attention backend or caption-drop chance that a
+    code transformer cannot take."""
+    if text_encoder not in encoders:
+        raise ValueError(f"text_encoder={text_encoder!r}: use one of {encoders}")
+    if attention not in ATTENTION_BACKENDS:
+        raise ValueError(f"attention={attention!r}: use one of {ATTENTION_BACKENDS}")
+    if not 0.0 <= cond_drop_prob < 1.0:
+        raise ValueError(f"cond_drop_prob={cond_drop_prob} must be in [0, 1)")
 
 
 def _grid_positions(grids: list[int]) -> tuple[Tensor, Tensor]:

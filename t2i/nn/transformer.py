@@ -1,4 +1,5 @@
-"""A decoder-only transformer with a key/value cache, for the autoregressive priors.
+"""A transformer with a key/value cache: causal for the autoregressive priors, bidirectional
+(`causal=False`) for the masked prior.
 
 Vaswani et al. 2017 (attention), with the pre-norm blocks of GPT-2 (Radford et al. 2019):
 x + attn(ln(x)), then x + mlp(ln(x)). Attention runs through torch's
@@ -7,6 +8,8 @@ them), or xformers' `memory_efficient_attention` when asked for and installed.
 
 With a `KVCache`, a forward pass over the new positions only appends their keys and values
 and attends to everything cached: sampling a sequence costs one position's work per step.
+Without the causal mask every position attends to every other (MaskGIT's bidirectional
+transformer, Chang et al. 2022); a cache then has no use.
 """
 
 from __future__ import annotations
@@ -53,21 +56,22 @@ class KVCache:
 
 
 class SelfAttention(nn.Module):
-    """Causal multi-head self-attention.
+    """Multi-head self-attention, causal unless told.
 
     Args:
         dim: model width.
         heads: attention heads; must divide dim.
         backend: "sdpa" (torch) or "xformers".
+        causal: position i attends to positions <= i only (False: to all).
     """
 
-    def __init__(self, dim: int, heads: int, backend: str = "sdpa") -> None:
+    def __init__(self, dim: int, heads: int, backend: str = "sdpa", causal: bool = True) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"heads={heads} must divide dim={dim}")
         if backend not in ATTENTION_BACKENDS:
             raise ValueError(f"attention backend {backend!r}: use one of {ATTENTION_BACKENDS}")
-        self.heads, self.backend = heads, backend
+        self.heads, self.backend, self.causal = heads, backend, causal
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
@@ -77,7 +81,12 @@ class SelfAttention(nn.Module):
         past = 0 if cache is None else cache.length
         if cache is not None:
             k, v = cache.append(layer, k, v)  # (B, H, past + T, D)
-        y = _attend(q, k, v, past, self.backend)  # (B, H, T, D)
+        if not self.causal:
+            if cache is not None:
+                raise ValueError("a bidirectional attention has no use for a KV cache")
+            y = _attend_all(q, k, v, self.backend)
+        else:
+            y = _attend(q, k, v, past, self.backend)  # (B, H, T, D)
         return self.proj(y.transpose(1, 2).reshape(b, t, c))
 
 
@@ -94,8 +103,15 @@ def _attend(q: Tensor, k: Tensor, v: Tensor, past: int, backend: str) -> Tensor:
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
-def _attend_xformers(q: Tensor, k: Tensor, v: Tensor, past: int) -> Tensor:
-    """The same causal attention through xformers (its layout is (B, T, H, D))."""
+def _attend_all(q: Tensor, k: Tensor, v: Tensor, backend: str) -> Tensor:
+    """Bidirectional attention: every query sees every key."""
+    if backend == "xformers":
+        return _attend_xformers(q, k, v, past=0, causal=False)
+    return F.scaled_dot_product_attention(q, k, v)
+
+
+def _attend_xformers(q: Tensor, k: Tensor, v: Tensor, past: int, causal: bool = True) -> Tensor:
+    """The same attention through xformers (its layout is (B, T, H, D))."""
     try:
         import xformers.ops as xops
     except ImportError as err:
@@ -104,7 +120,7 @@ def _attend_xformers(q: Tensor, k: Tensor, v: Tensor, past: int) -> Tensor:
             "or use attention='sdpa'"
         ) from err
     bias = None
-    if q.shape[2] > 1:
+    if causal and q.shape[2] > 1:
         bias = xops.LowerTriangularFromBottomRightMask() if past else xops.LowerTriangularMask()
     out = xops.memory_efficient_attention(
         q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_bias=bias
@@ -121,6 +137,7 @@ class Block(nn.Module):
         mlp_ratio: hidden width of the MLP over dim.
         dropout: dropout after attention and MLP.
         backend: attention backend.
+        causal: causal attention (False: bidirectional).
     """
 
     def __init__(
@@ -130,10 +147,11 @@ class Block(nn.Module):
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
         backend: str = "sdpa",
+        causal: bool = True,
     ) -> None:
         super().__init__()
         self.ln1 = nn.LayerNorm(dim)
-        self.attn = SelfAttention(dim, heads, backend)
+        self.attn = SelfAttention(dim, heads, backend, causal)
         self.ln2 = nn.LayerNorm(dim)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
@@ -145,7 +163,7 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    """A stack of causal blocks and a final LayerNorm.
+    """A stack of blocks, causal unless told, and a final LayerNorm.
 
     Args:
         dim: model width.
@@ -154,6 +172,8 @@ class Transformer(nn.Module):
         mlp_ratio: MLP hidden width over dim.
         dropout: dropout inside the blocks.
         backend: "sdpa" or "xformers".
+        causal: causal attention (the autoregressive priors); False: bidirectional (the
+            masked prior).
     """
 
     def __init__(
@@ -164,11 +184,12 @@ class Transformer(nn.Module):
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
         backend: str = "sdpa",
+        causal: bool = True,
     ) -> None:
         super().__init__()
         self.heads = heads
         self.blocks = nn.ModuleList(
-            Block(dim, heads, mlp_ratio, dropout, backend) for _ in range(depth)
+            Block(dim, heads, mlp_ratio, dropout, backend, causal) for _ in range(depth)
         )
         self.ln_f = nn.LayerNorm(dim)
 

@@ -1,7 +1,7 @@
 """Pipelines: the routes from a prompt to images, one file per route, assembled from t2i's
 trained models: `DALLEPipeline` (dalle.py), `UnCLIPPipeline` (unclip.py),
-`LatentDiffusionPipeline` (ldm.py); the saved bundle of several routes' components,
-`TextToImagePipeline` (bundle.py); what they share (common.py)."""
+`LatentDiffusionPipeline` (ldm.py), `MaskGITPipeline` (maskgit.py); the saved bundle of
+several routes' components, `TextToImagePipeline` (bundle.py); what they share (common.py)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from t2i.pipelines.common import (
 )
 from t2i.pipelines.dalle import DALLEPipeline, DALLESampling
 from t2i.pipelines.ldm import LatentDiffusionPipeline, LDMSampling
+from t2i.pipelines.maskgit import MaskGITPipeline, MaskGITSampling
 from t2i.pipelines.unclip import UnCLIPPipeline, UnCLIPSampling
 
 DEFAULT_PIPELINE = Path(__file__).resolve().parent.parent / "assets" / "default"
@@ -41,8 +42,8 @@ def load_pipeline(
         path: a directory a pipeline's `save_pretrained` wrote (None: the default, trained
             on the shapes world by scripts/build_default.py).
         device: where to run it ("cpu", "cuda"; None: CUDA when present).
-        route: "dalle", "unclip" or "ldm", of a bundle (`TextToImagePipeline`); a saved route
-            pipeline must be of this route.
+        route: "dalle", "unclip", "ldm" or "maskgit", of a bundle (`TextToImagePipeline`); a
+            saved route pipeline must be of this route.
         torch_dtype: the weights' type (float32; bfloat16 or float16 halve the memory, on a
             GPU mostly; sampling keeps its logits and noise in float32).
     """
@@ -72,6 +73,8 @@ __all__ = [
     "DALLESampling",
     "LDMSampling",
     "LatentDiffusionPipeline",
+    "MaskGITPipeline",
+    "MaskGITSampling",
     "PipelineFormatError",
     "SamplingSettings",
     "T2IPipeline",

@@ -1,8 +1,9 @@
 """TextToImagePipeline: a saved bundle of every route's components, each loaded once.
 
 The shipped default and a fine-tuned pipeline are saved as a bundle: one CLIP and one image
-tokenizer, the DALL-E prior, and the unCLIP route's diffusion prior and decoder when it has
-them. `bundle.route("dalle")` / `bundle.route("unclip")` is that route's pipeline over the
+tokenizer, the DALL-E prior, and, when it has them, the unCLIP route's diffusion prior and
+decoder, the latent route's autoencoder, denoiser and scheduler, and the masked route's
+prior. `bundle.route("dalle")` / `bundle.route("maskgit")` is that route's pipeline over the
 same components (`from_pipe`: nothing loaded twice); `t2i.load_pipeline(path, route=...)`
 loads a bundle and returns the route.
 """
@@ -21,22 +22,26 @@ from t2i.models import (
     ImageTokenizer,
     LatentAutoencoder,
     LatentDenoiser,
+    MaskGITPrior,
 )
 from t2i.pipelines.common import T2IPipeline
 from t2i.pipelines.dalle import DALLEPipeline, DALLESampling, check_prior
 from t2i.pipelines.ldm import LatentDiffusionPipeline, LDMSampling, check_denoiser
+from t2i.pipelines.maskgit import MaskGITPipeline, MaskGITSampling, check_masked_prior
 from t2i.pipelines.unclip import UnCLIPPipeline, UnCLIPSampling, check_decoder
 
 ROUTES: dict[str, type[T2IPipeline]] = {
     "dalle": DALLEPipeline,
     "unclip": UnCLIPPipeline,
     "ldm": LatentDiffusionPipeline,
+    "maskgit": MaskGITPipeline,
 }
-NAMES = {"dalle": "DALL-E", "unclip": "unCLIP", "ldm": "latent diffusion"}
+NAMES = {"dalle": "DALL-E", "unclip": "unCLIP", "ldm": "latent diffusion", "maskgit": "masked"}
 NEEDS = {  # the optional components a route needs, beyond CLIP (and the DALL-E prior)
     "dalle": (),
     "unclip": ("diffusion_prior", "decoder"),
     "ldm": ("vae", "unet", "scheduler"),
+    "maskgit": ("masked_prior",),
 }
 
 
@@ -52,6 +57,7 @@ class TextToImagePipeline(T2IPipeline):
         vae: the latent diffusion route's autoencoder (with `unet` and `scheduler`).
         unet: its `LatentDenoiser`.
         scheduler: its diffusers scheduler.
+        masked_prior: the masked route's `MaskGITPrior` (over the tokenizer's codes).
     """
 
     _optional_components: ClassVar[list[str]] = [
@@ -60,8 +66,9 @@ class TextToImagePipeline(T2IPipeline):
         "vae",
         "unet",
         "scheduler",
+        "masked_prior",
     ]
-    settings_classes = (DALLESampling, UnCLIPSampling, LDMSampling)
+    settings_classes = (DALLESampling, UnCLIPSampling, LDMSampling, MaskGITSampling)
 
     def __init__(
         self,
@@ -73,6 +80,7 @@ class TextToImagePipeline(T2IPipeline):
         vae: LatentAutoencoder | None = None,
         unet: LatentDenoiser | None = None,
         scheduler: SchedulerMixin | None = None,
+        masked_prior: MaskGITPrior | None = None,
     ):
         super().__init__()
         optional = dict(
@@ -81,6 +89,7 @@ class TextToImagePipeline(T2IPipeline):
             vae=vae,
             unet=unet,
             scheduler=scheduler,
+            masked_prior=masked_prior,
         )
         for route, names in NEEDS.items():
             given = [n for n in names if optional[n] is not None]
@@ -95,6 +104,8 @@ class TextToImagePipeline(T2IPipeline):
             check_decoder(decoder)
         if unet is not None:
             check_denoiser(unet)
+        if masked_prior is not None:
+            check_masked_prior(masked_prior)
         self.register_modules(clip=clip, image_tokenizer=image_tokenizer, prior=prior, **optional)
         self._init_defaults()
 
@@ -107,7 +118,7 @@ class TextToImagePipeline(T2IPipeline):
         """The route's pipeline over this bundle's components (shared, not reloaded).
 
         Args:
-            name: "dalle" or "unclip".
+            name: "dalle", "unclip", "ldm" or "maskgit".
         """
         if name not in ROUTES:
             raise ValueError(f"route={name!r}: use one of {tuple(ROUTES)}")

@@ -41,6 +41,7 @@ PIPELINE_CLASSES = (  # saved by t2i
     "DALLEPipeline",
     "UnCLIPPipeline",
     "LatentDiffusionPipeline",
+    "MaskGITPipeline",
 )
 
 
@@ -272,6 +273,24 @@ class T2IPipeline(DiffusionPipeline):
 
     # ---- the stages routes share -----------------------------------------------------------
 
+    def start_call(
+        self,
+        prompt: str | Sequence[str],
+        n: int,
+        settings: SamplingSettings,
+        rerank: int | None,
+        generator: Any,
+        output_type: str,
+    ) -> tuple[Any, list[str], int, Any]:
+        """What every route's call does first: a recorded rerank (`rerank` not given) made at
+        least one candidate per image, the prompts as a list, the arguments checked, and the
+        generator checked; returns (settings, prompts, draws per prompt, generator)."""
+        if rerank is None and getattr(settings, "rerank", None):
+            settings = dataclasses.replace(settings, rerank=self.draws(n))
+        prompts = prompt_list(prompt)
+        draws = self.check_call(prompts, n, settings.rerank, output_type)
+        return settings, prompts, draws, self.check_generator(generator, prompts, draws, n)
+
     def check_call(self, prompts: list[str], n: int, rerank: int | None, output_type: str) -> int:
         """Validate a call's common arguments; return the candidates drawn per prompt."""
         if not prompts:
@@ -318,6 +337,33 @@ class T2IPipeline(DiffusionPipeline):
         if len(generator) == count:
             return list(generator)
         return [generator[p * n + j % n] for p in range(len(prompts)) for j in range(draws)]
+
+    def caption_condition(
+        self, reader: Any, prompts: list[str], draws: int, negatives: list[str] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The caption condition of a model over codes (`reader`: the DALL-E or the masked
+        prior) for every image: input_ids and, for one that reads CLIP's token states,
+        text_states (and negative_input_ids, negative_text_states for negative prompts, one
+        per prompt); each prompt repeated `draws` times."""
+        ids = self.clip.tokenize(prompts)
+        if negatives:
+            ids = torch.cat([ids, self.clip.tokenize(negatives, allow_empty=True)])
+        ids = ids.to(self.device)
+        if ids.shape[1] != reader.config.context_length:
+            raise ValueError(
+                f"CLIP tokenises to {ids.shape[1]} tokens; the prior reads "
+                f"{reader.config.context_length}"
+            )
+        encoded = {"input_ids": ids}
+        if "text_states" in reader.reads:
+            encoded["text_states"] = self.clip.text_features(ids).states
+        n = len(prompts)
+        cond = {}
+        for key, value in encoded.items():
+            cond[key] = value[:n].repeat_interleave(draws, dim=0)
+            if negatives:
+                cond["negative_" + key] = value[n:].repeat_interleave(draws, dim=0)
+        return cond
 
     def prime_codes(self, reader: Any, image: Any, rows: int, n: int) -> torch.Tensor | None:
         """The first `rows` rows of codes of `image` in the order `reader` (a model over the

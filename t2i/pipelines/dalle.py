@@ -9,7 +9,6 @@ keeps the best (reranking).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -23,7 +22,6 @@ from t2i.pipelines.common import (
     T2IPipeline,
     T2IPipelineOutput,
     negative_list,
-    prompt_list,
 )
 
 
@@ -122,11 +120,9 @@ class DALLEPipeline(T2IPipeline):
             top_p=top_p,
             rerank=rerank,
         )
-        if rerank is None and settings.rerank:  # the recorded one, at least one per image
-            settings = dataclasses.replace(settings, rerank=self.draws(num_images_per_prompt))
-        prompts = prompt_list(prompt)
-        draws = self.check_call(prompts, num_images_per_prompt, settings.rerank, output_type)
-        generator = self.check_generator(generator, prompts, draws, num_images_per_prompt)
+        settings, prompts, draws, generator = self.start_call(
+            prompt, num_images_per_prompt, settings, rerank, generator, output_type
+        )
         prime = self.prime_codes(self.prior, image, num_prime_rows, len(prompts) * draws)
         # 1. the caption (and the negative prompt), as the prior reads it
         cond = self.encode_prompt(prompts, draws, negative_list(negative_prompt, prompts))
@@ -143,28 +139,8 @@ class DALLEPipeline(T2IPipeline):
     def encode_prompt(
         self, prompts: list[str], draws: int, negatives: list[str] | None = None
     ) -> dict[str, torch.Tensor]:
-        """The prior's condition for every image: input_ids and, for a prior that reads
-        CLIP's token states, text_states (and negative_input_ids, negative_text_states for
-        negative prompts, one per prompt); each prompt repeated `draws` times."""
-        ids = self.clip.tokenize(prompts)
-        if negatives:
-            ids = torch.cat([ids, self.clip.tokenize(negatives, allow_empty=True)])
-        ids = ids.to(self.device)
-        if ids.shape[1] != self.prior.config.context_length:
-            raise ValueError(
-                f"CLIP tokenises to {ids.shape[1]} tokens; the prior reads "
-                f"{self.prior.config.context_length}"
-            )
-        encoded = {"input_ids": ids}
-        if "text_states" in self.prior.reads:
-            encoded["text_states"] = self.clip.text_features(ids).states
-        n = len(prompts)
-        cond = {}
-        for key, value in encoded.items():
-            cond[key] = value[:n].repeat_interleave(draws, dim=0)
-            if negatives:
-                cond["negative_" + key] = value[n:].repeat_interleave(draws, dim=0)
-        return cond
+        """The prior's condition for every image (`caption_condition`)."""
+        return self.caption_condition(self.prior, prompts, draws, negatives)
 
 
 def check_prior(prior: DALLEPrior) -> None:

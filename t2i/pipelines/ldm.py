@@ -27,7 +27,6 @@ from t2i.pipelines.common import (
     T2IPipelineOutput,
     image_tensor,
     negative_list,
-    prompt_list,
 )
 
 
@@ -136,9 +135,9 @@ class LatentDiffusionPipeline(T2IPipeline):
         sampler = settings.sampler or self.sampler_name()
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler={sampler!r}: use one of {tuple(SAMPLERS)}")
-        prompts = prompt_list(prompt)
-        draws = self.check_call(prompts, num_images_per_prompt, settings.rerank, output_type)
-        generator = self.check_generator(generator, prompts, draws, num_images_per_prompt)
+        settings, prompts, draws, generator = self.start_call(
+            prompt, num_images_per_prompt, settings, rerank, generator, output_type
+        )
         # 1. the captions' CLIP states, and the unconditional branch's
         cond, uncond = self.encode_prompt(prompts, negative_prompt, draws)
         # 2. image-to-image: the init image's latents

@@ -27,7 +27,6 @@ from t2i.pipelines.common import (
     T2IPipelineOutput,
     image_tensor,
     negative_list,
-    prompt_list,
 )
 
 
@@ -175,9 +174,9 @@ class UnCLIPPipeline(T2IPipeline):
             top_p=top_p,
             rerank=rerank,
         )
-        prompts = prompt_list(prompt)
-        draws = self.check_call(prompts, num_images_per_prompt, settings.rerank, output_type)
-        generator = self.check_generator(generator, prompts, draws, num_images_per_prompt)
+        settings, prompts, draws, generator = self.start_call(
+            prompt, num_images_per_prompt, settings, rerank, generator, output_type
+        )
         negatives = negative_list(negative_prompt, prompts)
         prime = None
         if image is not None or num_prime_rows:

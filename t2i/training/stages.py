@@ -16,6 +16,7 @@ COMPONENTS = (  # in training order
     "decoder",
     "vae",  # the latent diffusion route's autoencoder
     "unet",  # ... and its denoiser
+    "masked_prior",  # the masked route's prior
 )
 PREPARED_BY = {  # data key -> the component whose model it names
     "tokenizer": "image_tokenizer",

@@ -125,6 +125,31 @@ def test_finetune_the_unclip_stages_keeps_the_route_and_the_sampling_defaults(fo
     assert images.shape[1:] == (3, 16, 16)
 
 
+def test_finetune_the_masked_prior_keeps_the_other_routes_and_its_settings(folder, tmp_path):
+    source, out = tmp_path / "source", tmp_path / "tuned"
+    pipe = tiny_pipeline(maskgit=True)
+    pipe.sampling_defaults.update(maskgit_num_inference_steps=6, guidance_scale=2.0)
+    pipe.save_pretrained(source)
+    argv = [
+        "configs/custom/finetune.yaml",
+        f"data.path={folder}",
+        f"init_from={source}",
+        f"output_dir={out}",
+        "model.stages=[masked_prior]",
+        "max_steps=3",
+        *TINY,
+    ]
+    assert train.main(argv) == 0
+    for name, trained in [("prior", False), ("clip", False), ("masked_prior", True)]:
+        before, after = weights(source / name), weights(out / name)
+        assert any(not torch.equal(before[k], after[k]) for k in before) == trained, name
+    tuned = load_pipeline(out, device="cpu", route="maskgit")
+    assert tuned.sampling_defaults["maskgit_num_inference_steps"] == 6
+    tuned.set_progress_bar_config(disable=True)
+    out = tuned("a red circle", 2, output_type="pt")
+    assert out.images.shape == (2, 3, 16, 16) and out.settings.num_inference_steps == 6
+
+
 def test_finetune_the_latent_diffusion_stages_retrains_the_denoiser_on_the_new_latents(
     folder, tmp_path
 ):

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -116,7 +117,7 @@ print(main(sys.argv[1:]), "torch" in sys.modules)
 """
 
 
-@pytest.mark.parametrize("case", ["file", "under_a_file", "unwritable"])
+@pytest.mark.parametrize("case", ["file", "under_a_file", "unwritable", "uncreatable"])
 def test_a_bad_out_is_refused_before_torch_is_imported(case, tmp_path):
     taken = tmp_path / "taken"
     taken.write_text("mine")
@@ -130,6 +131,10 @@ def test_a_bad_out_is_refused_before_torch_is_imported(case, tmp_path):
         locked.mkdir()
         locked.chmod(0o500)
         out, says = locked / "out", "cannot be written"
+    elif case == "uncreatable":  # a folder no one can make, root included
+        if not Path("/proc/self").is_dir():
+            pytest.skip("no /proc here, where mkdir fails for every user")
+        out, says = Path("/proc/t2i-out"), "cannot be created"
     argv = [sys.executable, "-c", REFUSE, "a red circle", "--out", str(out)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["2", "False"]

@@ -36,7 +36,7 @@ TINY = [  # every stage at a size that trains in a second
     "clip.model.text_heads=2",
     *(
         f"{s}.model.{k}"
-        for s in ("prior", "diffusion_prior", "decoder")
+        for s in ("prior", "diffusion_prior", "decoder", "maskgit")
         for k in ("dim=32", "depth=1", "heads=2")
     ),
     "autoencoder_kl.model.norm_num_groups=4",
@@ -81,7 +81,7 @@ def built(tmp_path_factory):
 
 def test_the_recipe_writes_a_pipeline_of_every_route_at_the_asked_size(built):
     data, out, _ = built
-    for route in ("dalle", "unclip", "ldm"):
+    for route in ("dalle", "unclip", "ldm", "maskgit"):
         pipe = load_pipeline(out, device="cpu", route=route)
         pipe.set_progress_bar_config(disable=True)
         kw = {"num_inference_steps": 2} if route != "dalle" else {}
@@ -105,6 +105,7 @@ def test_the_build_report_has_every_stage_capped_with_a_validation_loss(built):
         "decoder",
         "autoencoder_kl",
         "ldm",
+        "maskgit",
     ]
     for name, row in report.items():
         assert row["steps"] == 3, name  # max_steps=3 capped the stage's 1,500+

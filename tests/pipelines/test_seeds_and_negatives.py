@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import gen, tiny_pipeline
 
-ROUTES = ("dalle", "unclip", "unclip_pixels", "ldm")
+ROUTES = ("dalle", "unclip", "unclip_pixels", "ldm", "maskgit")
 
 
 @pytest.fixture(scope="module", params=ROUTES)
@@ -21,6 +21,8 @@ def route(request):
         return name, ldm_tiny.pipeline(), dict(num_inference_steps=3)
     if name == "dalle":
         return name, tiny_pipeline().route("dalle"), {}
+    if name == "maskgit":
+        return name, tiny_pipeline(maskgit=True).route("maskgit"), dict(num_inference_steps=3)
     pixels = name == "unclip_pixels"
     pipe = tiny_pipeline(unclip=True, pixels=pixels).route("unclip")
     return name, pipe, dict(num_inference_steps=3)
@@ -70,7 +72,7 @@ def test_with_reranking_each_candidate_has_its_generator(route):
     assert torch.equal(kept, spelled)
 
 
-GUIDANCE = {"dalle": "guidance_scale", "ldm": "guidance_scale"}
+GUIDANCE = {"dalle": "guidance_scale", "ldm": "guidance_scale", "maskgit": "guidance_scale"}
 
 
 def test_a_negative_prompt_is_the_unconditional_branch_of_guidance(route):
@@ -83,7 +85,7 @@ def test_a_negative_prompt_is_the_unconditional_branch_of_guidance(route):
     # negative = the prompt itself: u + s (c - u) = c, the conditional model alone
     same = draw(pipe, prompts, seeds, 2, **{key: 4.0}, negative_prompt=prompts, **kw)
     unguided = draw(pipe, prompts, seeds, 2, **{key: 1.0}, **kw)
-    if name == "dalle":  # codes: the same draws
+    if name in ("dalle", "maskgit"):  # codes: the same draws
         assert torch.equal(same, unguided)
     else:  # continuous: the same up to float rounding of a batch twice the size
         assert (same.int() - unguided.int()).abs().max() <= 1

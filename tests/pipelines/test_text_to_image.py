@@ -181,6 +181,12 @@ def test_a_call_without_settings_uses_the_sampling_defaults_the_pipeline_records
     library.update(decoder_guidance_scale=3.0, decoder_temperature=1.0)  # unCLIP's decoder
     library.update(num_inference_steps=25, prior_candidates=1)  # the diffusion prior's
     library.update(ldm_guidance_scale=5.0, ldm_num_inference_steps=20, ldm_sampler=None)
+    library.update(  # the masked route's
+        maskgit_guidance_scale=3.0,
+        maskgit_temperature=1.0,
+        maskgit_num_inference_steps=12,
+        maskgit_rerank=None,
+    )
     assert bundle.sampling_defaults == library
     bundle.sampling_defaults.update(guidance_scale=1.5, temperature=0.5)
     recorded = {**library, "guidance_scale": 1.5, "temperature": 0.5}
