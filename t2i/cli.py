@@ -8,6 +8,7 @@ import argparse
 import math
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -56,6 +57,56 @@ def fraction(open_below: bool) -> Callable[[str], float]:
         return value
 
     return parse
+
+
+def shapes_parser() -> argparse.ArgumentParser:
+    """`python -m t2i.data.shapes`'s arguments (here, so that they are checked before torch
+    loads)."""
+    parser = OneLineParser(prog="python -m t2i.data.shapes")
+    sub = parser.add_subparsers(dest="command", required=True)
+    ex = sub.add_parser("export", help="write an image folder with metadata.jsonl")
+    ex.add_argument("dir", help="the folder to write (new or empty)")
+    ex.add_argument("--n", type=at_least(1), required=True, help="images to write")
+    ex.add_argument("--seed", type=int, default=0, help="the world's seed (default 0)")
+    ex.add_argument(
+        "--size", type=at_least(16), default=32, help="image side in pixels (default 32)"
+    )
+    ex.add_argument(
+        "--num-objects",
+        type=int,
+        choices=[1, 2],
+        default=None,
+        help="objects per image (default: a mix of one and two)",
+    )
+    ex.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier export in the folder"
+    )
+    return parser
+
+
+def check_export_dir(out: Path, overwrite: bool) -> bool:
+    """Whether `out` holds an earlier shapes export to clear first; a ValueError when it is a
+    file, holds one without `overwrite`, or holds files that no export wrote."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: is a file; give a folder to export into")
+    if not out.is_dir() or not any(out.iterdir()):
+        return False
+    if not (out / "metadata.jsonl").is_file():
+        raise ValueError(f"{out}: holds files that are not a shapes export; choose a new folder")
+    if not overwrite:
+        raise ValueError(f"{out}: holds an earlier export; choose a new folder or pass --overwrite")
+    return True
+
+
+def precheck_shapes(argv: list[str]) -> None:
+    """Refuse a bad `python -m t2i.data.shapes` command line, or an export folder it may not
+    write, in a one-line error (exit 2) before the heavy imports."""
+    args = shapes_parser().parse_args(argv)
+    try:
+        check_export_dir(Path(args.dir), args.overwrite)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 def train_parser(description: str | None = None) -> argparse.ArgumentParser:

@@ -21,13 +21,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-from PIL import Image
-from torch.utils.data import Dataset
-from tqdm.auto import tqdm
+if __name__ == "__main__":  # a bad command line is refused before the heavy imports below
+    from t2i.cli import precheck_shapes
 
-from t2i.cli import OneLineParser, at_least
+    precheck_shapes(sys.argv[1:])
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from torch.utils.data import Dataset  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from t2i.cli import check_export_dir, shapes_parser  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -389,10 +394,8 @@ def export(
     out = Path(out)
     if n < 1:
         raise ValueError(f"--n {n}: must be at least 1")
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"{out}: is a file; give a folder to export into")
-    if out.is_dir() and any(out.iterdir()):
-        clear_export(out, overwrite)
+    if check_export_dir(out, overwrite):
+        clear_export(out)
     out.mkdir(parents=True, exist_ok=True)
     width = max(5, len(str(n - 1)))
     with (out / "metadata.jsonl").open("w") as meta:
@@ -406,14 +409,10 @@ def export(
     return out
 
 
-def clear_export(out: Path, overwrite: bool) -> None:
-    """Remove an earlier export from `out` when told to; a ValueError otherwise, or when `out`
-    holds files that no export wrote."""
+def clear_export(out: Path) -> None:
+    """Remove an earlier export from `out`; a ValueError when `out` also holds files that the
+    export did not write (they are left, and nothing is removed)."""
     meta = out / "metadata.jsonl"
-    if not meta.is_file():
-        raise ValueError(f"{out}: holds files that are not a shapes export; choose a new folder")
-    if not overwrite:
-        raise ValueError(f"{out}: holds an earlier export; choose a new folder or pass --overwrite")
     listed = {json.loads(line)["file_name"] for line in meta.read_text().splitlines() if line}
     others = [p.name for p in out.iterdir() if p.name not in listed | {"metadata.jsonl"}]
     if others:
@@ -429,25 +428,7 @@ def clear_export(out: Path, overwrite: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     """`python -m t2i.data.shapes export DIR --n N [--seed S] [--size 32] [--num-objects K]`;
     bad input is a one-line error and exit status 2."""
-    parser = OneLineParser(prog="python -m t2i.data.shapes")
-    sub = parser.add_subparsers(dest="command", required=True)
-    ex = sub.add_parser("export", help="write an image folder with metadata.jsonl")
-    ex.add_argument("dir", help="the folder to write (new or empty)")
-    ex.add_argument("--n", type=at_least(1), required=True, help="images to write")
-    ex.add_argument("--seed", type=int, default=0, help="the world's seed (default 0)")
-    ex.add_argument(
-        "--size", type=at_least(16), default=32, help="image side in pixels (default 32)"
-    )
-    ex.add_argument(
-        "--num-objects",
-        type=int,
-        choices=[1, 2],
-        default=None,
-        help="objects per image (default: a mix of one and two)",
-    )
-    ex.add_argument(
-        "--overwrite", action="store_true", help="replace an earlier export in the folder"
-    )
+    parser = shapes_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:

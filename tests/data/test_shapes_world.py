@@ -201,6 +201,31 @@ def test_bad_export_input_is_a_one_line_error_that_writes_nothing(argv, says, tm
     assert not new.exists() and file.read_text() == ""
 
 
+# run apart: the command line under runpy, then whether torch was imported when it refused
+REFUSE = """import runpy, sys
+sys.argv = ["t2i.data.shapes", *sys.argv[1:]]
+try:
+    runpy.run_module("t2i.data.shapes", run_name="__main__")
+except SystemExit as exit_:
+    print(exit_.code, "torch" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("case", ["n0", "file", "used"])
+def test_a_bad_export_is_refused_before_torch_is_imported(case, tmp_path):
+    out = tmp_path / "out"
+    argv = ["export", str(out), "--n", "0" if case == "n0" else "2"]
+    if case == "file":
+        out.write_text("mine")
+    if case == "used":
+        shapes.export(out, n=2)
+    done = subprocess.run(
+        [sys.executable, "-c", REFUSE, *argv], capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.split() == ["2", "False"], done.stderr
+    assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1
+
+
 def test_the_export_command_prints_no_runpy_warning(tmp_path):
     argv = [sys.executable, "-m", "t2i.data.shapes", "export", str(tmp_path / "o"), "--n", "2"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
