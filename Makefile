@@ -62,6 +62,7 @@ data-emoji: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) scripts/bench.py --out docs/BENCHMARKS.md
+	$(PY) scripts/bench_maskgit.py --out docs/BENCHMARKS.md
 
 clean:
 	rm -rf runs outputs .pytest_cache

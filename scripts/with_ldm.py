@@ -25,6 +25,42 @@ from t2i.models import LatentAutoencoder, LatentDenoiser, load_model
 from t2i.pipelines import TextToImagePipeline
 
 
+def parse_sets(items: list[str]) -> dict:
+    """--set NAME=VALUE items as recorded sampling defaults (JSON values)."""
+    sampling = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r}: expected NAME=VALUE")
+        sampling[name] = json.loads(value)
+    return sampling
+
+
+def check_paths(base: Path, out: Path) -> None:
+    """A ValueError when out exists (nothing is overwritten) or base is no saved bundle."""
+    if out.exists():
+        raise ValueError(f"{out} exists; choose another out")
+    if not (base / "model_index.json").is_file():
+        raise ValueError(f"{base}: no model_index.json; give a saved bundle")
+
+
+def save_with(
+    base: Path, out: Path, parts: dict, sampling: dict, configs: dict[str, Path]
+) -> TextToImagePipeline:
+    """The bundle at `base` (float16) with `parts` replacing or adding components, its
+    recorded settings updated with `sampling`, saved to `out` with each component's
+    config.yaml (how it trained: the base's, or `configs`) beside it."""
+    bundle = TextToImagePipeline.from_pretrained(base, torch_dtype=torch.float16)
+    kept = {n: c for n, c in bundle.components.items() if c is not None and n not in parts}
+    pipe = TextToImagePipeline(**kept, **parts)
+    pipe.sampling_defaults.update({**bundle.sampling_defaults, **sampling})
+    pipe.save_pretrained(out)
+    for name, path in {**{n: base / n / "config.yaml" for n in kept}, **configs}.items():
+        if path.is_file():
+            shutil.copy(path, out / name / "config.yaml")
+    return pipe
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("bundle", help="a saved bundle (model_index.json)")
@@ -42,16 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     base, out = Path(args.bundle), Path(args.out)
     try:
-        if out.exists():
-            raise ValueError(f"{out} exists; choose another out")
-        if not (base / "model_index.json").is_file():
-            raise ValueError(f"{base}: no model_index.json; give a saved bundle")
-        sampling = {}
-        for item in args.set:
-            name, sep, value = item.partition("=")
-            if not sep:
-                raise ValueError(f"--set {item!r}: expected NAME=VALUE")
-            sampling[name] = json.loads(value)
+        check_paths(base, out)
+        sampling = parse_sets(args.set)
         fp16 = torch.float16
         vae = load_model(args.vae, fp16, kind=LatentAutoencoder).eval()
         unet = load_model(args.unet, fp16, kind=LatentDenoiser).eval()
@@ -64,19 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, json.JSONDecodeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    bundle = TextToImagePipeline.from_pretrained(base, torch_dtype=fp16)
-    route = ("vae", "unet", "scheduler")
-    kept = {n: c for n, c in bundle.components.items() if c is not None and n not in route}
     scheduler = DPMSolverMultistepScheduler.from_config(unet.scheduler.config)
-    pipe = TextToImagePipeline(**kept, vae=vae, unet=unet, scheduler=scheduler)
-    pipe.sampling_defaults.update({**bundle.sampling_defaults, **sampling})
-    pipe.save_pretrained(out)
-    configs = {n: base / n / "config.yaml" for n in kept}
-    configs["vae"] = Path(args.vae) / "config.yaml"
-    configs["unet"] = Path(args.unet_config or Path(args.unet) / "config.yaml")
-    for name, path in configs.items():
-        if path.is_file():
-            shutil.copy(path, out / name / "config.yaml")
+    configs = {
+        "vae": Path(args.vae) / "config.yaml",
+        "unet": Path(args.unet_config or Path(args.unet) / "config.yaml"),
+    }
+    parts = dict(vae=vae, unet=unet, scheduler=scheduler)
+    pipe = save_with(base, out, parts, sampling, configs)
     print(
         f"{out}: {type(vae).__name__} + {unet.config.backbone} denoiser; {pipe.sampling_defaults}"
     )
