@@ -48,6 +48,7 @@ TINY: dict[str, dict] = {  # model.type (and a DALL-E prior's text_encoder) -> t
         depth=1,
         heads=2,
     ),
+    "maskgit_prior": dict(num_tokens=32, grid_sizes=[4], clip_width=32, dim=32, depth=1, heads=2),
     "diffusion_prior": dict(embed_dim=16, clip_width=32, dim=32, depth=1, heads=2),
     "autoencoder_kl": ldm_tiny.AUTOENCODER,
     "latent_diffusion": ldm_tiny.DENOISER,
@@ -118,6 +119,7 @@ def test_evaluate_scores_a_run_of_every_shipped_config(config, readers, tmp_path
         "pixelcnn",
         "dalle_prior/clip",
         "dalle_prior/clip_image",
+        "maskgit_prior",
         "diffusion_decoder",
         "latent_diffusion",
     }

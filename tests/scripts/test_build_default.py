@@ -34,6 +34,7 @@ SETS = [
     *(f"vqvae.{s}" for s in tiny.VQ_ARGS),
     *(f"clip.{s}" for s in tiny.CLIP_ARGS),
     *(f"prior.{s}" for s in PRIOR),  # the fine-tuned stages take their shapes from these
+    *(f"maskgit.{s}" for s in PRIOR),
     *(f"diffusion_prior.{s}" for s in [*UNCLIP, "model.clip_width=32"]),
     *(f"decoder.{s}" for s in [*UNCLIP, "model.num_tokens=32"]),
     *(
