@@ -15,9 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     cmd = sub.add_parser("inspect", help="count, image sizes, caption lengths, bad files")
     cmd.add_argument("path", help="an image folder, a .csv/.tsv/.parquet file, a datasets folder")
-    cmd.add_argument(
-        "--caption-column", help="the captions' column of a table or datasets folder"
-    )
+    cmd.add_argument("--caption-column", help="the captions' column of a table or datasets folder")
     cmd.add_argument("--image-column", help="the images' column of a table or datasets folder")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")

@@ -12,7 +12,6 @@ caption did not say it.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -417,8 +416,7 @@ def clear_export(out: Path) -> None:
     others = [p.name for p in out.iterdir() if p.name not in listed | {"metadata.jsonl"}]
     if others:
         raise ValueError(
-            f"{out}: holds {others[0]}, which the earlier export did not write; choose a new "
-            "folder"
+            f"{out}: holds {others[0]}, which the earlier export did not write; choose a new folder"
         )
     for name in listed:
         (out / name).unlink(missing_ok=True)
