@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test test-slow test-browser lint format demo demo-web demo-train bench data-emoji clean
+.PHONY: install test test-slow test-browser lint format demo demo-web demo-train bench bench-peers data-emoji clean
 
 install: $(STAMP)
 
@@ -62,7 +62,14 @@ data-emoji: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) scripts/bench.py --out docs/BENCHMARKS.md
-	$(PY) scripts/bench_maskgit.py --out docs/BENCHMARKS.md
+
+# t2i's DALL-E prior against DALLE-pytorch 1.6.6 at matched sizes, interleaved in one process.
+# The peer goes into .cache/peers (git-ignored), never into the project's environment.
+bench-peers: $(STAMP)
+	$(PY) -m pip install --quiet --no-deps --target .cache/peers dalle-pytorch==1.6.6 \
+		axial-positional-embedding rotary-embedding-torch g-mlp-pytorch
+	$(PY) scripts/bench_peers.py --peers .cache/peers --out docs/BENCHMARKS.md
+	$(PY) scripts/bench_maskgit.py --out docs/BENCHMARKS.md  # and diffusers' UVit2DModel
 
 clean:
 	rm -rf runs outputs .pytest_cache

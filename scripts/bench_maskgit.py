@@ -1,6 +1,6 @@
 """Masked parallel decoding against the KV-cached autoregressive prior, side by side.
 
-`python scripts/bench_maskgit.py --out docs/BENCHMARKS.md` (part of `make bench`). Two tables,
+`python scripts/bench_maskgit.py --out docs/BENCHMARKS.md` (part of `make bench-peers`). Two tables,
 each timed interleaved (A, B, A, B, ...) in one process so that the machine's noise falls on
 both sides of a ratio alike:
 - a saved pipeline with both routes (--model, default the shipped one when it has the masked
@@ -9,7 +9,11 @@ both sides of a ratio alike:
 - random weights at the shipped size (dim 256, depth 6, codebook 512) and the GPU presets'
   (dim 512, depth 12, codebook 1024) on 8 x 8, 16 x 16 and 32 x 32 code grids: 4 images for
   one caption of 32 CLIP token states, guidance 3 (a batch of 8 rows), the autoregressive
-  prior with its KV cache (one code a step), the masked prior in 12 steps.
+  prior with its KV cache (one code a step), the masked prior in 12 steps (32 x 32: one
+  run each, no warm-up);
+- the masked prior against diffusers' parts for the same job, aMUSEd's `UVit2DModel` (the
+  caption by cross-attention) with `AmusedScheduler`, at matched width, depth, heads and
+  steps: sampling, and a training step.
 The masked prior runs N full passes over the sequence where the cached prior runs, in all,
 about one: it wins where a step's fixed cost dominates (small grids, a GPU), not where the
 FLOPs do (large grids on a CPU). The FLOPs per image are in the table.
@@ -25,15 +29,17 @@ import time
 from datetime import date
 
 import torch
+import torch.nn.functional as F
 
 from t2i.models import DALLEPrior, MaskGITPrior
 
 PROMPT = "a red circle above a blue square"
 
 
-def interleaved(fns: dict[str, object], repeats: int) -> dict[str, float]:
-    """Median seconds of each function, run in turn `repeats` times after one warm-up each."""
-    for fn in fns.values():
+def interleaved(fns: dict[str, object], repeats: int, warm: bool = True) -> dict[str, float]:
+    """Median seconds of each function, run in turn `repeats` times after one warm-up each
+    (none when not `warm`: for runs of a minute, whose first-call costs are noise)."""
+    for fn in fns.values() if warm else ():
         fn()
     times = {name: [] for name in fns}
     for _ in range(repeats):
@@ -103,7 +109,9 @@ def random_rows(repeats: int) -> list[str]:
                     generator=torch.Generator().manual_seed(0),
                 ),
             }
-            seconds = interleaved(fns, repeats if grid < 32 else 1)
+            seconds = (
+                interleaved(fns, repeats, warm=True) if grid < 32 else interleaved(fns, 1, False)
+            )
             flops = {k: gflop_per_image(m, grid) for k, m in (("ar", ar), ("mg", mg))}
             rows.append(
                 f"| {label} | {grid} x {grid} | {grid * grid} | {seconds['ar']:.2f} | "
@@ -112,6 +120,94 @@ def random_rows(repeats: int) -> list[str]:
             )
             print(rows[-1], flush=True)
     return rows
+
+
+def uvit_rows(repeats: int) -> list[str]:
+    """t2i's masked prior against diffusers' parts for the same job (aMUSEd's
+    `UVit2DModel`, the caption by cross-attention, and `AmusedScheduler`), at matched width,
+    depth, heads and steps: sampling 4 images in 12 guided steps, and a training step."""
+    from diffusers import AmusedScheduler, UVit2DModel
+
+    torch.manual_seed(0)
+    uvit = UVit2DModel(  # width 256, 6 layers of 8 heads over an 8 x 8 grid of 512 codes
+        hidden_size=256,
+        num_hidden_layers=6,
+        num_attention_heads=8,
+        intermediate_size=1024,
+        block_out_channels=256,
+        in_channels=256,
+        num_res_blocks=1,
+        block_num_heads=8,
+        vocab_size=513,
+        codebook_size=512,
+        encoder_hidden_size=128,
+        cond_embed_dim=128,
+        micro_cond_encode_dim=64,
+        micro_cond_embed_dim=320,
+        sample_size=8,
+    )
+    ours = MaskGITPrior(num_tokens=512, grid_sizes=[8], dim=256, depth=6, heads=8, clip_width=128)
+    states = torch.randn(4, 32, 128)
+
+    def uvit_sample() -> torch.Tensor:
+        generator = torch.Generator().manual_seed(0)
+        scheduler = AmusedScheduler(mask_token_id=512)
+        scheduler.set_timesteps(12, temperature=(2.0, 0.0))
+        codes = torch.full((4, 8, 8), 512)
+        text = torch.cat([states, torch.zeros_like(states)])  # caption, then the null one
+        pooled, micro = text.mean(1), torch.zeros(8, 5)
+        with torch.no_grad():
+            for t in scheduler.timesteps:
+                logits = uvit(torch.cat([codes, codes]), text, pooled, micro).float()
+                cond, uncond = logits.chunk(2)
+                logits = uncond + 3.0 * (cond - uncond)
+                codes = scheduler.step(logits, t, codes, generator=generator).prev_sample
+        return codes
+
+    def ours_sample() -> torch.Tensor:
+        generator = torch.Generator().manual_seed(0)
+        return ours.sample(None, states, num_steps=12, guidance_scale=3.0, generator=generator)
+
+    batch = {
+        "image_tokens": torch.randint(0, 512, (16, 8, 8)),
+        "text_states": torch.randn(16, 32, 128),
+    }
+    opts = {m: torch.optim.AdamW(m.parameters(), lr=1e-4) for m in (uvit, ours)}
+
+    def uvit_step() -> None:
+        codes, masked = ours.mask_codes(batch["image_tokens"].flatten(1))
+        text = batch["text_states"]
+        logits = uvit(codes.view(16, 8, 8), text, text.mean(1), torch.zeros(16, 5))
+        logits = logits.flatten(2).transpose(1, 2)  # (B, 64, 512)
+        loss = F.cross_entropy(logits[masked], batch["image_tokens"].flatten(1)[masked])
+        loss.backward()
+        opts[uvit].step()
+        opts[uvit].zero_grad(set_to_none=True)
+
+    def ours_step() -> None:
+        ours.training_losses(batch)["loss"].backward()
+        opts[ours].step()
+        opts[ours].zero_grad(set_to_none=True)
+
+    uvit.eval(), ours.eval()
+    sampled = interleaved({"uvit": uvit_sample, "ours": ours_sample}, repeats)
+    uvit.train(), ours.train()
+    stepped = interleaved({"uvit": uvit_step, "ours": ours_step}, repeats)
+    params = {
+        k: sum(p.numel() for p in m.parameters()) / 1e6 for k, m in (("uvit", uvit), ("ours", ours))
+    }
+    return [
+        f"Parameters: diffusers `UVit2DModel` {params['uvit']:.1f} M (its conv blocks, "
+        f"cross-attention and GEGLU feed-forward included), t2i `MaskGITPrior` "
+        f"{params['ours']:.1f} M.",
+        "",
+        "| what | diffusers UVit2DModel + AmusedScheduler s | t2i MaskGITPrior s | t2i speed-up |",
+        "|---|---|---|---|",
+        f"| 4 images, 12 steps, guidance 3 | {sampled['uvit']:.3f} | {sampled['ours']:.3f} | "
+        f"{sampled['uvit'] / sampled['ours']:.2f}x |",
+        f"| training step, batch 16 | {stepped['uvit']:.3f} | {stepped['ours']:.3f} | "
+        f"{stepped['uvit'] / stepped['ours']:.2f}x |",
+    ]
 
 
 def gflop_per_image(model: torch.nn.Module, grid: int, steps: int = 12) -> float:
@@ -150,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         lines += pipeline_rows(args.model, args.repeats)
     except (ValueError, FileNotFoundError) as err:
         print(f"pipeline table skipped: {err}", file=sys.stderr)
+    lines += ["", *uvit_rows(args.repeats)]
     if not args.skip_random:
         lines += ["", *random_rows(args.repeats)]
     text = "\n".join(lines) + "\n"

@@ -58,6 +58,10 @@ MASKGIT_SETTINGS: dict[str, dict[str, Any]] = {  # the masked route, when it is 
     "maskgit_defaults": {},  # the recorded guidance, temperature and steps
     "maskgit_defaults_rerank": dict(rerank=4),
     **{f"maskgit_steps_{n}": dict(num_inference_steps=n) for n in (4, 8, 12, 16, 24)},
+    **{f"maskgit_guidance_{g}": dict(guidance_scale=float(g)) for g in (1, 2, 3, 5)},
+    **{f"maskgit_temperature_{t}": dict(temperature=t) for t in (0.5, 0.7, 1.0)},
+    # the Gumbel noise on which codes a step keeps (MaskGIT's 4.5, aMUSEd's 2)
+    **{f"maskgit_choice_{c}": dict(choice_temperature=c) for c in (0.5, 2.0, 4.5)},
 }
 ROUTE_SETTINGS = {
     "dalle": PIPELINE_SETTINGS,
