@@ -15,7 +15,7 @@ import t2i
 from t2i import DALLEPipeline, LatentDiffusionPipeline, TextToImagePipeline, UnCLIPPipeline
 from t2i.data.shapes import CELLS, PALETTE, SHAPES, SIZES, caption_for, make_sample, render_spec
 from t2i.evaluation import judge_many
-from t2i.pipelines import DEFAULT_PIPELINE
+from t2i.pipelines import DEFAULT_PIPELINE, MaskGITPipeline
 
 # one object, every attribute stated: a scene drawn at random gets all four right this often
 SPECS = [
@@ -90,7 +90,7 @@ def test_the_default_draws_what_the_prompt_says_far_more_often_than_chance(rando
 def test_the_default_carries_the_unclip_route_and_its_variations_keep_the_attributes(
     bundle, random_scenes
 ):
-    assert bundle.routes == ["dalle", "unclip", "ldm"]
+    assert bundle.routes == ["dalle", "unclip", "ldm", "maskgit"]
     pipe = t2i.load_pipeline(device="cpu", route="unclip")
     assert type(pipe) is UnCLIPPipeline
     pipe.set_progress_bar_config(disable=True)
@@ -114,6 +114,30 @@ def test_the_default_carries_the_latent_diffusion_route_at_its_measured_settings
     assert out.settings.guidance_scale == measured["ldm_guidance_scale"]
     assert out.settings.num_inference_steps == measured["ldm_num_inference_steps"]
     check_fidelity(out.images, random_scenes)
+
+
+def test_the_default_carries_the_masked_route_at_its_measured_settings(random_scenes):
+    pipe = t2i.load_pipeline(device="cpu", route="maskgit")
+    assert type(pipe) is MaskGITPipeline
+    measured = load_script("build_default").SAMPLING
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(PROMPTS, num_images_per_prompt=N, generator=gen(0))
+    assert out.settings.guidance_scale == measured["maskgit_guidance_scale"]
+    assert out.settings.num_inference_steps == measured["maskgit_num_inference_steps"]
+    check_fidelity(out.images, random_scenes)
+    # inpainting: the top half of a rendered scene kept, its codes and so its pixels
+    source = render_spec(SPECS[1])  # a small blue square in the top left
+    mask = np.zeros((32, 32), np.float32)
+    mask[16:] = 1.0
+    # another prompt than the scene: a redraw of everything would not keep the square
+    edited = pipe(PROMPTS[0], 2, generator=gen(1), image=source, mask_image=mask, output_type="np")
+    with torch.no_grad():
+        x = torch.from_numpy(np.asarray(source, np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+        kept = pipe.image_tokenizer.decode(pipe.image_tokenizer.encode(x))
+    kept = ((kept.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()[0]
+    # the kept rows decode as the source's codes do (the decoder's receptive field blurs the
+    # border rows, so the top 3 pixel rows of each kept code row are compared)
+    assert np.abs(edited.images[:, :12] - kept[:12]).max() < 0.1
 
 
 # sha256 (first 16 hex digits) of the pixels as uint8, drawn with the pipeline before the
