@@ -260,12 +260,17 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", *uvit_rows(args.repeats)]
     if not args.skip_random:
         lines += ["", *random_rows(args.repeats, args.sizes)]
+    write_section(lines, args.out)
+    return 0
+
+
+def write_section(lines: list[str], out: str | None) -> None:
+    """Print a markdown section, and append it to `out` when given."""
     text = "\n".join(lines) + "\n"
     print(text)
-    if args.out:
-        with open(args.out, "a") as f:
+    if out:
+        with open(out, "a") as f:
             f.write(text)
-    return 0
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import torch
 from t2i.models import DALLEPrior
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the scripts beside this one
-from bench_maskgit import gflop_per_image  # noqa: E402
+from bench_maskgit import gflop_per_image, write_section  # noqa: E402
 
 
 def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
@@ -79,11 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|",
         *rows,
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write(text)
+    write_section(lines, args.out)
     return 0
 
 

@@ -168,16 +168,9 @@ class Demo:
 
 def _steps(pipe: Any, route: str, given: dict) -> int:
     """The sampling steps a call reports progress over (codes, or denoising steps)."""
-    if route == "ldm":
-        return int(
-            given.get("num_inference_steps")
-            or pipe.sampling_defaults.get("ldm_num_inference_steps", 10)
-        )
-    if route == "maskgit":
-        return int(
-            given.get("num_inference_steps")
-            or pipe.sampling_defaults.get("maskgit_num_inference_steps", 12)
-        )
+    if route in ("ldm", "maskgit"):  # the steps the call names, else the recorded ones
+        recorded = pipe.sampling_defaults[PREFIX[route] + "num_inference_steps"]
+        return int(given.get("num_inference_steps") or recorded)
     model = pipe.prior if route == "dalle" else pipe.decoder
     return int(getattr(model, "image_len", 1) or 1)
 

@@ -480,13 +480,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None)
     if args.init_image:
         with Image.open(args.init_image) as image:
             init = image.convert("RGB")
-    prime_rows = args.prime_rows if init and args.route in ("dalle", "unclip") else 0
+    primes = args.route in ("dalle", "unclip")  # the routes over codes drawn in order
+    prime_rows = args.prime_rows if init and primes else 0
     if record is not None:  # the settings as the PNG's call used them
         fields = dataclasses.fields(pipe.settings_classes[0])
         settings = {f.name: record[f.name] for f in fields if f.name in record}
     else:
         settings = {**route_arguments(args), "rerank": args.rerank}
-    extra = {"num_prime_rows": prime_rows} if args.route in ("dalle", "unclip") else {}
+    extra = {"num_prime_rows": prime_rows} if primes else {}
     if args.mask_image:
         with Image.open(args.mask_image) as mask:
             extra["mask_image"] = mask.convert("L")
