@@ -329,8 +329,12 @@ class DALLEPrior(CodeTransformer):
         pair = (lambda t: torch.cat([t, t])) if guided else (lambda t: t)
         x = torch.cat([prefix, self.embed_image(pair(tokens))], dim=1)
         cache = self.transformer.new_cache(x.shape[1] + self.image_len) if use_cache else None
-        for i in range(tokens.shape[1], self.image_len):
-            h = self.transformer(x, cache)[:, -1]  # (B or 2B, dim)
+        start = tokens.shape[1]
+        for i in range(start, self.image_len):
+            if cache is not None and i == start:  # repeated prefixes computed once
+                h = self.transformer.prefill(x, cache)[:, -1]
+            else:
+                h = self.transformer(x, cache)[:, -1]  # (B or 2B, dim)
             logits = self.image_head(h).float()
             if guided:
                 cond, uncond = logits.chunk(2)
