@@ -18,6 +18,7 @@ the output file under a heading that names the machine, so runs on other machine
 from __future__ import annotations
 
 import argparse
+import copy
 import platform
 import statistics
 import sys
@@ -34,7 +35,7 @@ from t2i.config import checker, load_config
 from t2i.data.shapes import make_sample, to_tensor
 from t2i.data.text import CaptionCollator
 from t2i.evaluation import judge
-from t2i.models import DALLEPrior, ImageTokenizer, LatentAutoencoder, build_model
+from t2i.models import DALLEPrior, ImageTokenizer, LatentAutoencoder, MaskGITPrior, build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_CONFIGS = (
@@ -54,6 +55,7 @@ MODEL_CONFIGS = (
     "diffusion_decoder",
     "autoencoder_kl",
     "ldm",
+    "maskgit",
 )
 # variants of a shipped config: name -> (config, model overrides)
 VARIANTS = {"prior_embed": ("prior", {"text_encoder": "embed"})}  # own BPE embedding
@@ -230,6 +232,13 @@ def bench_model(
             paths[f"sample latents, {steps} DPM-Solver++ steps, guidance 5"] = lambda steps=steps: (
                 model.sample(states, states, 5.0, steps)
             )
+    elif isinstance(model, MaskGITPrior):  # parallel steps, guided (two branches a step)
+        states = batch["text_states"]
+        paths = {
+            "sample codes, 16 steps, guidance 2": lambda: model.sample(
+                None, states, num_steps=16, guidance_scale=2.0
+            )
+        }
     elif "image_tokens" in model.reads:  # a PixelCNN over codes
         n, ids = batch_size, batch["input_ids"]
         paths = {"sample codes": lambda: model.sample(n, input_ids=ids)}
@@ -421,6 +430,76 @@ def bench_cpu_settings(names: list[str], batch_size: int, repeats: int) -> list:
     return rows
 
 
+# the shipped configs whose training step is timed under torch.compile and channels-last
+COMPILE_AND_LAYOUT = (
+    "autoencoder_kl",
+    "ldm",
+    "dvae",
+    "vqvae",
+    "diffusion_decoder",
+    "clip",
+    "prior",
+    "maskgit",
+)
+
+
+def _channels_last(batch: dict) -> dict:
+    """The batch with its image-shaped float tensors (4-D) in channels-last layout."""
+    return {
+        k: v.contiguous(memory_format=torch.channels_last)
+        if torch.is_tensor(v) and v.dim() == 4 and v.is_floating_point()
+        else v
+        for k, v in batch.items()
+    }
+
+
+def bench_compile_and_layout(names: list[str], batch_size: int, repeats: int) -> list:
+    """On the CPU: a training step with `torch.compile` (inductor) and, for models with
+    convolutions, with the model and its image inputs in channels-last layout, each against
+    the plain step (denormals flushed, as the trainer runs) of a copy of the same model, timed
+    in alternating rounds. The compiled step's first call, its compilation, is a row apart.
+    A ratio above 1 is a speed-up."""
+    device = torch.device("cpu")
+    torch.set_flush_denormal(True)
+    rows = []
+    for name in names:
+        model, batch, _ = model_and_batch(name, batch_size, device)
+        model.train()
+        variants = {"plain": (model, model.training_losses, batch)}
+        compiled = copy.deepcopy(model)
+        variants["torch.compile"] = (compiled, torch.compile(compiled.training_losses), batch)
+        if any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
+            layout = copy.deepcopy(model).to(memory_format=torch.channels_last)
+            variants["channels-last"] = (layout, layout.training_losses, _channels_last(batch))
+        optimizers = {
+            what: torch.optim.AdamW(m.parameters(), lr=1e-4) for what, (m, _, _) in variants.items()
+        }
+        times: dict[str, list[float]] = {what: [] for what in variants}
+        for round_ in range(repeats + 1):  # the first round warms up (and compiles)
+            for what, (_, losses, b) in variants.items():
+                start = time.perf_counter()
+                losses(b)["loss"].backward()
+                optimizers[what].step()
+                optimizers[what].zero_grad(set_to_none=True)
+                seconds = time.perf_counter() - start
+                if round_:
+                    times[what].append(seconds)
+                elif what == "torch.compile":
+                    rows.append(
+                        (
+                            f"{name} train step, batch {batch_size}: torch.compile's first step",
+                            "s",
+                            seconds,
+                        )
+                    )
+        plain = statistics.median(times["plain"])
+        for what in list(variants)[1:]:
+            ratio = plain / statistics.median(times[what])
+            rows.append((f"{name} train step, batch {batch_size}: {what}", "x plain", ratio))
+    torch.set_flush_denormal(False)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks and write (or print) the table."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -441,6 +520,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-loading", dest="loading", action="store_false", help="skip the data-loading rows"
     )
+    parser.add_argument(
+        "--compile-and-layout",
+        action="store_true",
+        help="CPU: also time training steps under torch.compile and channels-last (minutes: "
+        "each config compiles)",
+    )
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -454,6 +539,9 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cpu":
         names = [n for n in ("autoencoder_kl", "ldm") if n in args.models]
         rows += bench_cpu_settings(names, args.batch_size, args.repeats)
+        if args.compile_and_layout:
+            names = [n for n in COMPILE_AND_LAYOUT if n in args.models]
+            rows += bench_compile_and_layout(names, args.batch_size, args.repeats)
     precision = "bf16 autocast" if dtype == torch.bfloat16 else "fp32"
     lines = [
         f"### {date.today()}: {device.type}, {precision}",

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -239,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         default=list(SIZES),
         help="the random-weight table's model sizes (gpu: minutes at 32 x 32 on a CPU)",
     )
-    args = parser.parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(given)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     torch.set_flush_denormal(True)
     cpu = platform.processor() or platform.machine()
@@ -248,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         f"## Masked against autoregressive decoding ({date.today()}, {cpu}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__})",
         "",
-        f"`python scripts/bench_maskgit.py{' --model ' + args.model if args.model else ''}`: "
+        f"`{shlex.join(['python', 'scripts/bench_maskgit.py', *given])}`: "
         f"one prompt, 4 images, medians of {args.repeats} interleaved runs.",
         "",
     ]

@@ -13,9 +13,10 @@ from t2i.nn.blocks import (
 from t2i.nn.diffusion import SAMPLERS, guided_denoise
 from t2i.nn.quantizer import QuantizerOutput, VectorQuantizer, code_statistics, kmeans
 from t2i.nn.text import CaptionEncoder
-from t2i.nn.transformer import KVCache, Transformer
+from t2i.nn.transformer import CacheMemory, KVCache, Transformer
 
 __all__ = [
+    "CacheMemory",
     "CaptionEncoder",
     "Decoder",
     "Downsample",
