@@ -500,6 +500,16 @@ def bench_compile_and_layout(names: list[str], batch_size: int, repeats: int) ->
     return rows
 
 
+def add_section(text: str, out: str | None) -> None:
+    """Print a markdown section and, when `out` is given, add it to that file after a blank
+    line (a new file starts with the "# Benchmarks" title)."""
+    print(text)
+    if out:
+        path = Path(out)
+        head = path.read_text() if path.is_file() else "# Benchmarks\n"
+        path.write_text(head.rstrip("\n") + "\n\n" + text)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks and write (or print) the table."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -554,12 +564,7 @@ def main(argv: list[str] | None = None) -> int:
         "| --- | --- | ---: |",
     ]
     lines += [f"| {what} | {unit} | {_figure(value)} |" for what, unit, value in rows]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        path = Path(args.out)
-        head = path.read_text() if path.is_file() else "# Benchmarks\n"
-        path.write_text(head.rstrip("\n") + "\n\n" + text)
+    add_section("\n".join(lines) + "\n", args.out)
     return 0
 
 

@@ -34,6 +34,7 @@ from t2i.models import DALLEPrior
 from t2i.nn.text import VOCAB_SIZE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the scripts beside this one
+from bench import add_section  # noqa: E402
 from bench_maskgit import interleaved  # noqa: E402
 
 PEER = "DALLE-pytorch 1.6.6"
@@ -285,12 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         "peer's feed-forward is GEGLU (1.5x the weights of t2i's GELU MLP), with rotary "
         "positions and token shift.",
     ]
-    text_out = "\n".join(lines) + "\n"
-    print(text_out)
-    if args.out:
-        path = Path(args.out)
-        head = path.read_text() if path.is_file() else "# Benchmarks\n"
-        path.write_text(head.rstrip("\n") + "\n\n" + text_out)
+    add_section("\n".join(lines) + "\n", args.out)
     return 0
 
 
