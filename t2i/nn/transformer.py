@@ -15,6 +15,7 @@ transformer, Chang et al. 2022); a cache then has no use.
 from __future__ import annotations
 
 import math
+import threading
 import weakref
 
 import torch
@@ -37,22 +38,33 @@ class CacheMemory:
     def __init__(self) -> None:
         self.flat: Tensor | None = None
         self._owner: weakref.ref | None = None
+        self._lock = threading.Lock()  # two threads sampling at once (a web demo's)
+
+    def __getstate__(self) -> dict:
+        return {}  # a copied or pickled model starts with no kept memory
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
 
     def take(self, owner: KVCache, shape: tuple[int, ...], like: Tensor) -> Tensor:
         """A zeroed buffer (2, *shape) of like's dtype and device for keys and values."""
         n = 2 * math.prod(shape)
-        if self._owner is not None and self._owner() is not None:  # in use: do not share
-            return like.new_zeros(2, *shape)
-        self._owner = weakref.ref(owner)
-        flat = self.flat
-        if (
-            flat is None
-            or flat.numel() < n
-            or (flat.dtype, flat.device) != (like.dtype, like.device)
-        ):
-            self.flat = None  # free the old memory before the new is made
-            self.flat = like.new_zeros(n)  # its pages fault in one pass
-            return self.flat.view(2, *shape)
+        with self._lock:
+            if self._owner is not None and self._owner() is not None:  # in use: do not share
+                return like.new_zeros(2, *shape)
+            self._owner = weakref.ref(owner)
+            flat = self.flat
+            fits = (
+                flat is not None
+                and flat.numel() >= n
+                and (flat.dtype, flat.device) == (like.dtype, like.device)
+                # memory made under torch.inference_mode cannot be written outside it
+                and (not flat.is_inference() or torch.is_inference_mode_enabled())
+            )
+            if not fits:
+                self.flat = None  # free the old memory before the new is made
+                self.flat = like.new_zeros(n)  # its pages fault in one pass
+                return self.flat.view(2, *shape)
         return flat[:n].zero_().view(2, *shape)
 
     def release(self) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -83,6 +86,27 @@ def test_cache_memory_is_reused_by_the_next_cache_zeroed_and_never_shared_by_two
     assert not third.k[0].any() and not third.v[0].any()
     memory.release()
     assert memory.flat is None and third.k.data_ptr() == pointer  # the live cache keeps it
+
+
+def test_cache_memory_made_under_inference_mode_serves_a_later_no_grad_call():
+    torch.manual_seed(0)
+    model = Transformer(dim=16, depth=2, heads=2).eval()
+    x = torch.randn(3, 4, 16)
+    with torch.inference_mode():
+        model(x, model.new_cache(4))
+    with torch.no_grad():  # writing the inference-mode memory here would raise
+        out = model(x, model.new_cache(4))
+    torch.testing.assert_close(out, model(x))
+
+
+def test_a_copied_or_pickled_transformer_keeps_no_cache_memory_of_the_original():
+    model = Transformer(dim=16, depth=1, heads=2).eval()
+    model(torch.randn(2, 3, 16), model.new_cache(3))
+    assert model.cache_memory.flat is not None
+    for other in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert other.cache_memory.flat is None
+        out = other(torch.randn(2, 3, 16), other.new_cache(3))  # and it makes its own
+        assert out.shape == (2, 3, 16) and other.cache_memory.flat is not None
 
 
 def test_attention_is_causal():
