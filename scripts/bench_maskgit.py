@@ -37,37 +37,47 @@ from t2i.models import DALLEPrior, MaskGITPrior
 PROMPT = "a red circle above a blue square"
 
 
-def interleaved(fns: dict[str, object], repeats: int, warm: bool = True) -> dict[str, float]:
+def interleaved(
+    fns: dict[str, object], repeats: int, warm: bool = True, device: str = "cpu"
+) -> dict[str, float]:
     """Median seconds of each function, run in turn `repeats` times after one warm-up each
-    (none when not `warm`: for runs of a minute, whose first-call costs are noise)."""
+    (none when not `warm`: for runs of a minute, whose first-call costs are noise); on a
+    GPU each run ends when the device has finished its work."""
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     for fn in fns.values() if warm else ():
         fn()
     times = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
+            sync()
             start = time.perf_counter()
             fn()
+            sync()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def pipeline_rows(model: str | None, repeats: int) -> list[str]:
+def pipeline_rows(model: str | None, repeats: int, device: str = "cpu") -> list[str]:
     """The saved pipeline's two routes at their recorded settings, and the masked route's
-    steps."""
+    steps, on `device` (fp32)."""
     from t2i import load_pipeline
 
-    bundle_dalle = load_pipeline(model, device="cpu", route="dalle")
-    masked = load_pipeline(model, device="cpu", route="maskgit")
+    bundle_dalle = load_pipeline(model, device=device, route="dalle")
+    masked = load_pipeline(model, device=device, route="maskgit")
     for pipe in (bundle_dalle, masked):
         pipe.set_progress_bar_config(disable=True)
 
     def call(pipe, **kw):
-        return lambda: pipe(PROMPT, 4, generator=torch.Generator().manual_seed(0), rerank=0, **kw)
+        def run():
+            generator = torch.Generator(device).manual_seed(0)
+            return pipe(PROMPT, 4, generator=generator, rerank=0, **kw)
+
+        return run
 
     steps = (4, 8, 12, 16, 24)
     fns = {"dalle": call(bundle_dalle)}
     fns.update({f"maskgit_{n}": call(masked, num_inference_steps=n) for n in steps})
-    seconds = interleaved(fns, repeats)
+    seconds = interleaved(fns, repeats, device=device)
     recorded = masked.sampling_defaults.get("maskgit_num_inference_steps", 12)
     rows = [
         "| route | sequential steps | s for 4 images | speed-up over the DALL-E route |",
@@ -87,8 +97,8 @@ SIZES = {
 }
 
 
-def random_rows(repeats: int, names: list[str]) -> list[str]:
-    """Random-weight priors at the named sizes and three grids."""
+def random_rows(repeats: int, names: list[str], device: str = "cpu") -> list[str]:
+    """Random-weight priors at the named sizes and three grids, on `device` (fp32)."""
     sizes = dict(SIZES[name] for name in names)
     rows = [
         "| size | grid | codes | AR s (KV cache) | masked s (12 steps) | masked / AR speed |"
@@ -99,22 +109,24 @@ def random_rows(repeats: int, names: list[str]) -> list[str]:
         for grid in (8, 16, 32):
             kw = dict(grid_sizes=[grid], context_length=32, text_encoder="clip", clip_width=128)
             torch.manual_seed(0)
-            ar, mg = DALLEPrior(**kw, **size).eval(), MaskGITPrior(**kw, **size).eval()
-            states = torch.randn(4, 32, 128)
+            ar = DALLEPrior(**kw, **size).to(device).eval()
+            mg = MaskGITPrior(**kw, **size).to(device).eval()
+            states = torch.randn(4, 32, 128, device=device)
             fns = {
                 "ar": lambda ar=ar, s=states: ar.sample(
-                    None, s, guidance_scale=3.0, generator=torch.Generator().manual_seed(0)
+                    None, s, guidance_scale=3.0, generator=torch.Generator(device).manual_seed(0)
                 ),
                 "mg": lambda mg=mg, s=states: mg.sample(
                     None,
                     s,
                     num_steps=12,
                     guidance_scale=3.0,
-                    generator=torch.Generator().manual_seed(0),
+                    generator=torch.Generator(device).manual_seed(0),
                 ),
             }
+            slow = grid == 32 and torch.device(device).type == "cpu"  # a minute a run
             seconds = (
-                interleaved(fns, repeats, warm=True) if grid < 32 else interleaved(fns, 1, False)
+                interleaved(fns, 1, False) if slow else interleaved(fns, repeats, True, device)
             )
             flops = {k: gflop_per_image(m, grid) for k, m in (("ar", ar), ("mg", mg))}
             rows.append(
@@ -234,6 +246,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="append the tables to this markdown file")
     parser.add_argument("--skip-random", action="store_true", help="no random-weight table")
     parser.add_argument(
+        "--device",
+        default="cpu",
+        help="where the two routes' tables run (cuda: a GPU's latency; the race against "
+        "diffusers' parts stays on the CPU)",
+    )
+    parser.add_argument(
         "--sizes",
         nargs="+",
         choices=list(SIZES),
@@ -244,10 +262,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(given)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     torch.set_flush_denormal(True)
-    cpu = platform.processor() or platform.machine()
+    where = platform.processor() or platform.machine()
+    if torch.device(args.device).type == "cuda":
+        where = f"{torch.cuda.get_device_name(args.device)} (the race: {where})"
     lines = [
         "",
-        f"## Masked against autoregressive decoding ({date.today()}, {cpu}, "
+        f"## Masked against autoregressive decoding ({date.today()}, {where}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__})",
         "",
         f"`{shlex.join(['python', 'scripts/bench_maskgit.py', *given])}`: "
@@ -255,13 +275,13 @@ def main(argv: list[str] | None = None) -> int:
         "",
     ]
     try:
-        lines += pipeline_rows(args.model, args.repeats)
+        lines += pipeline_rows(args.model, args.repeats, args.device)
     except (ValueError, FileNotFoundError) as err:
         print(f"pipeline table skipped: {err}", file=sys.stderr)
     print("\n".join(lines), flush=True)
     lines += ["", *uvit_rows(args.repeats)]
     if not args.skip_random:
-        lines += ["", *random_rows(args.repeats, args.sizes)]
+        lines += ["", *random_rows(args.repeats, args.sizes, args.device)]
     write_section(lines, args.out)
     return 0
 
