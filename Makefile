@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test test-slow test-browser lint format demo demo-web demo-train bench bench-peers data-emoji clean
+.PHONY: install test test-slow test-browser lint format demo demo-web demo-train bench bench-peers data-emoji data-fluent clean
 
 install: $(STAMP)
 
@@ -55,9 +55,15 @@ demo-train: $(STAMP)
 	$(PY) -m t2i.train configs/shapes/demo.yaml
 	@echo "sample grid: runs/demo/samples/samples_0000600.png (captions: runs/demo/samples/captions.txt)"
 
-# A real captioned data set: about 1,600 emoji (Fluent Emoji Flat, MIT) with CLDR captions,
-# fetched from npm (needs npm and its registry) and drawn at 128 px into data/fluent-emoji.
+# Real captioned data sets from npm's emoji packages (needs npm and its registry), with CLDR
+# captions. data-emoji: the multi-style corpus, 8 emoji sets (MIT, CC-BY-4.0, Apache-2.0),
+# 16,899 images at 64 px with held-out cells, concepts and skin tones (heldout.json), into
+# data/emoji. data-fluent: about 1,600 emoji of one set (Fluent Emoji Flat, MIT) at 128 px,
+# into data/fluent-emoji.
 data-emoji: $(STAMP)
+	$(PY) scripts/datasets/emoji_corpus.py data/emoji
+
+data-fluent: $(STAMP)
 	$(PY) scripts/datasets/iconify_emoji.py data/fluent-emoji --size 128
 
 bench: $(STAMP)

@@ -198,10 +198,20 @@ def load_packages(args: argparse.Namespace, tmp: Path) -> tuple[Package, list[Pa
         icons = Package(args.source)
     else:
         icons = Package(npm_pack(f"@iconify-json/{icon_set}@{ICON_SETS[icon_set]}", tmp / "i"))
-    if args.cldr is not None:
-        return icons, [Package(p) for p in args.cldr]
+    return icons, load_cldr(args.cldr, tmp)
+
+
+def load_cldr(paths: list[str] | None, tmp: Path) -> list[Package]:
+    """The CLDR packages: the given paths, else CLDR_PACKAGES fetched with npm.
+
+    Args:
+        paths: local packages (--cldr), or None to fetch them.
+        tmp: a temporary folder for the downloads.
+    """
+    if paths is not None:
+        return [Package(p) for p in paths]
     specs = [f"{name}@{version}" for name, version in CLDR_PACKAGES.items()]
-    return icons, [Package(npm_pack(spec, tmp / f"c{i}")) for i, spec in enumerate(specs)]
+    return [Package(npm_pack(spec, tmp / f"c{i}")) for i, spec in enumerate(specs)]
 
 
 # ---- icons and captions ------------------------------------------------------------------
@@ -213,21 +223,37 @@ def read_icons(package: Package) -> tuple[dict, list[Icon], dict[str, int]]:
     Args:
         package: an @iconify-json package (icons.json, optional chars.json).
     """
+    data, shown = visible_icons(package)
+    variants = {icon.name for icon in shown if icon.char and SKIN_TONES & set(code_points(icon))}
+    left_out = {
+        "aliases": len(data.get("aliases", {})),
+        "hidden": len(data["icons"]) - len(shown),
+        "skin-tone variants": len(variants),
+    }
+    return data, [icon for icon in shown if icon.name not in variants], left_out
+
+
+def visible_icons(package: Package) -> tuple[dict, list[Icon]]:
+    """The icon set's JSON and its icons, aliases and hidden ones (old names) left out.
+
+    Args:
+        package: an @iconify-json package (icons.json, optional chars.json).
+    """
     data = package.json("icons.json")
     chars = {name: hex_ for hex_, name in (package.json("chars.json") or {}).items()}
-    left_out = {"aliases": len(data.get("aliases", {})), "hidden": 0, "skin-tone variants": 0}
     icons = []
     for name, icon in data["icons"].items():
-        codes = chars[name].split("-") if name in chars else []
-        if icon.get("hidden"):
-            left_out["hidden"] += 1
-        elif SKIN_TONES & set(codes):
-            left_out["skin-tone variants"] += 1
-        else:
+        if not icon.get("hidden"):
             box = tuple(icon.get(k, data.get(k, d)) for k, d in _BOX_DEFAULTS)
+            codes = chars[name].split("-") if name in chars else []
             char = "".join(chr(int(c, 16)) for c in codes) if codes else None
             icons.append(Icon(name, icon["body"], box, char))
-    return data, icons, left_out
+    return data, icons
+
+
+def code_points(icon: Icon) -> list[str]:
+    """The icon's code points as chars.json writes them (lowercase hex), [] when unknown."""
+    return [f"{ord(c):x}" for c in icon.char or ""]
 
 
 _BOX_DEFAULTS = (("left", 0), ("top", 0), ("width", 16), ("height", 16))  # Iconify's defaults
@@ -264,15 +290,26 @@ def captions(name: str, annotation: dict | None) -> list[str]:
     annotation = annotation or {}
     names += [_clean(tts.replace(":", "")) for tts in annotation.get("tts", [])]  # "keycap: #"
     found = [c for n in names for c in (n, f"{_article(n)} {n} emoji")]
-    keywords: list[str] = []
-    for keyword in annotation.get("default", []):
-        if len(" ".join(keywords + [keyword]).split()) > MAX_WORDS:
-            break
-        keywords.append(_clean(keyword))
+    keywords = cldr_keywords(annotation, MAX_WORDS)
     if keywords:
         found.append(", ".join(keywords))
     found = [c for c in found if c and len(c.split()) <= MAX_WORDS]
     return list(dict.fromkeys(found))  # deduplicated, in order
+
+
+def cldr_keywords(annotation: dict, budget: int) -> list[str]:
+    """CLDR's keywords for an emoji, cleaned, in order, as many as fit in `budget` words.
+
+    Args:
+        annotation: its CLDR annotation ({"default": [keywords], ...}).
+        budget: the most words the keywords may hold together.
+    """
+    keywords: list[str] = []
+    for keyword in annotation.get("default", []):
+        if len(" ".join(keywords + [keyword]).split()) > budget:
+            break
+        keywords.append(_clean(keyword))
+    return keywords
 
 
 def _clean(text: str) -> str:
@@ -313,6 +350,20 @@ def rasterise(icon: Icon, size: int) -> Image.Image:
     return image
 
 
+def save_drawing(job: tuple[Icon, int, str]) -> str | None:
+    """Draw an icon and save it as a PNG: None, or why it could not be drawn (a Pool's task).
+
+    Args:
+        job: the icon, the image side in pixels and the PNG's path.
+    """
+    icon, size, path = job
+    try:
+        rasterise(icon, size).save(path)
+    except ValueError as err:
+        return str(err)
+    return None
+
+
 def write_images(
     icons: list[Icon], cldr: dict[str, dict], out: Path, size: int
 ) -> tuple[list[dict], dict[str, str]]:
@@ -327,14 +378,12 @@ def write_images(
     (out / "images").mkdir(parents=True, exist_ok=True)
     rows, skipped = [], {}
     for icon in icons:
-        try:
-            image = rasterise(icon, size)
-        except ValueError as err:
-            skipped[icon.name] = str(err)
-            print(f"skipped {icon.name}: {err}", file=sys.stderr)
-            continue
         file_name = f"images/{icon.name}.png"
-        image.save(out / file_name)
+        problem = save_drawing((icon, size, str(out / file_name)))
+        if problem:
+            skipped[icon.name] = problem
+            print(f"skipped {icon.name}: {problem}", file=sys.stderr)
+            continue
         caption = captions(icon.name, lookup(icon, cldr))
         rows.append({"file_name": file_name, "caption": caption, "name": icon.name})
     return rows, skipped
@@ -404,7 +453,17 @@ def write_licences(
         lines += licence_section(package, {}, "Captions")
     lines += ["## Built with", "", f"    {command}", ""]
     (out / "LICENSE.md").write_text("\n".join(lines), encoding="utf-8")
-    for package in [icons, *cldr]:
+    copy_licence_files(out, [icons, *cldr])
+
+
+def copy_licence_files(out: Path, packages: list[Package]) -> None:
+    """The packages' own licence files, copied under out/licenses/.
+
+    Args:
+        out: the data set folder.
+        packages: the packages it was built from.
+    """
+    for package in packages:
         for source, copy in _licence_files(package).items():
             (out / "licenses").mkdir(exist_ok=True)
             (out / copy).write_bytes(package.files[source])
