@@ -23,6 +23,7 @@ from diffusers import AutoencoderKL
 from diffusers.configuration_utils import register_to_config
 from torch import Tensor
 
+from t2i.models.adversarial import AdversarialMixin
 from t2i.models.base import T2IModel
 from t2i.nn.metrics import psnr
 
@@ -99,8 +100,9 @@ class LatentAutoencoder(T2IModel, abc.ABC):
         super().save_pretrained(save_directory, **kwargs)
 
 
-class KLAutoencoder(LatentAutoencoder):
-    """A KL-regularised convolutional autoencoder over images (diffusers' `AutoencoderKL`).
+class KLAutoencoder(AdversarialMixin, LatentAutoencoder):
+    """A KL-regularised convolutional autoencoder over images (diffusers' `AutoencoderKL`),
+    optionally with VQGAN's adversarial term, as Rombach et al. train theirs.
 
     Args:
         image_size: side of the square images, in pixels.
@@ -113,6 +115,10 @@ class KLAutoencoder(LatentAutoencoder):
             mean squared error per pixel value.
         scaling_factor: latents are multiplied by it for the denoiser (None: from the
             running estimate, fixed in the config at save time).
+        disc_weight, disc_start, disc_layers, disc_channels: the adversarial term
+            (`t2i.models.adversarial`; off at disc_weight 0): its weight, the training
+            batches before it starts, and the PatchGAN discriminator's stride-2 layers and
+            first width.
     """
 
     READS = frozenset({"pixel_values"})
@@ -127,6 +133,10 @@ class KLAutoencoder(LatentAutoencoder):
         norm_num_groups: int = 32,
         kl_weight: float = 1e-6,
         scaling_factor: float | None = None,
+        disc_weight: float = 0.0,  # times eq. 7's adaptive lambda; 0 = no discriminator
+        disc_start: int = 0,  # training batches of reconstruction alone before it starts
+        disc_layers: int = 3,  # stride-2 layers: 3 sees 70-px patches, 2 sees 34-px ones
+        disc_channels: int = 64,  # width of its first layer (doubling per layer, up to 8x)
     ) -> None:
         super().__init__()
         levels = len(block_out_channels)
@@ -144,6 +154,7 @@ class KLAutoencoder(LatentAutoencoder):
             sample_size=image_size,
         )
         self._track_latent_std()  # of the posterior means
+        self._init_adversarial()
 
     @property
     def latent_channels(self) -> int:
@@ -152,6 +163,10 @@ class KLAutoencoder(LatentAutoencoder):
     @property
     def latent_size(self) -> int:
         return self.config.image_size // 2 ** (len(self.config.block_out_channels) - 1)
+
+    @property
+    def decoder_last_layer(self) -> Tensor:
+        return self.vae.decoder.conv_out.weight
 
     def encode(self, pixel_values: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Scaled latents of images: the posterior mean (or, with a generator, a sample).
@@ -173,7 +188,8 @@ class KLAutoencoder(LatentAutoencoder):
 
     def training_losses(self, batch: dict) -> dict[str, Tensor]:
         """Reconstruction MSE of a posterior sample plus `kl_weight` x KL per latent value
-        (the negative ELBO with a Gaussian decoder, up to constants and weighting).
+        (the negative ELBO with a Gaussian decoder, up to constants and weighting), plus the
+        adversarial terms when on (`adversarial_losses`).
 
         Args:
             batch: a dict with `pixel_values` (B, 3, H, W) in [-1, 1].
@@ -184,12 +200,14 @@ class KLAutoencoder(LatentAutoencoder):
         mse = F.mse_loss(recon.float(), x.float())
         kl = posterior.kl().mean() / posterior.mean[0].numel()  # per latent value
         self._update_latent_std(posterior.mean)
+        adversarial = self.adversarial_losses(x, recon, mse)  # {} when off or not started
         return {
-            "loss": mse + self.config.kl_weight * kl,
+            "loss": mse + self.config.kl_weight * kl + adversarial.pop("loss", 0.0),
             "mse": mse.detach(),
             "kl": kl.detach(),
             "psnr": psnr(recon.detach().clamp(-1, 1), x).mean(),
             "latent_std": self.latent_std.detach().to(mse.device),
+            **adversarial,
         }
 
     @torch.no_grad()

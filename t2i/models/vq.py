@@ -9,7 +9,8 @@
   VQ-VAE-2": a top level at a coarser grid; the bottom level's quantizer input and the
   decoder are both conditioned on the decoded top codes (their figure 2a).
 
-Reconstruction is the mean squared error on [-1, 1]; PSNR is logged beside it.
+Reconstruction is the mean squared error on [-1, 1]; PSNR is logged beside it. `VQVAE` can
+add VQGAN's adversarial term (Esser et al. 2021; `t2i.models.adversarial`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from diffusers.configuration_utils import register_to_config
 from torch import Tensor, nn
 
+from t2i.models.adversarial import AdversarialMixin
 from t2i.models.tokenizer import ImageTokenizer
 from t2i.nn import Decoder, Encoder, QuantizerOutput, VectorQuantizer, downsampled_size
 from t2i.nn.metrics import psnr
@@ -53,8 +55,9 @@ def _quantizer_terms(q: QuantizerOutput, suffix: str = "") -> dict[str, Tensor]:
     }
 
 
-class VQVAE(ImageTokenizer):
-    """A VQ-VAE: a ResNet encoder, a vector quantizer and a ResNet decoder.
+class VQVAE(AdversarialMixin, ImageTokenizer):
+    """A VQ-VAE: a ResNet encoder, a vector quantizer and a ResNet decoder; with
+    `disc_weight` > 0, a VQGAN's adversarial term.
 
     Args:
         image_size: image side in pixels; divisible by 2**len(channels).
@@ -73,6 +76,10 @@ class VQVAE(ImageTokenizer):
         kmeans_iters: Lloyd iterations of that initialisation.
         use_cosine_sim: l2-normalised codes and features.
         threshold_ema_dead_code: re-seed codes whose EMA usage falls below this (0 = off).
+        disc_weight, disc_start, disc_layers, disc_channels: the adversarial term
+            (`t2i.models.adversarial`; off at disc_weight 0): its weight, the training
+            batches before it starts, and the PatchGAN discriminator's stride-2 layers and
+            first width.
     """
 
     @register_to_config
@@ -93,12 +100,17 @@ class VQVAE(ImageTokenizer):
         kmeans_iters: int = 10,
         use_cosine_sim: bool = False,
         threshold_ema_dead_code: float = 0.0,
+        disc_weight: float = 0.0,  # times eq. 7's adaptive lambda; 0 = no discriminator
+        disc_start: int = 0,  # training batches of reconstruction alone before it starts
+        disc_layers: int = 3,  # stride-2 layers: 3 sees 70-px patches, 2 sees 34-px ones
+        disc_channels: int = 64,  # width of its first layer (doubling per layer, up to 8x)
     ) -> None:
         super().__init__()
         self._grid = downsampled_size(image_size, len(channels))
         self.encoder = Encoder(in_channels, channels, embed_dim, num_res_blocks)
         self.quantizer = _quantizer(embed_dim, self.config)
         self.decoder = Decoder(embed_dim, channels, in_channels, num_res_blocks)
+        self._init_adversarial()
 
     @property
     def num_tokens(self) -> int:
@@ -107,6 +119,10 @@ class VQVAE(ImageTokenizer):
     @property
     def grid_size(self) -> int:
         return self._grid
+
+    @property
+    def decoder_last_layer(self) -> Tensor:
+        return self.decoder.conv_out.weight
 
     def forward(self, pixel_values: Tensor) -> tuple[Tensor, QuantizerOutput]:
         """Reconstruct through the quantizer: (reconstruction (N, C, H, W), quantizer output).
@@ -126,7 +142,8 @@ class VQVAE(ImageTokenizer):
         return self.decoder(self.quantizer.lookup(tokens)).clamp(-1, 1)
 
     def training_losses(self, batch: dict) -> dict[str, Tensor]:
-        """recon (MSE) + beta * codebook + gamma * commitment, plus codebook usage and PSNR.
+        """recon (MSE) + beta * codebook + gamma * commitment, plus codebook usage and PSNR,
+        and the adversarial terms when on (`adversarial_losses`).
 
         Args:
             batch: a dict with `pixel_values` (N, C, H, W) in [-1, 1].
@@ -134,11 +151,13 @@ class VQVAE(ImageTokenizer):
         x = batch["pixel_values"]
         recon, q = self(x)
         mse = F.mse_loss(recon.float(), x.float())
+        adversarial = self.adversarial_losses(x, recon, mse)  # {} when off or not started
         return {
-            "loss": mse + self.quantizer.loss(q),
+            "loss": mse + self.quantizer.loss(q) + adversarial.pop("loss", 0.0),
             "recon": mse,
             "psnr": psnr(recon.detach().clamp(-1, 1), x).mean(),
             **_quantizer_terms(q),
+            **adversarial,
         }
 
 

@@ -11,6 +11,7 @@ from t2i.nn.blocks import (
     downsampled_size,
 )
 from t2i.nn.diffusion import SAMPLERS, guided_denoise
+from t2i.nn.discriminator import PatchDiscriminator, hinge_loss
 from t2i.nn.quantizer import QuantizerOutput, VectorQuantizer, code_statistics, kmeans
 from t2i.nn.text import CaptionEncoder
 from t2i.nn.transformer import CacheMemory, KVCache, Transformer
@@ -22,6 +23,7 @@ __all__ = [
     "Downsample",
     "Encoder",
     "KVCache",
+    "PatchDiscriminator",
     "ResBlock",
     "Transformer",
     "Upsample",
@@ -33,5 +35,6 @@ __all__ = [
     "code_statistics",
     "downsampled_size",
     "guided_denoise",
+    "hinge_loss",
     "kmeans",
 ]
