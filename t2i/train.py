@@ -77,7 +77,9 @@ def initial_model(config: ExperimentConfig, where: str) -> torch.nn.Module:
     name = config.model.get("type")
     try:
         if config.init_from is None:
-            return build_model(config.model, checker(f"model ({name})"))  # where: below
+            model = build_model(config.model, checker(f"model ({name})"))  # where: below
+            model.load_pretrained_parts()
+            return model
         if name not in MODELS:
             build_model({"type": name})  # raises the unknown-type error
         cls, path = MODELS[name], Path(config.init_from)
@@ -140,8 +142,9 @@ def check_schedule(config: ExperimentConfig, where: str) -> None:
 
 
 def check_text(config: ExperimentConfig, model: torch.nn.Module, where: str) -> CaptionCollator:
-    """The caption collator, after checking the model reads captions as the data tokenises
-    them and reads the hard negatives asked for."""
+    """The caption collator with open_clip's BPE (`caption_collator` gives the one training
+    uses), after checking the model reads captions as the data tokenises them and reads the
+    hard negatives asked for."""
     context = model.config.get("context_length")
     if context is not None and reads_caption(model.reads) and context != config.data.context_length:
         raise ConfigError(
@@ -158,6 +161,24 @@ def check_text(config: ExperimentConfig, model: torch.nn.Module, where: str) -> 
         return CaptionCollator(config.data.context_length, hard)
     except ValueError as err:
         raise ConfigError(f"{where}: data.{err}") from err
+
+
+def caption_collator(
+    checked: CaptionCollator, model: torch.nn.Module, readers: dict[str, Any]
+) -> CaptionCollator:
+    """The collator training uses: captions tokenised by the text tower that reads them (the
+    model's own CLIP, else the CLIP preparing its caption states), else by open_clip's BPE.
+
+    Args:
+        checked: `check_text`'s collator.
+        model: the model to train.
+        readers: its readers (`load_readers`).
+    """
+    if hasattr(model, "tokenize"):  # a CLIP: its own text tower
+        checked.tokenizer = model.tokenizer
+    elif model.reads & {"text_states", "text_embeds"}:
+        checked.tokenizer = readers["clip"].tokenizer
+    return checked
 
 
 def check_batch(images: Any, config: ExperimentConfig, where: str) -> None:
@@ -199,6 +220,7 @@ def run(config: ExperimentConfig, where: str = "config") -> TrainResult:
         raise ConfigError(f"{where}: {err}") from err
     check_batch(images, config, where)
     readers = load_readers(config, model, where)
+    collate = caption_collator(collate, model, readers)
     sources = {key: str(model_dir(getattr(config.data, key)).resolve()) for key in readers}
     data = prepare(
         model.reads,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -65,15 +66,22 @@ class CaptionCollator:
     Args:
         context_length: caption length in tokens.
         hard_negatives: None, or "relations".
+        tokenizer: texts -> ids (B, context_length), the text tower's own (a CLIP's
+            `tokenizer` with a Hugging Face text model); None: open_clip's BPE.
     """
 
-    def __init__(self, context_length: int = 32, hard_negatives: str | None = None) -> None:
+    def __init__(
+        self,
+        context_length: int = 32,
+        hard_negatives: str | None = None,
+        tokenizer: Callable[[list[str]], torch.Tensor] | None = None,
+    ) -> None:
         if hard_negatives not in (None, *HARD_NEGATIVES):
             raise ValueError(
                 f"hard_negatives={hard_negatives!r}: expected one of "
                 f"{', '.join(HARD_NEGATIVES)} or None"
             )
-        self.tokenizer = get_tokenizer(context_length)
+        self.tokenizer = tokenizer or get_tokenizer(context_length)
         self.hard_negatives = hard_negatives
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:

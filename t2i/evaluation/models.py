@@ -39,9 +39,13 @@ ACTIVE_KL = 0.01  # nats: a latent dimension with more mean KL than this is "act
 Transform = Callable[[dict], dict] | None
 
 
-def loader(data: Any, batch_size: int, context_length: int = 32) -> DataLoader:
-    """Batches of a data set, captions tokenised to `context_length`."""
-    return DataLoader(data, batch_size=batch_size, collate_fn=CaptionCollator(context_length))
+def loader(
+    data: Any, batch_size: int, context_length: int = 32, tokenizer: Any = None
+) -> DataLoader:
+    """Batches of a data set, captions tokenised to `context_length` (by `tokenizer`, a CLIP's,
+    when given; else open_clip's BPE)."""
+    collate = CaptionCollator(context_length, tokenizer=tokenizer)
+    return DataLoader(data, batch_size=batch_size, collate_fn=collate)
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -152,6 +156,8 @@ def evaluate_model(
     readers = {k: v.eval().to(_device(model)) for k, v in (readers or {}).items()}
     size = _image_size(model, readers)
     context = _context_length(model, readers)
+    reads_states = model.reads & {"text_states", "text_embeds"} and "clip" in readers
+    tokenizer = readers["clip"].tokenizer if reads_states else None  # else open_clip's BPE
     with tempfile.TemporaryDirectory() as cache:
 
         def prepared(data: ShapesDataset):
@@ -162,7 +168,10 @@ def evaluate_model(
         results: dict[str, Any] = {
             "test_images": n,
             "loss_terms": loss_terms(
-                model, loader(inputs.train_set, batch_size, context), seed, inputs.batch_transform
+                model,
+                loader(inputs.train_set, batch_size, context, tokenizer),
+                seed,
+                inputs.batch_transform,
             ),
         }
         pixels = loader(test, batch_size, context)

@@ -115,7 +115,7 @@ def evaluate_pipeline(
     time and the images per second it returned.
     """
     bundle.set_progress_bar_config(disable=True)
-    size = bundle.image_tokenizer.config.image_size
+    size = bundle.image_size
     sets = pipeline_prompt_sets(size, n, holdout)
     results: dict[str, Any] = {"prompts": n, "images_per_prompt": images_per_prompt}
     if settings is None:
@@ -202,7 +202,7 @@ def evaluate_unclip(
     results: dict[str, Any] = {"embeddings": {}}
     for name, data in sets.items():
         prior_cos, text_cos, other_cos = [], [], []
-        for batch in loader(data, batch_size, pipe.clip.config.context_length):
+        for batch in loader(data, batch_size, pipe.clip.config.context_length, pipe.clip.tokenizer):
             true = pipe.clip.encode_image(batch["pixel_values"].to(pipe.device)).float()
             start = len(other_cos) * batch_size  # this batch's first sample in the set
             other = another_image(batch["spec"], batch["pixel_values"].shape[-1], start)

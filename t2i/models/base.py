@@ -34,6 +34,11 @@ class T2IModel(ModelMixin, ConfigMixin):
         """The batch inputs this model's `training_losses` reads."""
         return self.READS
 
+    def load_pretrained_parts(self) -> None:
+        """Read into a newly built model the weights of the pretrained parts its config names
+        from outside t2i (a CLIP's Hugging Face text tower); none by default. Training calls
+        it on a model it builds from a config, never on one loaded from its own save."""
+
     @classmethod
     def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
         """diffusers' `ModelMixin.from_pretrained`, then each tensor copied to its own storage."""

@@ -13,6 +13,15 @@ open_clip architecture name (`list_models()`), whose weights a user may have as 
 loads as a t2i model directory. It owns its tokenizer (open_clip's); a prompt longer than the
 context is cut with a warning that says what was lost, and an empty prompt is an error.
 
+Its text tower may instead be a pretrained Hugging Face text model from a local folder
+(`text_model`: a BERT, MiniLM or sentence-transformers folder; open_clip's `HFTextEncoder`,
+mean pooling, a linear projection), locked with `lock_text` as in LiT (Zhai et al. 2022,
+"LiT: Zero-Shot Transfer with Locked-image text Tuning", here with the text side locked):
+only the image tower, the text projection and the temperature train, so the priors and the
+denoiser read English the captions never taught them. Such a CLIP saves its text tower in a
+`text_model/` subfolder of its own (transformers' layout, with its tokenizer), apart from the
+rest of its weights: a locked tower is written byte for byte the same by every build.
+
 It also records which tokens its training captions held (`seen_tokens` in its config, kept
 as it trains and written when it saves), so that a prompt of words it never saw ("a photo
 of a dog" to a model of coloured shapes, or another language) gets a warning naming them
@@ -21,28 +30,44 @@ instead of drawing noise without a word.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
-from collections.abc import Sequence
+import shutil
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
+import transformers
 from diffusers.configuration_utils import register_to_config
 from open_clip.loss import ClipLoss
 from open_clip.transform import PreprocessCfg
 from PIL import Image
+from safetensors.torch import load_file
 from torch import Tensor
 
 from t2i.models.base import T2IModel
 from t2i.nn.text import VOCAB_SIZE
 
 logger = logging.getLogger(__name__)
+
+TEXT_FOLDER = "text_model"  # in a saved CLIP: its Hugging Face text tower and tokenizer
+TOKENIZER_FILES = (  # what a Hugging Face text folder's tokenizer is read from
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "merges.txt",
+    "vocab.json",
+    "spiece.model",
+)
 
 
 @dataclass
@@ -81,6 +106,11 @@ class CLIPModel(T2IModel):
         image_std: per-channel std the vision tower expects of images on [0, 1].
         seen_tokens: the token ids of its training captions (None: not known, as for
             external weights); recorded by training, not set by hand.
+        text_model: a local Hugging Face text model folder (config.json, weights, tokenizer)
+            whose model is the text tower, mean-pooled and projected linearly; it replaces
+            the text shape arguments above. `build_model` reads its weights
+            (`load_pretrained_parts`); a saved CLIP carries it in its own subfolder.
+        lock_text: freeze that text tower (LiT): its weights never train, dropout off.
     """
 
     READS = frozenset({"pixel_values", "input_ids", "negative_input_ids"})  # + hard negatives
@@ -103,32 +133,45 @@ class CLIPModel(T2IModel):
         image_mean: Sequence[float] = (0.5, 0.5, 0.5),
         image_std: Sequence[float] = (0.5, 0.5, 0.5),
         seen_tokens: Sequence[int] | None = None,
+        text_model: str | None = None,
+        lock_text: bool = False,
     ) -> None:
         super().__init__()
+        if lock_text and text_model is None:
+            raise ValueError("lock_text=True locks a pretrained text tower: set text_model too")
+        vision_cfg = open_clip.model.CLIPVisionCfg(
+            layers=vision_layers,
+            width=vision_width,
+            head_width=vision_width // vision_heads,
+            patch_size=patch_size,
+            image_size=image_size,
+        )
         if architecture is not None:
             self.model = _build_open_clip(architecture)
-        else:
-            self.model = open_clip.model.CLIP(
-                embed_dim,
-                vision_cfg=open_clip.model.CLIPVisionCfg(
-                    layers=vision_layers,
-                    width=vision_width,
-                    head_width=vision_width // vision_heads,
-                    patch_size=patch_size,
-                    image_size=image_size,
-                ),
-                text_cfg=open_clip.model.CLIPTextCfg(
-                    context_length=context_length,
-                    vocab_size=vocab_size,
-                    width=text_width,
-                    heads=text_heads,
-                    layers=text_layers,
-                ),
+        elif text_model is not None:  # a Hugging Face text tower (weights: load_pretrained_parts)
+            _check_text_folder(text_model)
+            text_cfg = open_clip.model.CLIPTextCfg(
+                context_length=context_length,
+                hf_model_name=str(text_model),
+                hf_model_pretrained=False,
+                hf_proj_type="linear",
+                hf_pooler_type="mean_pooler",
             )
+            self.model = open_clip.model.CustomTextCLIP(embed_dim, vision_cfg, text_cfg)
+        else:
+            text_cfg = open_clip.model.CLIPTextCfg(
+                context_length=context_length,
+                vocab_size=vocab_size,
+                width=text_width,
+                heads=text_heads,
+                layers=text_layers,
+            )
+            self.model = open_clip.model.CLIP(embed_dim, vision_cfg, text_cfg)
+        if lock_text:
+            self.text_tower.requires_grad_(False)
         self.register_buffer("mean", torch.tensor(image_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(image_std).view(1, 3, 1, 1), persistent=False)
-        embedding = getattr(self.model, "token_embedding", None)
-        seen = torch.zeros(getattr(embedding, "num_embeddings", vocab_size), dtype=torch.bool)
+        seen = torch.zeros(getattr(self.model, "vocab_size", vocab_size), dtype=torch.bool)
         if seen_tokens is not None:
             seen[torch.as_tensor(list(seen_tokens), dtype=torch.long)] = True
         self.register_buffer("seen", seen, persistent=False)  # updated as it trains
@@ -155,16 +198,63 @@ class CLIPModel(T2IModel):
             open_clip.load_checkpoint(model.model, pretrained)
         return model
 
+    # ---- a pretrained text tower -------------------------------------------------------------
+
+    @property
+    def text_tower(self) -> torch.nn.Module | None:
+        """The Hugging Face text model of `text_model` (None for open_clip's own towers)."""
+        text = getattr(self.model, "text", None)
+        return getattr(text, "transformer", None) if self.config.text_model else None
+
+    @property
+    def text_width(self) -> int:
+        """Width of the per-token text states (`text_features(...).states`)."""
+        if self.text_tower is not None:
+            return int(self.text_tower.config.hidden_size)
+        return int(self.model.transformer.width)
+
+    def load_pretrained_parts(self) -> None:
+        """Read the weights of the pretrained parts the config names (the `text_model`
+        folder's text model) into a newly built model; nothing for a CLIP without one.
+
+        Raises:
+            ValueError: the folder's weights do not fit its config's architecture.
+        """
+        if self.text_tower is None:
+            return
+        folder = Path(self.config.text_model)
+        files = sorted(folder.glob("*.safetensors"))
+        if not files:
+            raise ValueError(f"text_model={str(folder)!r}: no .safetensors weights in it")
+        weights = {k: v for f in files for k, v in load_file(f).items()}
+        _load_text_weights(self.text_tower, weights, folder)
+
+    def train(self, mode: bool = True) -> CLIPModel:
+        """nn.Module.train, leaving a locked text tower in eval mode (no dropout)."""
+        super().train(mode)
+        if self.config.lock_text and self.text_tower is not None:
+            self.text_tower.eval()
+        return self
+
     # ---- text ------------------------------------------------------------------------------
 
     @cached_property
     def tokenizer(self) -> Any:
-        """open_clip's tokenizer for this model, at its context length."""
+        """The text tower's tokenizer at the context length: open_clip's BPE, an open_clip
+        architecture's, or the Hugging Face folder's."""
         name = self.config.architecture
         length = self.config.context_length
+        if self.config.text_model is not None:
+            return open_clip.tokenizer.HFTokenizer(self.config.text_model, context_length=length)
         if name is None:
             return open_clip.tokenizer.SimpleTokenizer(context_length=length)
         return open_clip.get_tokenizer(name, context_length=length)
+
+    @property
+    def pad_token_id(self) -> int:
+        """The id padding a caption to the context length (0 for open_clip's BPE)."""
+        inner = getattr(self.tokenizer, "tokenizer", None)  # a Hugging Face tokenizer
+        return int(getattr(inner, "pad_token_id", None) or 0)
 
     def tokenize(
         self, texts: str | Sequence[str], allow_empty: bool = False, warn: bool = True
@@ -235,11 +325,50 @@ class CLIPModel(T2IModel):
                 )
 
     def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> None:
-        """diffusers' save, with the tokens its training captions held in its config."""
+        """diffusers' save, with the tokens its training captions held in its config; a
+        Hugging Face text tower goes apart, into SAVE_DIRECTORY/text_model (transformers'
+        layout and its tokenizer files), so that an unchanged tower is saved byte for byte
+        the same."""
         seen = self.seen.nonzero().flatten().tolist()
         if seen:
             self.register_to_config(seen_tokens=seen)
-        super().save_pretrained(save_directory, *args, **kwargs)
+        tower = self.text_tower
+        if tower is None:
+            super().save_pretrained(save_directory, *args, **kwargs)
+            return
+        folder = Path(save_directory) / TEXT_FOLDER
+        source = Path(self.config.text_model)
+        with _no_progress_bars():
+            tower.save_pretrained(folder)
+        if source.resolve() != folder.resolve():
+            for name in TOKENIZER_FILES:
+                if (source / name).is_file():
+                    shutil.copyfile(source / name, folder / name)
+        self.register_to_config(text_model=TEXT_FOLDER)  # relative to the saved CLIP
+        try:
+            with _detached(self.model.text, "transformer"):
+                super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            self.register_to_config(text_model=str(source))
+
+    @classmethod
+    def from_pretrained(cls, path: Any, *args: Any, **kwargs: Any) -> CLIPModel:
+        """diffusers' load; a CLIP saved with a Hugging Face text tower reads it from its
+        text_model subfolder (and needs nothing of the folder it was first read from)."""
+        config = cls.load_config(path)
+        if config.get("text_model") != TEXT_FOLDER:
+            return super().from_pretrained(path, *args, **kwargs)
+        folder = Path(path) / TEXT_FOLDER
+        kwargs = {**kwargs, "text_model": str(folder), "low_cpu_mem_usage": False}
+        with _quiet_missing_keys():  # the tower's, read below
+            model = super().from_pretrained(path, *args, **kwargs)
+        weights = load_file(folder / "model.safetensors")
+        _load_text_weights(model.text_tower, weights, folder)
+        if model.config.lock_text:
+            model.text_tower.requires_grad_(False)
+        if kwargs.get("torch_dtype") is not None:
+            model.text_tower.to(kwargs["torch_dtype"])
+        return model
 
     def text_features(self, input_ids: Tensor) -> TextFeatures:
         """Pooled unit-norm embeddings and per-token states of token ids (B, context_length).
@@ -248,6 +377,8 @@ class CLIPModel(T2IModel):
             input_ids: from `tokenize`.
         """
         m = self.model
+        if self.text_tower is not None:
+            return self._hf_text_features(input_ids)
         if not hasattr(m, "token_embedding"):
             raise NotImplementedError(
                 f"{self.config.architecture}: per-token states need open_clip's own text tower"
@@ -260,6 +391,15 @@ class CLIPModel(T2IModel):
         proj = m.text_projection
         embeds = proj(pooled) if isinstance(proj, torch.nn.Linear) else pooled @ proj
         return TextFeatures(F.normalize(embeds, dim=-1), states, input_ids != 0)
+
+    def _hf_text_features(self, input_ids: Tensor) -> TextFeatures:
+        """text_features through a Hugging Face text tower: its last hidden states, their
+        masked mean projected (open_clip's `HFTextEncoder.forward`, states kept)."""
+        text = self.model.text
+        mask = input_ids != self.pad_token_id  # (B, L)
+        out = text.transformer(input_ids=input_ids, attention_mask=mask.long())
+        embeds = text.proj(text.pooler(out, mask.long()))  # (B, embed_dim)
+        return TextFeatures(F.normalize(embeds, dim=-1), out.last_hidden_state, mask)
 
     def encode_text(self, input_ids: Tensor) -> Tensor:
         """Unit-norm caption embeddings, (B, embed_dim).
@@ -365,6 +505,68 @@ def _build_open_clip(architecture: str) -> torch.nn.Module:
     cfg.pop("preprocess_cfg", None)
     custom = cfg.pop("custom_text", False) or "hf_model_name" in text_cfg
     return (open_clip.model.CustomTextCLIP if custom else open_clip.model.CLIP)(**cfg)
+
+
+def _check_text_folder(path: str) -> None:
+    """A ValueError naming `text_model` unless it is a folder with a config.json."""
+    folder = Path(path)
+    if not (folder / "config.json").is_file():
+        what = "no such folder" if not folder.is_dir() else "no config.json in it"
+        raise ValueError(f"text_model={path!r}: {what}; give a Hugging Face text model folder")
+
+
+def _load_text_weights(tower: torch.nn.Module, weights: dict[str, Tensor], folder: Path) -> None:
+    """A Hugging Face text model's weights into `tower`: keys with or without the model's
+    prefix ("bert."); a pooler the mean pooling does not use is left out; any weight the tower
+    needs and the folder lacks, or of another shape, is a ValueError naming the folder."""
+    prefix = f"{getattr(tower, 'base_model_prefix', '')}."
+    if prefix != "." and not any(k in tower.state_dict() for k in weights):
+        weights = {k.removeprefix(prefix): v for k, v in weights.items()}
+    expected = tower.state_dict()
+    for key, value in weights.items():
+        if key in expected and value.shape != expected[key].shape:
+            raise ValueError(
+                f"text_model={str(folder)!r}: {key} is {tuple(value.shape)} in its weights but "
+                f"{tuple(expected[key].shape)} in its config.json"
+            )
+    missing, _ = tower.load_state_dict(weights, strict=False)  # extra: an unused pooler
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing:
+        raise ValueError(f"text_model={str(folder)!r}: its weights lack {missing[0]}")
+
+
+@contextlib.contextmanager
+def _detached(parent: torch.nn.Module, name: str) -> Iterator[None]:
+    """`parent.name` taken out of the module tree for the block (its weights unsaved)."""
+    child = parent._modules.pop(name)
+    try:
+        yield
+    finally:
+        parent._modules[name] = child
+
+
+@contextlib.contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """transformers' progress bars off for the block (one per saved file otherwise)."""
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def _quiet_missing_keys() -> Iterator[None]:
+    """diffusers' warning about weights missing from a checkpoint, silenced for the block."""
+    log = logging.getLogger("diffusers.models.modeling_utils")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def _side(size: int | Sequence[int]) -> int:

@@ -119,7 +119,7 @@ def reader_values(
         ]
     if "text_states" in reads and clip is not None:
         checks += [
-            ("clip_width", clip.config.text_width, "the CLIP model at data.clip"),
+            ("clip_width", clip.text_width, "the CLIP model at data.clip"),
             ("context_length", clip.config.context_length, "the CLIP model at data.clip"),
         ]
     if reads & {"text_embeds", "image_embeds"} and clip is not None:
