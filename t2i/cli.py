@@ -168,3 +168,15 @@ def precheck_train(argv: list[str], description: str | None = None) -> None:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+
+
+def default_route(index: dict) -> str:
+    """The route a saved pipeline draws by when none is named: DALL-E when it has it, else
+    its first (from its model_index.json's `_t2i_routes`; DALL-E for pipelines saved before
+    they were recorded, which all had it).
+
+    Args:
+        index: the pipeline's model_index.json, parsed.
+    """
+    routes = index.get("_t2i_routes") or ["dalle"]
+    return "dalle" if "dalle" in routes else routes[0]

@@ -45,6 +45,10 @@ class DataConfig:
         image_size: side of the square images, in pixels.
         num_train: number of training samples.
         num_val: number of held-back samples used for sample grids and evaluation.
+        heldout: for a captioned data set, a held-out split file (heldout.json: the sources
+            it lists, relative to `path`, never train); "auto": `path`/heldout.json when the
+            data set has one (the emoji corpus does), else `num_val` samples drawn with
+            `seed`; null: always that draw.
         seed: data seed; the validation split uses seed + 1.
         num_objects: 1, 2, or None for a mix.
         holdout: attribute combinations kept out of training,
@@ -77,6 +81,7 @@ class DataConfig:
     image_size: int = 32
     num_train: int = 50_000
     num_val: int = 512
+    heldout: str | None = "auto"
     seed: int = 0
     num_objects: int | None = None
     holdout: list = dataclasses.field(default_factory=list)

@@ -78,7 +78,7 @@ class Demo:
         for pipe in self.pipes.values():
             pipe.set_progress_bar_config(disable=True)
         self.defaults = dict(first.sampling_defaults)
-        self.size = first.image_tokenizer.config.image_size
+        self.size = first.image_size
 
     @property
     def routes(self) -> list[str]:

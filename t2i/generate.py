@@ -38,7 +38,7 @@ from pathlib import Path
 from PIL import Image, PngImagePlugin
 
 from t2i._version import __version__
-from t2i.cli import OneLineParser, at_least, finite, fraction
+from t2i.cli import OneLineParser, at_least, default_route, finite, fraction
 
 logger = logging.getLogger("t2i.generate")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -150,8 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--route",
         choices=("dalle", "unclip", "ldm", "maskgit"),
-        default="dalle",
-        help="dalle: the prior reads the caption; unclip: a diffusion prior draws a CLIP "
+        help="(default: dalle when the pipeline has it, else its first route) "
+        "dalle: the prior reads the caption; unclip: a diffusion prior draws a CLIP "
         "image embedding that the decoder reads; ldm: latent diffusion reading the caption; "
         "maskgit: a masked prior draws all codes in --steps parallel steps",
     )
@@ -386,6 +386,14 @@ def replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argpars
     return argparse.Namespace(**{**vars(args), **replayed})
 
 
+def saved_index(model: str | None) -> dict:
+    """The model_index.json of a saved pipeline (None: the shipped default), read without
+    importing torch; {} when there is none (loading it reports that)."""
+    folder = Path(model) if model else Path(__file__).resolve().parent / "assets" / "default"
+    index = folder / "model_index.json"
+    return json.loads(index.read_text()) if index.is_file() else {}
+
+
 def check_mask_image(args: argparse.Namespace) -> None:
     """--mask-image goes with --init-image on the masked route, and names a file."""
     if args.mask_image is None:
@@ -448,6 +456,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None)
         raise FileNotFoundError(f"--model {args.model}: no such directory")
     if args.init_image is not None and not Path(args.init_image).is_file():
         raise FileNotFoundError(f"--init-image {args.init_image}: no such file")
+    if args.route is None:
+        args.route = default_route(saved_index(args.model))
     check_mask_image(args)
     for key in ("init_image", "mask_image"):
         want = (record or {}).get(key + "_hash")

@@ -40,9 +40,16 @@ import torch
 import yaml
 from diffusers import DPMSolverMultistepScheduler
 
-from t2i.config import ConfigError, ExperimentConfig, apply_overrides, checker, from_dict
-from t2i.data.captioned import CaptionedDataset, detect_format
-from t2i.evaluation.captioned import relative_source
+from t2i.config import (
+    ConfigError,
+    DataConfig,
+    ExperimentConfig,
+    apply_overrides,
+    checker,
+    from_dict,
+)
+from t2i.data.captioned import CaptionedDataset, detect_format, read_split, relative_source
+from t2i.data.sets import split_captioned, split_file
 from t2i.models import build_model, load_model, load_reader
 from t2i.pipelines import ROUTES, TextToImagePipeline
 from t2i.pipelines.common import weights_id
@@ -52,6 +59,7 @@ from t2i.training.inputs import needs, reader_keys
 from t2i.training.stages import COMPONENTS, PREPARED_BY, final_stages, readers
 
 logger = logging.getLogger("t2i.recipe")
+DATA_FIELDS = {f.name for f in dataclasses.fields(DataConfig)}
 
 TrainOne = Callable[[ExperimentConfig, str], TrainResult]  # t2i.train.run
 SPLIT = "heldout.json"  # in the pipeline: the held-out samples of its data set
@@ -69,6 +77,7 @@ PASSED_DATA = (  # the recipe's data keys every stage gets
     "check_images",
     "image_size",
     "num_val",
+    "heldout",
     "seed",
     "num_workers",
 )
@@ -192,9 +201,7 @@ def _stages(path: Path, model: dict, where: str) -> list[Stage]:
     bad = [r for r in routes if r not in ROUTES]
     if bad:
         raise ConfigError(f"{where}: model.routes: {bad[0]!r} is not one of {', '.join(ROUTES)}")
-    wanted = {"clip", "image_tokenizer"} | {
-        c for r in {"dalle", *routes} for c in ROUTES[r].component_names()
-    }
+    wanted = {"clip"} | {c for r in routes for c in ROUTES[r].component_names()}
     stages = []
     for item in model.get("stages") or []:
         name, trains = item.get("stage"), item.get("trains")
@@ -467,18 +474,20 @@ def check_out(recipe: Recipe) -> None:
         )
 
 
-def check_data(recipe: Recipe) -> list[str] | None:
+def check_data(recipe: Recipe) -> dict[str, Any] | None:
     """Read a captioned data set once (bad files reported), warn when it is small; return
-    its held-out samples' sources (relative to it), or None for the shapes world."""
+    its held-out split as the pipeline records it (heldout.json: the sources relative to the
+    data folder, and the split file's parts when it names some), or None for the shapes
+    world."""
     path = recipe.data.get("path")
     if not path:
         return None
+    data = DataConfig(**{k: v for k, v in recipe.data.items() if k in DATA_FIELDS})
     try:
         detect_format(path)
-        size = recipe.data.get("image_size", 32)
-        full = CaptionedDataset(
-            path, size, recipe.data.get("caption_column"), recipe.data.get("image_column")
-        )
+        full = CaptionedDataset(path, data.image_size, data.caption_column, data.image_column)
+        _, val = split_captioned(full, data)
+        found = split_file(data)
     except (FileNotFoundError, ValueError) as err:
         raise ConfigError(f"data.path={path!r}: {err}") from err
     if len(full) < recipe.min_images:
@@ -489,9 +498,12 @@ def check_data(recipe: Recipe) -> list[str] | None:
             len(full),
             recipe.min_images,
         )
-    _, val = full.split(recipe.data.get("num_val", 512), recipe.data.get("seed", 0))
     root = Path(path).resolve()
-    return [relative_source(r["source"], root) for r in val.records]
+    split = {"data_path": str(path), "seed": data.seed, "num_val": data.num_val}
+    split["held_out"] = [relative_source(r["source"], root) for r in val.records]
+    if found is not None:
+        split.update(split_file=str(found), parts=read_split(found)["parts"])
+    return split
 
 
 def train_stage(
@@ -547,7 +559,7 @@ def _number(value: Any) -> Any:
     return int(number) if number.is_integer() else round(number, 5)
 
 
-def assemble(recipe: Recipe, held_out: list[str] | None) -> Path:
+def assemble(recipe: Recipe, held_out: dict[str, Any] | None) -> Path:
     """Load the final stages, cast to float16, save the pipeline to OUT with its sampling
     settings, provenance and held-out split; refuse one over the size budget."""
     components = final_stages(recipe.pairs)
@@ -566,13 +578,7 @@ def assemble(recipe: Recipe, held_out: list[str] | None) -> Path:
     for name, stage in components.items():  # how each part was trained (and its holdout)
         shutil.copy(runs / stage / "config.yaml", tmp / name / "config.yaml")
     if held_out is not None:
-        split = {
-            "data_path": str(recipe.data.get("path")),
-            "seed": recipe.data.get("seed", 0),
-            "num_val": recipe.data.get("num_val", 512),
-            "held_out": held_out,
-        }
-        (tmp / SPLIT).write_text(json.dumps(split, indent=1) + "\n")
+        (tmp / SPLIT).write_text(json.dumps(held_out, indent=1) + "\n")
     size = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file()) / 2**20
     if recipe.max_mb is not None and size > recipe.max_mb:
         shutil.rmtree(tmp)

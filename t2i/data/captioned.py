@@ -14,6 +14,9 @@ Layouts (`detect_format`):
   `t2i.data.webdataset.WebDatasetShards` for data sets larger than a disk's worth of loose
   files.
 A caption may be a list of captions; each time the image is drawn, one is picked at random.
+Each sample's record (`records`: image, caption, spec, source, meta) keeps in `meta` an
+imagefolder row's other plain fields (`style`, `name` ...; {} in the other layouts), for the
+evaluation to group samples by.
 
 Nothing bad stops a run: a sample without a caption is left out when the set is built; a
 missing, empty, truncated or unreadable image, a file that is not an image, or a
@@ -32,6 +35,7 @@ import random
 import tempfile
 import weakref
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +53,33 @@ FORMATS = ("imagefolder", "text_pairs", "table", "saved", "webdataset", "images"
 CAPTION_COLUMNS = ("caption", "text", "captions", "prompt")
 IMAGE_COLUMNS = ("file_name", "image", "image_path", "path", "filename")
 TABLE_LOADERS = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
+HELDOUT_FILE = "heldout.json"  # a split: {"held_out": [sources], "parts": {name: [sources]}}
+
+
+def relative_source(source: str, root: Path) -> str:
+    """A record's source relative to the data folder (as heldout.json lists it), else as is."""
+    try:
+        return str(Path(source).resolve().relative_to(root))
+    except ValueError:
+        return source
+
+
+def read_split(path: str | Path) -> dict[str, Any]:
+    """A heldout.json: {"held_out": [sources relative to the data folder], "parts": {name:
+    [sources]} (optional)}, checked.
+
+    Raises:
+        ValueError: not such a file (naming it and what is wrong).
+    """
+    try:
+        written = json.loads(Path(path).read_text())
+        listed = written["held_out"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a held-out split ({type(err).__name__}: {err})") from err
+    parts = written.get("parts") or {}
+    if not isinstance(listed, list) or not isinstance(parts, dict):
+        raise ValueError(f"{path}: held_out must be a list of sources and parts a dict of them")
+    return {"held_out": listed, "parts": parts}
 
 
 def detect_format(path: str | Path) -> str:
@@ -96,6 +127,14 @@ def _pick(
         f"{where}: no {what} column (looked for {', '.join(choices)}); columns: {columns}; "
         f"name it with data.{what}_column"
     )
+
+
+def _meta(row: dict, used: tuple[str, ...]) -> dict[str, Any]:
+    """An imagefolder row's plain fields (str, number, bool or null: `style`, `name` ...)
+    other than its `used` caption and image columns, kept in its record's `meta`; lists and
+    objects (caption lists, `spec`) are left out."""
+    plain = (str, int, float, bool)
+    return {k: v for k, v in row.items() if k not in used and (v is None or isinstance(v, plain))}
 
 
 class BadSamples(dict):
@@ -200,7 +239,12 @@ class CaptionedDataset(Dataset):
         columns = sorted({k for r in rows for k in r})
         cap = _pick(columns, caption_column, CAPTION_COLUMNS, "caption", meta)
         img = _pick(columns, image_column, IMAGE_COLUMNS, "image", meta)
-        return [self._record(self.path / str(r.get(img)), r.get(cap), r.get("spec")) for r in rows]
+        return [
+            self._record(
+                self.path / str(r.get(img)), r.get(cap), r.get("spec"), meta=_meta(r, (cap, img))
+            )
+            for r in rows
+        ]
 
     def _read_text_pairs(self, caption_column: str | None, image_column: str | None) -> list:
         images = sorted(p for p in self.path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
@@ -250,9 +294,22 @@ class CaptionedDataset(Dataset):
         return records
 
     def _record(
-        self, image: Any, caption: Any, spec: Any = None, source: str | None = None
+        self,
+        image: Any,
+        caption: Any,
+        spec: Any = None,
+        source: str | None = None,
+        meta: dict | None = None,
     ) -> dict:
-        return {"image": image, "caption": caption, "spec": spec, "source": source or str(image)}
+        """A sample's record: `meta` holds its metadata row's plain fields (see `_meta`)."""
+        source = source or str(image)
+        return {
+            "image": image,
+            "caption": caption,
+            "spec": spec,
+            "source": source,
+            "meta": meta or {},
+        }
 
     def _has_caption(self, record: dict, required: bool = True) -> bool:
         """Keep records with a non-empty caption (or list of them), or (not required) every
@@ -284,6 +341,32 @@ class CaptionedDataset(Dataset):
         return self._subset(order[n_val:].tolist(), "train"), self._subset(
             order[:n_val].tolist(), "val"
         )
+
+    def listed_split(
+        self, listed: Sequence[str], where: str
+    ) -> tuple[CaptionedDataset, CaptionedDataset]:
+        """(train, held-out): the records whose source, relative to the data folder, is
+        listed are held out, every other one trains.
+
+        Args:
+            listed: sources relative to the data folder (a heldout.json's `held_out`).
+            where: the list's file, named in errors.
+
+        Raises:
+            ValueError: it lists none of this data set's samples, or every one.
+        """
+        root, wanted = self.path.resolve(), set(listed)
+        held = [
+            i for i, r in enumerate(self.records) if relative_source(r["source"], root) in wanted
+        ]
+        if not held or len(held) == len(self.records):
+            which = "none" if not held else "every one"
+            raise ValueError(
+                f"{where} lists {which} of the {len(self.records)} samples of {self.path}"
+            )
+        chosen = set(held)
+        rest = [i for i in range(len(self.records)) if i not in chosen]
+        return self._subset(rest, "train"), self._subset(held, "val")
 
     def _subset(self, indices: list[int], name: str) -> CaptionedDataset:
         part = copy.copy(self)

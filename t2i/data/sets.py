@@ -10,7 +10,13 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from t2i.data.captioned import CaptionedDataset, detect_format, summarize
+from t2i.data.captioned import (
+    HELDOUT_FILE,
+    CaptionedDataset,
+    detect_format,
+    read_split,
+    summarize,
+)
 from t2i.data.images import BadImageError, load_image
 from t2i.data.shapes import ShapesDataset
 from t2i.data.webdataset import WebDatasetShards
@@ -50,6 +56,32 @@ def build_datasets(data: Any, captions: bool = True) -> tuple[Dataset, Dataset]:
     )
 
 
+def split_file(data: Any) -> Path | None:
+    """The held-out split file `data.heldout` names (see `DataConfig`), or None for a seeded
+    draw of `data.num_val` samples.
+
+    Raises:
+        ValueError: a named file that does not exist.
+    """
+    if data.heldout is None or not data.path:
+        return None
+    if data.heldout == "auto":
+        found = Path(data.path) / HELDOUT_FILE
+        return found if Path(data.path).is_dir() and found.is_file() else None
+    if not Path(data.heldout).is_file():
+        raise ValueError(f"data.heldout={data.heldout!r}: no such file")
+    return Path(data.heldout)
+
+
+def split_captioned(full: CaptionedDataset, data: Any) -> tuple[CaptionedDataset, CaptionedDataset]:
+    """(train, held-out) of a captioned data set: the split file's when there is one (see
+    `split_file`), else `num_val` samples drawn with `seed`."""
+    path = split_file(data)
+    if path is None:
+        return full.split(data.num_val, data.seed)
+    return full.listed_split(read_split(path)["held_out"], str(path))
+
+
 def captioned_datasets(data: Any, captions: bool = True) -> tuple[Dataset, Dataset]:
     """A user's captioned data set at `data.path`, split into training and validation
     (`captions=False`: its images, captioned or not)."""
@@ -77,7 +109,7 @@ def captioned_datasets(data: Any, captions: bool = True) -> tuple[Dataset, Datas
             logger.warning(
                 "%s: %d bad samples will be skipped (listed at the end)", data.path, report["count"]
             )
-    train_set, val_set = full.split(data.num_val, data.seed)
+    train_set, val_set = split_captioned(full, data)
     logger.info(
         "%s: %d training and %d validation samples (%s)",
         data.path,

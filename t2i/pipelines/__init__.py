@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from t2i.cli import default_route
 from t2i.pipelines.bundle import ROUTES, TextToImagePipeline
 from t2i.pipelines.common import (
     FORMAT,
@@ -32,7 +33,7 @@ CLASSES = {cls.__name__: cls for cls in (TextToImagePipeline, *ROUTES.values())}
 def load_pipeline(
     path: str | Path | None = None,
     device: str | torch.device | None = None,
-    route: str = "dalle",
+    route: str | None = None,
     torch_dtype: torch.dtype = torch.float32,
 ) -> T2IPipeline:
     """A route of a saved pipeline on `device`, its weights in `torch_dtype`; with no path,
@@ -43,7 +44,8 @@ def load_pipeline(
             on the shapes world by scripts/build_default.py).
         device: where to run it ("cpu", "cuda"; None: CUDA when present).
         route: "dalle", "unclip", "ldm" or "maskgit", of a bundle (`TextToImagePipeline`); a
-            saved route pipeline must be of this route.
+            saved route pipeline must be of this route (None: DALL-E when the pipeline has
+            it, else its first route).
         torch_dtype: the weights' type (float32; bfloat16 or float16 halve the memory, on a
             GPU mostly; sampling keeps its logits and noise in float32).
     """
@@ -53,7 +55,9 @@ def load_pipeline(
             "with `python scripts/build_default.py` or pass a pipeline directory"
         )
     path = Path(path or DEFAULT_PIPELINE)
-    cls = CLASSES[check_pipeline_dir(path)["_class_name"]]
+    index = check_pipeline_dir(path)
+    route = route or default_route(index)
+    cls = CLASSES[index["_class_name"]]
     if cls is not TextToImagePipeline and ROUTES.get(route) is not cls:
         raise ValueError(f"route={route!r}: {path} holds a {cls.__name__} only")
     if route not in ROUTES:

@@ -1,16 +1,18 @@
 """TextToImagePipeline: a saved bundle of every route's components, each loaded once.
 
-The shipped default and a fine-tuned pipeline are saved as a bundle: one CLIP and one image
-tokenizer, the DALL-E prior, and, when it has them, the unCLIP route's diffusion prior and
-decoder, the latent route's autoencoder, denoiser and scheduler, and the masked route's
-prior. `bundle.route("dalle")` / `bundle.route("maskgit")` is that route's pipeline over the
+The shipped default and a fine-tuned pipeline are saved as a bundle: one CLIP, and the
+components of the routes it was built with, any of them alone: the image tokenizer the
+routes over codes share, the DALL-E prior, the unCLIP route's diffusion prior and decoder,
+the latent route's autoencoder, denoiser and scheduler, and the masked route's prior (a
+latent diffusion pipeline, as Stable Diffusion is, holds no tokenizer or prior).
+`bundle.route("dalle")` / `bundle.route("maskgit")` is that route's pipeline over the
 same components (`from_pipe`: nothing loaded twice); `t2i.load_pipeline(path, route=...)`
 loads a bundle and returns the route.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from diffusers import SchedulerMixin
 
@@ -37,12 +39,39 @@ ROUTES: dict[str, type[T2IPipeline]] = {
     "maskgit": MaskGITPipeline,
 }
 NAMES = {"dalle": "DALL-E", "unclip": "unCLIP", "ldm": "latent diffusion", "maskgit": "masked"}
-NEEDS = {  # the optional components a route needs, beyond CLIP (and the DALL-E prior)
-    "dalle": (),
+OWN = {  # the components each route holds alone, beyond the shared CLIP (all or none)
+    "dalle": ("prior",),
     "unclip": ("diffusion_prior", "decoder"),
     "ldm": ("vae", "unet", "scheduler"),
     "maskgit": ("masked_prior",),
 }
+SHARED = {
+    "dalle": ("image_tokenizer",),
+    "unclip": ("image_tokenizer",),
+    "maskgit": ("image_tokenizer",),
+}
+NEEDS = {r: (*SHARED.get(r, ()), *own) for r, own in OWN.items()}  # beyond CLIP
+
+
+def check_routes(parts: dict[str, Any]) -> None:
+    """A ValueError unless the given components make whole routes, one at least: each route's
+    own components all or none, and with them the shared ones they draw through."""
+    for route, names in OWN.items():
+        given = [n for n in names if parts[n] is not None]
+        if given and len(given) != len(names):
+            needs = " and ".join(f"a {n}" for n in names)
+            raise ValueError(
+                f"the {NAMES[route]} route needs {'both' if len(names) == 2 else 'all of'} "
+                f"{needs}, or none of them"
+            )
+        lacking = [n for n in SHARED.get(route, ()) if given and parts[n] is None]
+        if lacking:
+            raise ValueError(f"the {NAMES[route]} route draws through a {lacking[0]}: give one")
+    if not any(parts[names[0]] is not None for names in OWN.values()):
+        raise ValueError(
+            "a pipeline needs one route at least: a prior (DALL-E), a diffusion prior and "
+            "decoder (unCLIP), a vae, unet and scheduler (latent diffusion) or a masked prior"
+        )
 
 
 class TextToImagePipeline(T2IPipeline):
@@ -50,7 +79,8 @@ class TextToImagePipeline(T2IPipeline):
 
     Args:
         clip: the CLIP model (shared by the routes).
-        image_tokenizer: the image tokenizer (shared by the routes).
+        image_tokenizer: the image tokenizer (shared by the routes over codes: DALL-E, unCLIP,
+            masked; None for a pipeline of the latent diffusion route alone).
         prior: the DALL-E route's `DALLEPrior`.
         diffusion_prior: the unCLIP route's `DiffusionPrior` (with `decoder`, or neither).
         decoder: the unCLIP route's decoder.
@@ -61,6 +91,8 @@ class TextToImagePipeline(T2IPipeline):
     """
 
     _optional_components: ClassVar[list[str]] = [
+        "image_tokenizer",
+        "prior",
         "diffusion_prior",
         "decoder",
         "vae",
@@ -73,8 +105,8 @@ class TextToImagePipeline(T2IPipeline):
     def __init__(
         self,
         clip: CLIPModel,
-        image_tokenizer: ImageTokenizer,
-        prior: DALLEPrior,
+        image_tokenizer: ImageTokenizer | None = None,
+        prior: DALLEPrior | None = None,
         diffusion_prior: DiffusionPrior | None = None,
         decoder: DALLEPrior | DiffusionDecoder | None = None,
         vae: LatentAutoencoder | None = None,
@@ -83,7 +115,9 @@ class TextToImagePipeline(T2IPipeline):
         masked_prior: MaskGITPrior | None = None,
     ):
         super().__init__()
-        optional = dict(
+        parts = dict(
+            image_tokenizer=image_tokenizer,
+            prior=prior,
             diffusion_prior=diffusion_prior,
             decoder=decoder,
             vae=vae,
@@ -91,22 +125,16 @@ class TextToImagePipeline(T2IPipeline):
             scheduler=scheduler,
             masked_prior=masked_prior,
         )
-        for route, names in NEEDS.items():
-            given = [n for n in names if optional[n] is not None]
-            if given and len(given) != len(names):
-                needs = " and ".join(f"a {n}" for n in names)
-                raise ValueError(
-                    f"the {NAMES[route]} route needs {'both' if len(names) == 2 else 'all of'} "
-                    f"{needs}, or none of them"
-                )
-        check_prior(prior)
+        check_routes(parts)
+        if prior is not None:
+            check_prior(prior)
         if decoder is not None:
             check_decoder(decoder)
         if unet is not None:
             check_denoiser(unet)
         if masked_prior is not None:
             check_masked_prior(masked_prior)
-        self.register_modules(clip=clip, image_tokenizer=image_tokenizer, prior=prior, **optional)
+        self.register_modules(clip=clip, **parts)
         self._init_defaults()
 
     @property
@@ -123,9 +151,10 @@ class TextToImagePipeline(T2IPipeline):
         if name not in ROUTES:
             raise ValueError(f"route={name!r}: use one of {tuple(ROUTES)}")
         if name not in self.routes:
+            lacking = [n for n in NEEDS[name] if getattr(self, n) is None]
             have = ", ".join(NAMES[r] for r in self.routes)
             raise ValueError(
-                f"route={name!r} needs a pipeline with a {' and a '.join(NEEDS[name])}; this one "
+                f"route={name!r} needs a pipeline with a {' and a '.join(lacking)}; this one "
                 f"has the {have} route{' only' if len(self.routes) == 1 else 's'}"
             )
         return ROUTES[name].from_pipe(self)

@@ -165,6 +165,7 @@ class T2IPipeline(DiffusionPipeline):
     recorded sampling settings (`sampling_defaults`)."""
 
     _optional_components: ClassVar[list[str]] = []
+    ROUTE: ClassVar[str | None] = None  # a route's pipeline: its name (dalle, unclip, ...)
     settings_classes: ClassVar[tuple[type[SamplingSettings], ...]] = ()
 
     def _init_defaults(self) -> None:
@@ -186,6 +187,19 @@ class T2IPipeline(DiffusionPipeline):
         return {
             k: dict(v) for k, v in self.provenance.items() if getattr(self, k, None) is not None
         }
+
+    @property
+    def routes(self) -> list[str]:
+        """The routes it draws by: a route's pipeline its own (a bundle: those it holds)."""
+        return [self.ROUTE] if self.ROUTE else []
+
+    @property
+    def image_size(self) -> int:
+        """Side of the images it draws: its image tokenizer's, else its autoencoder's."""
+        for part in (getattr(self, "image_tokenizer", None), getattr(self, "vae", None)):
+            if part is not None:
+                return int(part.image_size)
+        raise AttributeError(f"{type(self).__name__} has no image tokenizer nor autoencoder")
 
     @classmethod
     def component_names(cls) -> list[str]:
@@ -209,6 +223,7 @@ class T2IPipeline(DiffusionPipeline):
                 "_t2i_version": __version__,
                 "_t2i_format": FORMAT,
                 "_t2i_sampling": self.recorded_settings(),
+                "_t2i_routes": self.routes,  # read by command lines before loading anything
                 **({PROVENANCE: provenance} if provenance else {}),
             }
         )

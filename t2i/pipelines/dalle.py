@@ -54,6 +54,8 @@ class DALLEPipeline(T2IPipeline):
         prior: the `DALLEPrior` reading the caption.
     """
 
+    ROUTE: ClassVar[str] = "dalle"
+
     model_cpu_offload_seq = "clip->prior->image_tokenizer"
     settings_classes = (DALLESampling,)
 

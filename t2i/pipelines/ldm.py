@@ -66,6 +66,8 @@ class LatentDiffusionPipeline(T2IPipeline):
             denoiser's training schedule).
     """
 
+    ROUTE: ClassVar[str] = "ldm"
+
     model_cpu_offload_seq = "clip->unet->vae"
     settings_classes = (LDMSampling,)
 

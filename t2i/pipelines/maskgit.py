@@ -68,6 +68,8 @@ class MaskGITPipeline(T2IPipeline):
         masked_prior: the `MaskGITPrior`.
     """
 
+    ROUTE: ClassVar[str] = "maskgit"
+
     model_cpu_offload_seq = "clip->masked_prior->image_tokenizer"
     settings_classes = (MaskGITSampling,)
 

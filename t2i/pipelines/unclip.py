@@ -83,6 +83,8 @@ class UnCLIPPipeline(T2IPipeline):
             or a `DiffusionDecoder` (over pixels).
     """
 
+    ROUTE: ClassVar[str] = "unclip"
+
     model_cpu_offload_seq = "clip->diffusion_prior->decoder->image_tokenizer"
     settings_classes = (UnCLIPSampling,)
 

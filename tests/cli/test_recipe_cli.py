@@ -94,6 +94,26 @@ def test_the_recipe_writes_a_pipeline_of_every_route_at_the_asked_size(built):
     assert json.loads((out / "prior" / "config.json").read_text())["num_tokens"] == 32
 
 
+def test_a_latent_diffusion_recipe_trains_no_tokenizer_or_prior(tmp_path):
+    data, out = make_folder(tmp_path / "data", n=40), tmp_path / "out"
+    parts = {"cells": ["images/003.png", "images/017.png"], "concepts": ["images/020.png"]}
+    listed = sorted(f for files in parts.values() for f in files)
+    (data / "heldout.json").write_text(json.dumps({"held_out": listed, "parts": parts}))
+    argv = [RECIPE, f"data.path={data}", f"output_dir={out}", "model.routes=[ldm]", *TINY]
+    assert train.main(argv) == 0
+    split = json.loads((out / "heldout.json").read_text())  # the data set's own split
+    assert sorted(split["held_out"]) == listed and split["parts"] == parts
+    stages = sorted(p.name for p in (out / "runs").iterdir() if p.name != "token_cache")
+    assert stages == ["autoencoder_kl", "clip", "ldm"]
+    assert not (out / "image_tokenizer").exists() and not (out / "prior").exists()
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["_t2i_routes"] == ["ldm"] and index["prior"] == [None, None]
+    pipe = load_pipeline(out, device="cpu")  # its one route, with no route named
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe("a red disc", num_images_per_prompt=1, num_inference_steps=2, output_type="pt")
+    assert images.images.shape == (1, 3, 32, 32)
+
+
 def test_the_build_report_has_every_stage_capped_with_a_validation_loss(built):
     _, out, _ = built
     report = json.loads((out / "build_report.json").read_text())["stages"]

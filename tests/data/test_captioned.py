@@ -12,10 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
+from t2i.config import DataConfig
 from t2i.data.__main__ import main as data_main
 from t2i.data.captioned import CaptionedDataset, detect_format
 from t2i.data.images import BadImageError, fit, load_image
-from t2i.data.sets import inspect
+from t2i.data.sets import captioned_datasets, inspect
 from t2i.data.shapes import export
 
 
@@ -182,6 +183,49 @@ def test_a_saved_datasets_folder_with_image_bytes(tmp_path):
     data = CaptionedDataset(tmp_path / "saved", image_size=12)
     assert data.format == "saved" and data[1]["caption"] == "blue"
     assert data[1]["pixel_values"][2].mean() > 0.5  # blue channel
+
+
+def test_an_imagefolder_rows_plain_fields_are_kept_in_its_records_meta(tmp_path):
+    root = tmp_path / "styled"
+    (root / "images").mkdir(parents=True)
+    rows = [
+        {"file_name": "images/a.png", "caption": ["a face, flat", "a face"], "style": "flat"},
+        {"file_name": "images/b.png", "caption": "b", "style": "3d", "skin_tone": None, "n": 2},
+    ]
+    rows[1]["spec"] = {"shape": "circle"}  # an object: not a plain field
+    for row in rows:
+        Image.new("RGB", (8, 8), (200, 0, 0)).save(root / row["file_name"])
+    (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = CaptionedDataset(root, image_size=8)
+    assert [r["meta"] for r in data.records] == [
+        {"style": "flat"},  # neither the caption column nor the image column
+        {"style": "3d", "skin_tone": None, "n": 2},
+    ]
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    Image.new("RGB", (8, 8)).save(pairs / "x.png")
+    (pairs / "x.txt").write_text("x")
+    assert CaptionedDataset(pairs, image_size=8).records[0]["meta"] == {}  # no metadata rows
+
+
+def test_a_data_sets_heldout_json_is_its_validation_split(tmp_path):
+    root = tmp_path / "corpus"
+    (root / "images").mkdir(parents=True)
+    rows = [{"file_name": f"images/{i}.png", "caption": f"icon {i}"} for i in range(20)]
+    for row in rows:
+        Image.new("RGB", (8, 8), (10 * len(row["caption"]), 0, 0)).save(root / row["file_name"])
+    (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    listed = ["images/3.png", "images/11.png", "images/12.png"]
+    (root / "heldout.json").write_text(json.dumps({"held_out": listed, "parts": {"a": listed}}))
+    config = DataConfig(path=str(root), image_size=8, num_val=5, check_images=False)
+    train, val = captioned_datasets(config)  # heldout: auto finds the file
+    assert sorted(r["source"] for r in val.records) == sorted(str(root / f) for f in listed)
+    assert len(train) == 17 and not {r["source"] for r in train.records} & set(listed)
+    _, drawn = captioned_datasets(DataConfig(**{**vars(config), "heldout": None}))
+    assert len(drawn) == 2  # num_val 5, at most a tenth: the seeded draw, file ignored
+    (root / "bad.json").write_text(json.dumps({"held_out": ["images/none.png"]}))
+    with pytest.raises(ValueError, match="bad.json lists none of the 20 samples"):
+        captioned_datasets(DataConfig(**{**vars(config), "heldout": str(root / "bad.json")}))
 
 
 def test_unknown_layouts_and_columns_are_named(tmp_path):
