@@ -34,17 +34,25 @@ it is cached in `--eval-clip-cache` (runs/eval_clip)/KEY, KEY a hash of DIR's us
 (sources, captions, image sizes and modification times) and of the config; `--eval-clip PATH`
 uses a trained one instead. The held-out images are those of the pipeline's heldout.json, else
 the split recomputed from its prior's data config (`split`: "heldout.json" or "recomputed").
-Every route (or those of `--routes`) draws one image per caption, for up to `--n` training
-and `--n` held-out captions, at its recorded sampling defaults, never reranked. Keys:
-- `data`, `eval_clip` (its model folder), `split`, `n` ({train, heldout}: captions scored),
-  `r_precision_candidates` (captions ranked per image: 100, or all the data set has),
-  `heldout_used` and `floor_used` (the sources of the real held-out and floor images);
-- `real`: `r_precision_train`, `r_precision_heldout` (R@1 of the real images: the ceiling),
-  `clip_fid_floor`, `clip_kid_floor` ({mean, std, subset_size}: real training images against
-  the real held-out ones);
-- `routes`: per route `r_precision_train`, `r_precision_heldout`, `clip_fid` and `clip_kid`
-  (its images of held-out captions against the real held-out images), `settings`, `images`,
-  `seconds`, `images_per_s`;
+The captions scored come in parts: `train`, and the held-out part `heldout`, or, when the
+heldout.json names parts of it (`"parts": {NAME: [sources]}`, e.g. the emoji corpus's
+cells, concepts and skin_tones), each of those instead. Every route (or those of `--routes`)
+draws one image per caption, for up to `--n` captions of each part, at its recorded sampling
+defaults, never reranked. Keys (PART: train, heldout, or each part named):
+- `data`, `eval_clip` (its model folder), `split`, `n` (captions scored per part, and
+  `heldout`: all held-out parts together), `r_precision_candidates` (captions ranked per
+  image: 100, or all the data set has), `heldout_used` and `floor_used` (the sources of the
+  real held-out and floor images);
+- `style_classifier` (when the data set's metadata gives samples a `style`, two or more):
+  `styles`, `images` and `accuracy` of a linear classifier of the evaluation CLIP's image
+  embeddings fit to real training images' styles;
+- `real`: `r_precision_PART` (R@1 of the real images: the ceiling), `style_right_PART` (with
+  a style classifier: its accuracy on the real images), `clip_fid_floor`, `clip_kid_floor`
+  ({mean, std, subset_size}: real training images against the real held-out ones);
+- `routes`: per route `r_precision_PART`, `style_right_PART` (the share of its images whose
+  predicted style is their caption's), `clip_fid` and `clip_kid` (its images of held-out
+  captions against the real held-out images), `settings`, `images`, `seconds`,
+  `images_per_s`;
 - `image_tokenizer`: `psnr`, `codebook_usage`, `perplexity` on the held-out images; `vae`:
   `psnr` (a pipeline with the latent diffusion route).
 """
@@ -112,6 +120,15 @@ def run_data(model_path: str) -> dict:
     return {}
 
 
+def route_run(pipeline: str) -> str:
+    """The component of a saved pipeline whose run config names its data: the DALL-E prior,
+    else the first route's model (a pipeline may hold any route alone)."""
+    for name in ("prior", "masked_prior", "unet", "diffusion_prior"):
+        if (Path(pipeline) / name / "config.json").is_file():
+            return str(Path(pipeline) / name)
+    return str(Path(pipeline) / "prior")
+
+
 def load_readers(model_path: str, model: Any, given: dict[str, str | None]) -> dict[str, Any]:
     """The frozen models preparing what a model reads (`tokenizer`, `clip`): as given on the
     command line, else as its run's config.yaml names them (`data.tokenizer`, `data.clip`)."""
@@ -140,7 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--data", help="--suite captioned: the captioned data set the pipeline learnt"
     )
-    parser.add_argument("--n", type=int, default=1000, help="test images per measurement")
+    parser.add_argument(
+        "--n",
+        type=int,
+        default=1000,
+        help="test images per measurement (--suite captioned: captions per part)",
+    )
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tokenizer", help="the tokenizer a model reads (default: its run's)")
@@ -222,7 +244,7 @@ def evaluate_saved_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     """The pipeline suite: every route the bundle has (or those of --settings)."""
     from t2i.pipelines import TextToImagePipeline
 
-    holdout = run_data(str(Path(args.model) / "prior")).get("holdout") or None
+    holdout = run_data(route_run(args.model)).get("holdout") or None
     bundle = TextToImagePipeline.from_pretrained(args.model, torch_dtype=torch.float32)
     bundle = bundle.to(_device())
     named = args.settings or [s for r in bundle.routes for s in ROUTE_SETTINGS[r]]
@@ -254,8 +276,8 @@ def evaluate_captioned_suite(args: argparse.Namespace) -> dict[str, Any]:
     bundle = TextToImagePipeline.from_pretrained(args.model, torch_dtype=torch.float32)
     bundle = bundle.to(_device())
     _check_routes(args.routes, bundle.routes, args.model)
-    prior_data = run_data(str(Path(args.model) / "prior"))
-    data = _read_data(data_path, bundle.image_tokenizer.config.image_size, prior_data)
+    prior_data = run_data(route_run(args.model))
+    data = _read_data(data_path, bundle.image_size, prior_data)
     split = heldout_split(data, args.model, prior_data)
     if len(split.heldout) < 2:  # the distances need two
         raise ValueError(f"--data {data_path}: one held-out image; the suite needs at least 2")

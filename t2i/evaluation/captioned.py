@@ -6,20 +6,38 @@ with an evaluation CLIP trained apart from the pipeline (no downloaded weights).
 The data set is split into the pipeline's training and held-out samples (`heldout_split`:
 the pipeline's heldout.json when it has one, else the training split recomputed), and every
 route of the pipeline samples one image per caption at its recorded sampling defaults, never
-reranked (`SELECTION_OFF`: the pipeline's own CLIP picks nothing that is scored). Measures:
+reranked (`SELECTION_OFF`: the pipeline's own CLIP picks nothing that is scored).
+
+Parts. The samples scored come in parts of up to N each (`--n`, drawn at random, seeded):
+`train` (training captions) and the held-out parts. A heldout.json may name the latter
+(`"parts": {NAME: [sources]}`, each source held out, `held_out` their union; the emoji corpus
+names `cells`, `concepts` and `skin_tones`); without parts (older files, a recomputed split)
+there is one, `heldout`. Every per-part figure is keyed `FIGURE_PART` (`r_precision_cells`),
+the same in `real` (on the part's real images: the ceiling) and per route (on the images
+drawn for the part's captions). `n` gives each part's count and `heldout` that of all
+held-out parts together (each sample once): the images of CLIP-FID / CLIP-KID, of the
+reconstruction figures and of `heldout_used`. Measures:
 
 - R-precision (Xu et al. 2018, AttnGAN; DALL-Eval, Cho et al. 2023): each image's caption is
   ranked among itself and `R_PRECISION_CANDIDATES - 1` other captions of the data set (distinct
   texts, drawn at random, seeded) by the evaluation CLIP's cosine similarity; R@1 is the share
-  of images whose own caption comes first (strictly above every other). `r_precision_train`
-  for images of training captions, `r_precision_heldout` for held-out ones; the same on the
-  real images of those captions (`real`) is the ceiling the evaluation CLIP allows.
+  of images whose own caption comes first (strictly above every other). `r_precision_PART`:
+  `r_precision_train` and `r_precision_heldout` (or one per named part).
   `r_precision_candidates` is the number ranked (fewer when the data set has fewer captions).
+- Style (when the data set's records carry a `style`, `t2i.data.captioned`'s `meta`, with
+  at least two styles among the training samples): `StyleClassifier`, a multinomial logistic
+  regression over the evaluation CLIP's image embeddings, fit (LBFGS, full batch, from zero)
+  to up to `STYLE_FIT_IMAGES` real training images (drawn at random, seeded) and their styles
+  (`style_classifier`: {styles, images, accuracy on those images}). `style_right_PART`: the
+  share of images whose predicted style is their caption's (its sample's); in `real`, the
+  classifier's accuracy on the part's real images (the ceiling; `train`'s are mostly images
+  it was fit on). Only parts with styled samples get one.
 - CLIP-FID and CLIP-KID (Heusel et al. 2017; Binkowski et al. 2018; Kynkaanniemi et al.
   2023 for CLIP features): torchmetrics' Frechet / kernel distances over the evaluation CLIP's
-  image embeddings (`ClipImageFeatures`), images of held-out captions against the real
-  held-out images (`clip_fid`, `clip_kid` {mean, std}); the floor (`real.clip_fid_floor`,
-  `real.clip_kid_floor`) is as many real training images against the same held-out ones.
+  image embeddings (`ClipImageFeatures`), images of held-out captions (all parts together)
+  against the real held-out images (`clip_fid`, `clip_kid` {mean, std}); the floor
+  (`real.clip_fid_floor`, `real.clip_kid_floor`) is as many real training images (those
+  scored, or all when fewer) against the same held-out ones.
   Not comparable with Inception FID figures, hence never named "fid".
 - The image tokenizer's reconstruction of the held-out images: `psnr` (dB), `codebook_usage`
   (share of codes used) and `perplexity` (dicts by level for a two-level tokenizer); for a
@@ -59,7 +77,7 @@ from torchmetrics.image.kid import KernelInceptionDistance
 from torchvision.utils import save_image
 
 from t2i.config import DataConfig, ExperimentConfig, to_dict
-from t2i.data.captioned import CaptionedDataset
+from t2i.data.captioned import CaptionedDataset, relative_source
 from t2i.nn.metrics import psnr
 from t2i.nn.quantizer import code_statistics
 
@@ -69,6 +87,10 @@ HELDOUT_FILE = "heldout.json"  # in a pipeline: its data set's held-out sources
 R_PRECISION_CANDIDATES = 100  # 1 true caption + 99 others (AttnGAN's R-precision)
 KID_SUBSET_SIZE = 1000  # torchmetrics' default; smaller when there are fewer images
 KID_SUBSETS = 100
+STYLE_FIT_IMAGES = 2000  # real training images the style classifier is fit on, at most
+STYLE_STEPS = 200  # LBFGS iterations of its one full-batch fit
+STYLE_L2 = 1e-3  # its weight decay, on standardized embeddings
+RESERVED_PARTS = ("train", "heldout")  # names the suite gives its own parts
 SELECTION_OFF = {  # no choice by the pipeline's own CLIP
     "dalle": {"rerank": 0},
     "unclip": {"prior_candidates": 1},
@@ -89,24 +111,19 @@ class HeldOutSplit:
         heldout: indices of the held-out samples (disjoint from `train`).
         source: "heldout.json" (the pipeline's record) or "recomputed" (the split redone
             from its prior's data config).
+        parts: heldout.json's named parts of the held-out samples (name -> indices, each
+            within `heldout`); {} when it names none.
     """
 
     train: list[int]
     heldout: list[int]
     source: str
+    parts: dict[str, list[int]] = dataclasses.field(default_factory=dict)
 
 
 def data_root(data: CaptionedDataset) -> Path:
     """The folder a data set's sources are made relative to (the path itself, resolved)."""
     return data.path.resolve()
-
-
-def relative_source(source: str, root: Path) -> str:
-    """A record's source relative to the data folder (as heldout.json lists it), else as is."""
-    try:
-        return str(Path(source).resolve().relative_to(root))
-    except ValueError:
-        return source
 
 
 def heldout_split(
@@ -161,7 +178,31 @@ def _split_from_file(data: CaptionedDataset, record: Path) -> HeldOutSplit:
         )
     chosen = set(heldout)
     train = [i for i in range(len(sources)) if i not in chosen]
-    return HeldOutSplit(train=train, heldout=heldout, source=HELDOUT_FILE)
+    parts = _parts_from_file(written.get("parts"), listed, sources, heldout, record)
+    return HeldOutSplit(train=train, heldout=heldout, source=HELDOUT_FILE, parts=parts)
+
+
+def _parts_from_file(
+    parts: Any, listed: set[str], sources: list[str], heldout: list[int], record: Path
+) -> dict[str, list[int]]:
+    """heldout.json's `parts` ({name: [sources]}, each held out) as indices into the records;
+    a part none of whose sources is in the data set is left out (and logged)."""
+    if parts is None:
+        return {}
+    if not isinstance(parts, dict) or not all(isinstance(v, list) for v in parts.values()):
+        raise ValueError(f"{record}: `parts` is not a dict of source lists")
+    found = {}
+    for name, part in parts.items():
+        if name in RESERVED_PARTS:
+            raise ValueError(f"{record}: part {name!r}: the suite names its own parts so")
+        if not set(part) <= listed:
+            raise ValueError(f"{record}: part {name!r} lists sources that are not held out")
+        members = set(part)
+        found[name] = [i for i in heldout if sources[i] in members]
+        if not found[name]:
+            logger.warning("%s: part %r is left out: it names no sample here", record, name)
+            del found[name]
+    return found
 
 
 # ---- the evaluation CLIP, trained once per data set ------------------------------------------
@@ -241,11 +282,14 @@ def cached_eval_clip(
 @dataclasses.dataclass
 class Samples:
     """Real samples of a data set: `pixels` (N, 3, S, S) on [-1, 1], each one's first
-    `caption`, and its `source` (relative to the data folder)."""
+    `caption`, its `source` (relative to the data folder), its `style` (its metadata's, else
+    None) and its record's `index` in `data.records`."""
 
     pixels: torch.Tensor
     captions: list[str]
     sources: list[str]
+    styles: list[Any]
+    indices: list[int]
 
 
 def read_samples(data: CaptionedDataset, indices: Sequence[int]) -> Samples:
@@ -255,7 +299,7 @@ def read_samples(data: CaptionedDataset, indices: Sequence[int]) -> Samples:
         data: the data set (at the image size wanted).
         indices: into `data.records`.
     """
-    pixels, captions, sources = [], [], []
+    pixels, captions, sources, styles, kept = [], [], [], [], []
     root = data_root(data)
     for i in indices:
         record = data.records[i]
@@ -265,9 +309,34 @@ def read_samples(data: CaptionedDataset, indices: Sequence[int]) -> Samples:
         pixels.append(sample["pixel_values"])
         captions.append(record["caption"][0])
         sources.append(relative_source(record["source"], root))
+        styles.append(style_of(record))
+        kept.append(i)
     if not pixels:
         raise ValueError(f"{data.path}: none of {len(indices)} images could be read")
-    return Samples(torch.stack(pixels), captions, sources)
+    return Samples(torch.stack(pixels), captions, sources, styles, kept)
+
+
+def style_of(record: dict) -> Any:
+    """A record's style: its metadata's `style` field (None when it has none)."""
+    return record.get("meta", {}).get("style")
+
+
+def held_out_together(parts: Sequence[Samples], images: Sequence[torch.Tensor]) -> Samples:
+    """The held-out parts' samples as one set, each record once (in its first part), with
+    `images` (one (N, 3, H, W) tensor per part: the real pixels, or images drawn) as pixels."""
+    seen, rows = set(), []  # (part's samples, its images, position in the part)
+    for samples, pixels in zip(parts, images, strict=True):
+        for k, index in enumerate(samples.indices):
+            if index not in seen:
+                seen.add(index)
+                rows.append((samples, pixels, k))
+    return Samples(
+        torch.stack([pixels[k] for _, pixels, k in rows]),
+        [samples.captions[k] for samples, _, k in rows],
+        [samples.sources[k] for samples, _, k in rows],
+        [samples.styles[k] for samples, _, k in rows],
+        [samples.indices[k] for samples, _, k in rows],
+    )
 
 
 @torch.no_grad()
@@ -347,6 +416,78 @@ class CaptionPool:
         """R-precision of images (N, D) of `captions` (see `r_precision`)."""
         true = torch.tensor([self.index[c] for c in captions])
         return r_precision(image_embeds, true, self.embeds, self.candidates, seed)
+
+
+# ---- the style classifier --------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class StyleClassifier:
+    """Multinomial logistic regression over image embeddings: which style an image is in.
+
+    Args:
+        styles: the classes, sorted.
+        weight: (D, K) over standardized embeddings; `bias` (K,).
+        mean: (D,) the fit embeddings' mean; `std` (D,) their spread (standardizing).
+    """
+
+    styles: list[Any]
+    weight: torch.Tensor
+    bias: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    @classmethod
+    def fit(
+        cls, embeds: torch.Tensor, labels: Sequence[Any], steps: int = STYLE_STEPS
+    ) -> StyleClassifier:
+        """Fit to embeddings (N, D) and their styles: cross-entropy plus `STYLE_L2` times the
+        squared weights, minimized full batch by LBFGS from zero (no randomness)."""
+        styles = sorted(set(labels))
+        target = torch.tensor([styles.index(label) for label in labels])
+        mean, std = embeds.mean(0), embeds.std(0, correction=0).clamp_min(1e-4)
+        x = (embeds - mean) / std  # (N, D)
+        weight = torch.zeros(x.shape[1], len(styles), requires_grad=True)
+        bias = torch.zeros(len(styles), requires_grad=True)
+        optimizer = torch.optim.LBFGS([weight, bias], max_iter=steps, line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = F.cross_entropy(x @ weight + bias, target) + STYLE_L2 * weight.square().sum()
+            loss.backward()
+            return loss
+
+        with torch.enable_grad():  # the suite runs under no_grad
+            optimizer.step(closure)
+        return cls(styles, weight.detach(), bias.detach(), mean, std)
+
+    def predict(self, embeds: torch.Tensor) -> list[Any]:
+        """The style of each embedding (N, D)."""
+        logits = (embeds - self.mean) / self.std @ self.weight + self.bias  # (N, K)
+        return [self.styles[k] for k in logits.argmax(-1).tolist()]
+
+    def right(self, embeds: torch.Tensor, labels: Sequence[Any]) -> float | None:
+        """The share of embeddings (N, D) whose predicted style is their label, over those
+        with one (None: no label at all)."""
+        pairs = [(p, t) for p, t in zip(self.predict(embeds), labels, strict=True) if t is not None]
+        return sum(p == t for p, t in pairs) / len(pairs) if pairs else None
+
+
+def fit_style_classifier(
+    data: CaptionedDataset, train: Sequence[int], clip: Any, batch_size: int, seed: int
+) -> tuple[StyleClassifier, dict[str, Any]] | None:
+    """The style classifier over the evaluation CLIP's embeddings of up to `STYLE_FIT_IMAGES`
+    real training images with a style (drawn at random, seeded), and what it was fit on
+    ({styles, images, accuracy on them}); None when they hold fewer than two styles."""
+    labelled = [i for i in train if style_of(data.records[i]) is not None]
+    if len({style_of(data.records[i]) for i in labelled}) < 2:
+        return None
+    samples = read_samples(data, pick(labelled, STYLE_FIT_IMAGES, seed + 2))
+    embeds = embed_images(clip, samples.pixels, batch_size)
+    classifier = StyleClassifier.fit(embeds, samples.styles)
+    accuracy = classifier.right(embeds, samples.styles)
+    fitted = {"styles": classifier.styles, "images": len(embeds), "accuracy": accuracy}
+    return classifier, fitted
 
 
 # ---- CLIP-FID and CLIP-KID -------------------------------------------------------------------
@@ -492,10 +633,17 @@ def sample_route(
 
 
 def score_route(
-    pipe: Any, route: str, reals: dict[str, Samples], judge: Judge, batch_size: int, seed: int
-) -> dict[str, Any]:
-    """A route's R-precision on training and held-out captions, CLIP-FID and CLIP-KID of
-    its held-out images against the real ones, and its speed."""
+    pipe: Any,
+    route: str,
+    reals: dict[str, Samples],
+    held_parts: Sequence[str],
+    judge: Judge,
+    batch_size: int,
+    seed: int,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """A route's scores on each part's captions (`Judge.part_scores`), CLIP-FID and CLIP-KID
+    of its images of the held-out parts' captions against the real ones, and its speed; and
+    the images it drew, by part."""
     pipe.set_progress_bar_config(disable=True)
     start = time.perf_counter()
     made = {}
@@ -504,8 +652,11 @@ def score_route(
     seconds = time.perf_counter() - start
     results: dict[str, Any] = {"settings": settings}
     for part, images in made.items():
-        results[f"r_precision_{part}"] = judge.r_precision(images, reals[part].captions)
-    results |= judge.distances(made["heldout"], reals["heldout"].pixels)
+        results |= judge.part_scores(images, reals[part], part)
+    held = [reals[p] for p in held_parts]
+    fake = held_out_together(held, [made[p] for p in held_parts]).pixels
+    real = held_out_together(held, [s.pixels for s in held]).pixels
+    results |= judge.distances(fake, real)
     count = sum(len(images) for images in made.values())
     results |= {"images": count, "seconds": seconds, "images_per_s": count / seconds}
     logger.info("route %s: %s", route, results)
@@ -529,18 +680,26 @@ def write_grids(
 
 
 class Judge:
-    """The evaluation CLIP's measures over one data set: R-precision against its caption pool
-    and the CLIP-FID / CLIP-KID feature extractor.
+    """The evaluation CLIP's measures over one data set: R-precision against its caption pool,
+    the style classifier's verdicts, and the CLIP-FID / CLIP-KID feature extractor.
 
     Args:
         clip: the evaluation CLIP (in eval mode, on its device).
         data: the whole data set (the caption pool).
         batch_size: images or captions per call.
         seed: seeds the draws of other captions and KID's subsets.
+        styles: a style classifier over the evaluation CLIP's image embeddings, or None.
     """
 
-    def __init__(self, clip: Any, data: CaptionedDataset, batch_size: int, seed: int) -> None:
-        self.clip, self.batch_size, self.seed = clip, batch_size, seed
+    def __init__(
+        self,
+        clip: Any,
+        data: CaptionedDataset,
+        batch_size: int,
+        seed: int,
+        styles: StyleClassifier | None = None,
+    ) -> None:
+        self.clip, self.batch_size, self.seed, self.styles = clip, batch_size, seed, styles
         self.pool = CaptionPool(data, clip, batch_size)
         self.features = ClipImageFeatures(clip, data.image_size)
 
@@ -548,6 +707,16 @@ class Judge:
         """R@1 of images (N, 3, H, W) on [-1, 1] of `captions`."""
         embeds = embed_images(self.clip, images, self.batch_size)
         return self.pool.score(embeds, captions, self.seed)
+
+    def part_scores(self, images: torch.Tensor, samples: Samples, part: str) -> dict[str, float]:
+        """`r_precision_PART` of images (N, 3, H, W) on [-1, 1] of `samples`' captions and,
+        with a style classifier and samples with a style, `style_right_PART`: the share of
+        images whose predicted style is their sample's."""
+        embeds = embed_images(self.clip, images, self.batch_size)
+        scores = {f"r_precision_{part}": self.pool.score(embeds, samples.captions, self.seed)}
+        if self.styles is not None and any(s is not None for s in samples.styles):
+            scores[f"style_right_{part}"] = self.styles.right(embeds, samples.styles)
+        return scores
 
     def distances(self, fake: torch.Tensor, real: torch.Tensor) -> dict[str, Any]:
         """CLIP-FID and CLIP-KID (see `clip_distances`)."""
@@ -565,16 +734,36 @@ def pick(indices: Sequence[int], n: int, seed: int) -> list[int]:
     return [indices[i] for i in sorted(order[:n].tolist())]
 
 
-def real_measures(reals: dict[str, Samples], floor: Samples, judge: Judge) -> dict[str, Any]:
-    """The ceilings and floors of the real images: R-precision of real training and held-out
-    images, and CLIP-FID / CLIP-KID of real training images against the held-out ones."""
-    results = {
-        f"r_precision_{p}": judge.r_precision(s.pixels, s.captions) for p, s in reals.items()
-    }
-    distances = judge.distances(floor.pixels, reals["heldout"].pixels)
+def real_measures(
+    reals: dict[str, Samples], held: Samples, floor: Samples, judge: Judge
+) -> dict[str, Any]:
+    """The ceilings and floors of the real images: each part's scores (`Judge.part_scores`)
+    on its real images, and CLIP-FID / CLIP-KID of real training images (`floor`) against
+    the held-out ones (`held`)."""
+    results = {}
+    for part, samples in reals.items():
+        results |= judge.part_scores(samples.pixels, samples, part)
+    distances = judge.distances(floor.pixels, held.pixels)
     results["clip_fid_floor"] = distances["clip_fid"]
     results["clip_kid_floor"] = distances["clip_kid"]
     return results
+
+
+def choose(split: HeldOutSplit, n: int, seed: int) -> dict[str, list[int]]:
+    """The records scored, by part: up to `n` training ones (`train`), and up to `n` of each
+    held-out part (its heldout.json's parts, else all held-out records as `heldout`)."""
+    held_parts = split.parts or {"heldout": split.heldout}
+    return {"train": pick(split.train, n, seed)} | {
+        part: pick(indices, n, seed) for part, indices in held_parts.items()
+    }
+
+
+def floor_indices(chosen: dict[str, list[int]], split: HeldOutSplit, seed: int) -> list[int]:
+    """The floor's real training images, as many as the held-out ones chosen (each once):
+    drawn from the training records scored, or from all of them when those are fewer."""
+    count = len({i for part, indices in chosen.items() if part != "train" for i in indices})
+    scored = chosen["train"]
+    return pick(scored if len(scored) >= count else split.train, count, seed + 1)
 
 
 @torch.no_grad()
@@ -592,38 +781,46 @@ def evaluate_captioned(
     """The captioned suite (see the module docstring for every key).
 
     Args:
-        bundle: a `TextToImagePipeline` (`routes`, `route(name)`, `image_tokenizer`, and a
+        bundle: a `TextToImagePipeline` (`routes`, `route(name)`, an `image_tokenizer` or a
             `vae` for the latent diffusion route).
         clip: the evaluation CLIP, in eval mode on the bundle's device.
         data: the whole data set, at the pipeline's image size.
-        split: its training and held-out records.
-        n: captions scored per part (training, held-out), at most; drawn at random, seeded.
+        split: its training and held-out records (and the held-out parts, if named).
+        n: captions scored per part (training, and each held-out part), at most; drawn at
+            random, seeded.
         routes: the routes scored (default: every one the bundle has).
         batch_size: prompts per pipeline call, images per CLIP call.
         seed: seeds the captions drawn, the sampling, and the metrics' draws.
         grids: a folder for grids of real and drawn images (`write_grids`), or None.
     """
-    train = pick(split.train, n, seed)
-    heldout = pick(split.heldout, n, seed)
-    reals = {"train": read_samples(data, train), "heldout": read_samples(data, heldout)}
-    floor = read_samples(data, pick(train, len(heldout), seed + 1))
-    judge = Judge(clip, data, batch_size, seed)
+    chosen = choose(split, n, seed)
+    reals = {part: read_samples(data, indices) for part, indices in chosen.items()}
+    held_parts = [part for part in reals if part != "train"]
+    held = held_out_together([reals[p] for p in held_parts], [reals[p].pixels for p in held_parts])
+    floor = read_samples(data, floor_indices(chosen, split, seed))
+    styles = fit_style_classifier(data, split.train, clip, batch_size, seed)
+    judge = Judge(clip, data, batch_size, seed, styles[0] if styles else None)
     results: dict[str, Any] = {
         "split": split.source,
         "n": {part: len(samples.captions) for part, samples in reals.items()},
         "r_precision_candidates": judge.pool.candidates,
-        "heldout_used": reals["heldout"].sources,
+        "heldout_used": held.sources,
         "floor_used": floor.sources,
-        "real": real_measures(reals, floor, judge),
     }
+    results["n"]["heldout"] = len(held.captions)  # all held-out parts together
+    if styles is not None:
+        results["style_classifier"] = styles[1]
+    results["real"] = real_measures(reals, held, floor, judge)
     results["routes"] = {}
     for route in routes or bundle.routes:
-        scores, made = score_route(bundle.route(route), route, reals, judge, batch_size, seed)
+        pipe = bundle.route(route)
+        scores, made = score_route(pipe, route, reals, held_parts, judge, batch_size, seed)
         results["routes"][route] = scores
         if grids is not None:
             write_grids(Path(grids), route, reals, made)
-    held = reals["heldout"].pixels
-    results["image_tokenizer"] = tokenizer_report(bundle.image_tokenizer, held, batch_size)
+    if getattr(bundle, "image_tokenizer", None) is not None:
+        tokenizer = bundle.image_tokenizer
+        results["image_tokenizer"] = tokenizer_report(tokenizer, held.pixels, batch_size)
     if getattr(bundle, "vae", None) is not None:
-        results["vae"] = autoencoder_psnr(bundle.vae, held, batch_size)
+        results["vae"] = autoencoder_psnr(bundle.vae, held.pixels, batch_size)
     return results

@@ -148,6 +148,26 @@ def test_heldout_json_decides_which_real_images_are_held_out(world, saved_pipeli
     assert report["n"]["heldout"] == 5 and set(report["floor_used"]).isdisjoint(listed)
 
 
+def test_named_held_out_parts_are_scored_each_with_n_captions(world, saved_pipeline, tmp_path):
+    pipe = tmp_path / "pipe"
+    shutil.copytree(saved_pipeline, pipe)
+    parts = {
+        "cells": ["00001.png", "00010.png", "00020.png"],
+        "concepts": ["00030.png", "00040.png"],
+    }
+    split = {"seed": 0, "held_out": parts["cells"] + parts["concepts"], "parts": parts}
+    (pipe / "heldout.json").write_text(json.dumps(split))
+    argv = [str(pipe), "--suite", "captioned", "--data", str(world["data"]), "--n", "2"]
+    report = run([*argv, "--eval-clip", world["report"]["eval_clip"]], tmp_path / "r.json")
+    assert report["n"] == {"train": 2, "cells": 2, "concepts": 2, "heldout": 4}
+    assert len(report["heldout_used"]) == len(report["floor_used"]) == 4
+    dalle = report["routes"]["dalle"]
+    for key in ("r_precision_train", "r_precision_cells", "r_precision_concepts"):
+        assert 0.0 <= dalle[key] <= 1.0 and 0.0 <= report["real"][key] <= 1.0
+    assert "r_precision_heldout" not in dalle and dalle["images"] == 6
+    assert "style_right_cells" not in dalle  # the shapes export has no styles
+
+
 def test_each_route_is_scored_and_the_latent_autoencoder_too(world, tmp_path):
     base = tiny_pipeline(unclip=True)
     parts = {

@@ -4,19 +4,24 @@ held-out split and evaluation-CLIP cache key on a small exported data set."""
 from __future__ import annotations
 
 import json
+import re
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from t2i.config import ExperimentConfig
 from t2i.data.captioned import CaptionedDataset
 from t2i.data.shapes import export
 from t2i.evaluation.captioned import (
     ClipImageFeatures,
+    StyleClassifier,
     clip_distances,
     data_fingerprint,
     eval_clip_key,
+    evaluate_captioned,
     heldout_split,
     r_precision,
     relative_source,
@@ -163,3 +168,204 @@ def test_the_cache_key_follows_the_data_and_the_config(folder):
     changed = eval_clip_key(config, CaptionedDataset(folder, 16))
     (folder / "00004.png").write_bytes((folder / "00005.png").read_bytes() + b"\0")  # an image
     assert changed != key != eval_clip_key(config, CaptionedDataset(folder, 16)) != changed
+
+
+def test_parts_of_heldout_json_are_indices_within_the_held_out_samples(folder, tmp_path):
+    data = CaptionedDataset(folder, 16)
+    pipe = tmp_path / "pipe"
+    pipe.mkdir()
+    parts = {"cells": ["00003.png", "00011.png"], "concepts": ["00011.png", "00027.png"]}
+    record = {"seed": 0, "held_out": ["00003.png", "00011.png", "00027.png"], "parts": parts}
+    (pipe / "heldout.json").write_text(json.dumps(record))
+    split = heldout_split(data, pipe)
+    root = folder.resolve()
+    named = {
+        part: [relative_source(data.records[i]["source"], root) for i in indices]
+        for part, indices in split.parts.items()
+    }
+    assert named == parts and set(split.parts["cells"]) <= set(split.heldout)
+    for bad, says in [
+        ({"cells": ["00004.png"]}, "part 'cells' lists sources that are not held out"),
+        ({"heldout": ["00003.png"]}, "part 'heldout': the suite names its own parts so"),
+        (["00003.png"], "`parts` is not a dict of source lists"),
+    ]:
+        (pipe / "heldout.json").write_text(json.dumps({**record, "parts": bad}))
+        with pytest.raises(ValueError, match=re.escape(says)):
+            heldout_split(data, pipe)
+    (pipe / "heldout.json").write_text(
+        json.dumps({k: v for k, v in record.items() if k != "parts"})
+    )
+    assert heldout_split(data, pipe).parts == {}  # an older file: no parts
+
+
+def clusters(n: int, seed: int, k: int = 3, d: int = 16) -> tuple[torch.Tensor, list[str]]:
+    """n unit embeddings in k linearly separable clusters (one style each) and their styles."""
+    g = torch.Generator().manual_seed(seed)
+    label = torch.randint(k, (n,), generator=g)
+    centres = 6 * torch.eye(k, d)
+    embeds = F.normalize(centres[label] + torch.randn(n, d, generator=g), dim=-1)
+    return embeds, [f"style{i}" for i in label.tolist()]
+
+
+def test_the_style_classifier_is_right_on_separable_embeddings_and_at_chance_on_shuffled():
+    embeds, styles = clusters(300, seed=0)
+    test, truth = clusters(600, seed=1)
+    classifier = StyleClassifier.fit(embeds, styles)
+    assert classifier.styles == ["style0", "style1", "style2"]
+    assert classifier.right(test, truth) > 0.98
+    assert classifier.right(test[:1], [None]) is None  # only labelled images count
+    again = StyleClassifier.fit(embeds, styles)
+    assert torch.equal(again.weight, classifier.weight)  # no randomness in the fit
+    # labels shuffled: each fit maps the clusters to styles at random, a third right on average
+    shuffled = []
+    for seed in range(8):
+        order = torch.randperm(300, generator=torch.Generator().manual_seed(seed)).tolist()
+        shuffled.append(StyleClassifier.fit(embeds, [styles[i] for i in order]).right(test, truth))
+    assert 0.2 < sum(shuffled) / len(shuffled) < 0.47
+
+
+# ---- the suite on a styled data set, a stand-in evaluation CLIP and route --------------------
+
+STYLES = ("red", "green", "blue")  # each image is bright in its style's channel
+
+
+def styled_folder(root, styled: bool = True):
+    """30 noisy 8 px images, concepts c0..c9 in each style (metadata with a `style` field when
+    `styled`); captions "cK, STYLE style"."""
+    g = torch.Generator().manual_seed(0)
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for concept in range(10):
+        for k, style in enumerate(STYLES):
+            pixels = torch.randint(0, 100, (8, 8, 3), generator=g, dtype=torch.uint8)
+            pixels[..., k] += 150
+            name = f"images/c{concept}-{style}.png"
+            Image.fromarray(pixels.numpy()).save(root / name)
+            caption = [f"c{concept}, {style} style", f"c{concept}"]
+            rows.append({"file_name": name, "caption": caption, "concept": f"c{concept}"})
+            rows[-1] |= {"style": style, "skin_tone": None} if styled else {}
+    (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+class OracleCLIP(torch.nn.Module):
+    """A stand-in evaluation CLIP: an image's embedding is its channel means (the style) beside
+    a fixed random projection of its pixels; a caption's is that of its real image."""
+
+    def __init__(self, data: CaptionedDataset) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(3 * 8 * 8, 13, bias=False)
+        torch.nn.init.normal_(self.proj.weight, std=0.1, generator=torch.Generator().manual_seed(0))
+        self.captions = [r["caption"][0] for r in data.records]
+        real = torch.stack([data[i]["pixel_values"] for i in range(len(data))])
+        self.table = self.encode_image(real)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(
+            torch.cat([4 * images.mean((2, 3)), self.proj(images.flatten(1))], 1), dim=-1
+        )
+
+    def tokenize(self, captions: list[str], warn: bool = True) -> torch.Tensor:
+        return torch.tensor([self.captions.index(c) for c in captions])
+
+    def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.table[ids]
+
+
+class CopyRoute:
+    """A stand-in route: draws each caption's real image, its channels rolled (another style)
+    for the captions of concept `wrong`."""
+
+    def __init__(self, data: CaptionedDataset, wrong: str) -> None:
+        self.images = {r["caption"][0]: data[i]["pixel_values"] for i, r in enumerate(data.records)}
+        self.wrong = wrong
+
+    def set_progress_bar_config(self, **kwargs) -> None:
+        pass
+
+    def __call__(self, prompts, num_images_per_prompt, generator, output_type, **kwargs):
+        drawn = [
+            self.images[p].roll(1, 0) if p.startswith(self.wrong) else self.images[p]
+            for p in prompts
+        ]
+        settings = SimpleNamespace(as_dict=lambda: kwargs)
+        return SimpleNamespace(images=(torch.stack(drawn) + 1) / 2, settings=settings)
+
+
+def suite(root, split: dict, n: int = 100) -> dict:
+    """The captioned suite of a CopyRoute on the data set at `root`, with `split` as the
+    pipeline's heldout.json."""
+    data = CaptionedDataset(root, 8)
+    (root / "pipe").mkdir(exist_ok=True)
+    (root / "pipe" / "heldout.json").write_text(json.dumps(split))
+    route = CopyRoute(data, wrong="c9")
+    bundle = SimpleNamespace(
+        routes=["copy"], route=lambda name: route, image_tokenizer=RoundingTokenizer()
+    )
+    clip = OracleCLIP(data)
+    return evaluate_captioned(bundle, clip, data, heldout_split(data, root / "pipe"), n, seed=0)
+
+
+EMOJI_PARTS = {  # cells: one style (red); concepts: c9 in every style; one sample in two parts
+    "cells": ["images/c0-red.png", "images/c1-red.png", "images/c2-red.png"],
+    "concepts": ["images/c9-red.png", "images/c9-green.png", "images/c9-blue.png"],
+    "skin_tones": ["images/c8-green.png", "images/c8-blue.png", "images/c9-blue.png"],
+}
+HELD_OUT = sorted({s for part in EMOJI_PARTS.values() for s in part})
+
+
+def test_each_part_is_scored_on_its_own_images_and_drawn_real_images_reach_the_ceiling(tmp_path):
+    report = suite(styled_folder(tmp_path / "data"), {"held_out": HELD_OUT, "parts": EMOJI_PARTS})
+    assert report["n"] == {"train": 22, "cells": 3, "concepts": 3, "skin_tones": 3, "heldout": 8}
+    assert sorted(report["heldout_used"]) == HELD_OUT  # every part's images, each once
+    assert len(report["floor_used"]) == 8 and not set(report["floor_used"]) & set(HELD_OUT)
+    real, drawn = report["real"], report["routes"]["copy"]
+    assert report["style_classifier"]["styles"] == sorted(STYLES)
+    assert report["style_classifier"]["images"] == 22
+    for part in ("train", "cells", "concepts", "skin_tones"):
+        assert real[f"r_precision_{part}"] == 1.0 and real[f"style_right_{part}"] == 1.0
+    # cells and training captions: the real images drawn, the real ceiling reached
+    for part in ("train", "cells"):
+        assert drawn[f"r_precision_{part}"] == real[f"r_precision_{part}"]
+        assert drawn[f"style_right_{part}"] == real[f"style_right_{part}"]
+    # c9: the right picture in another style, never the caption's style
+    assert drawn["style_right_concepts"] == 0.0 and drawn["r_precision_concepts"] < 1.0
+    assert drawn["style_right_skin_tones"] == pytest.approx(2 / 3)  # c8 twice, c9 once
+    assert "r_precision_heldout" not in drawn and drawn["images"] == 22 + 9
+    assert real["clip_fid_floor"] > 0 and drawn["clip_fid"] > 0
+
+
+def test_n_counts_the_captions_of_each_part(tmp_path):
+    report = suite(
+        styled_folder(tmp_path / "data"), {"held_out": HELD_OUT, "parts": EMOJI_PARTS}, n=2
+    )
+    counts = report["n"]
+    assert {k: counts[k] for k in ("train", "cells", "concepts", "skin_tones")} == dict.fromkeys(
+        ("train", "cells", "concepts", "skin_tones"), 2
+    )
+    assert counts["heldout"] == len(report["heldout_used"]) == len(set(report["heldout_used"]))
+    assert 5 <= counts["heldout"] <= 6 and report["routes"]["copy"]["images"] == 8
+    assert len(report["floor_used"]) == counts["heldout"]  # from all 22 training images
+
+
+OLD_KEYS = {  # the report's keys before held-out parts and styles
+    "top": {"split", "n", "r_precision_candidates", "heldout_used", "floor_used", "real"}
+    | {"routes", "image_tokenizer"},
+    "n": {"train", "heldout"},
+    "real": {"r_precision_train", "r_precision_heldout", "clip_fid_floor", "clip_kid_floor"},
+    "route": {"settings", "r_precision_train", "r_precision_heldout", "clip_fid", "clip_kid"}
+    | {"images", "seconds", "images_per_s"},
+}
+
+
+@pytest.mark.parametrize("styled", [False, True])
+def test_a_heldout_json_without_parts_gives_the_keys_it_gave_before(tmp_path, styled):
+    data = styled_folder(tmp_path / "data", styled)
+    report = suite(data, {"data_path": str(data), "seed": 0, "num_val": 8, "held_out": HELD_OUT})
+    style = {"real": {"style_right_train", "style_right_heldout"}} if styled else {}
+    assert set(report) == OLD_KEYS["top"] | ({"style_classifier"} if styled else set())
+    assert report["n"] == {"train": 22, "heldout": 8}
+    assert set(report["real"]) == OLD_KEYS["real"] | style.get("real", set())
+    route = report["routes"]["copy"]
+    assert set(route) == OLD_KEYS["route"] | style.get("real", set())
+    assert report["real"]["r_precision_heldout"] == 1.0
