@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test test-slow test-browser lint format demo demo-web demo-train bench bench-peers data-emoji data-fluent clean
+.PHONY: install test test-slow test-browser lint format demo demo-web demo-train bench bench-peers data-emoji data-fluent minilm clean
 
 install: $(STAMP)
 
