@@ -93,6 +93,12 @@ class AdversarialMixin(T2IModel, abc.ABC):
         self.register_buffer("disc_step", torch.zeros((), dtype=torch.long, device=last.device))
 
     @property
+    def may_leave_parameters_unused(self) -> bool:
+        """Whether a training step may leave parameters without a gradient (the discriminator
+        before `disc_start`): DDP must then look for them (the trainer reads this)."""
+        return self.discriminator is not None and self.config.disc_start > 0
+
+    @property
     @abc.abstractmethod
     def decoder_last_layer(self) -> Tensor:
         """The weight of the decoder's last layer (eq. 7's W_L)."""

@@ -43,9 +43,11 @@ class VQLatents(LatentAutoencoder):
         """A trained VQ-VAE (its weights copied) with the scaling factor 1 / the std of its
         encoder's output over `batches` of images (N, 3, H, W) in [-1, 1]."""
         feats = torch.cat([vq.encoder(x).flatten() for x in batches])
-        arguments = {k: v for k, v in vq.config.items() if not k.startswith("_")}
+        arguments = {k: v for k, v in vq.config.items() if not k.startswith(("_", "disc_"))}
         model = cls(vqvae=arguments, scaling_factor=float(1.0 / feats.float().std()))
-        model.vq.load_state_dict(vq.state_dict())
+        keys = model.vq.state_dict().keys()
+        weights = {k: v for k, v in vq.state_dict().items() if k in keys}
+        model.vq.load_state_dict(weights)  # the autoencoder's; a discriminator is left out
         return model.to(vq.device).eval()
 
     @property

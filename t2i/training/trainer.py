@@ -25,6 +25,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import (
     DataLoaderConfiguration,
+    DistributedDataParallelKwargs,
     ProjectConfiguration,
     send_to_device,
 )
@@ -110,7 +111,7 @@ class Trainer:
         self.batch_transform = batch_transform
         self.score_samples = score_samples
         self.out = Path(config.output_dir)
-        self.accelerator = self._accelerator()
+        self.accelerator = self._accelerator(model)
         if self.accelerator.device.type == "cpu":
             # small models on the CPU lose time to denormal floats: flushing them makes a step
             # of the latent route's autoencoder and denoiser 6% faster (docs/BENCHMARKS.md);
@@ -145,10 +146,14 @@ class Trainer:
         self.grad_norm: torch.Tensor | None = None
         self.last_metrics: dict[str, float] = {}
 
-    def _accelerator(self) -> Accelerator:
-        """Accelerate, set up from the config: processes, precision, logs, seeded sampling."""
+    def _accelerator(self, model: torch.nn.Module) -> Accelerator:
+        """Accelerate, set up from the config: processes, precision, logs, seeded sampling;
+        DDP looks for parameters a step leaves unused when the model says some may be (an
+        autoencoder's discriminator before it starts)."""
         config = self.config
+        unused = bool(getattr(model, "may_leave_parameters_unused", False))
         return Accelerator(
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=unused)],
             cpu=cpu_processes(),
             mixed_precision=resolve_mixed_precision(config.mixed_precision),
             gradient_accumulation_steps=config.gradient_accumulation_steps,

@@ -296,3 +296,26 @@ def test_the_stage_config_leaves_it_off_and_its_commented_keys_turn_it_on(name):
 def test_a_discriminator_too_deep_for_the_images_is_a_clear_error():
     with pytest.raises(ValueError, match="disc_layers=3 needs images of at least 24 px"):
         build("vq", disc_weight=0.5, disc_layers=3)
+
+
+@pytest.mark.parametrize("name", ["kl", "vq"])
+def test_ddp_looks_for_unused_parameters_only_while_the_discriminator_waits(name, tmp_path):
+    config = TrainConfig(output_dir=str(tmp_path), max_steps=1, batch_size=2)
+    data = [{"pixel_values": x} for x in images(2)]
+    waiting = build(name, **GAN, disc_start=5)
+    assert waiting.may_leave_parameters_unused
+    assert Trainer(waiting, config, data).accelerator.ddp_handler.find_unused_parameters
+    assert not build(name, **GAN, disc_start=0).may_leave_parameters_unused
+    plain = build(name)
+    handler = Trainer(plain, config, data).accelerator.ddp_handler
+    assert handler is None or not handler.find_unused_parameters
+
+
+def test_vq_latents_of_an_adversarial_vqvae_carry_no_discriminator():
+    from t2i.models import VQLatents
+
+    vq = build("vq", **GAN, disc_start=0)
+    latents = VQLatents.from_vqvae(vq, [images(4)])
+    assert not any(k.startswith("vq.discriminator") for k in latents.state_dict())
+    x = images(2, seed=3)
+    torch.testing.assert_close(latents.vq.encoder(x), vq.encoder(x))
