@@ -394,12 +394,16 @@ class CLIPModel(T2IModel):
 
     def _hf_text_features(self, input_ids: Tensor) -> TextFeatures:
         """text_features through a Hugging Face text tower: its last hidden states, their
-        masked mean projected (open_clip's `HFTextEncoder.forward`, states kept)."""
+        masked mean projected (open_clip's `HFTextEncoder.forward`, states kept). The tower
+        runs on the batch's longest caption only (padding is masked out of attention, so a
+        real token's state is the same); padded positions' states are zeros."""
         text = self.model.text
         mask = input_ids != self.pad_token_id  # (B, L)
-        out = text.transformer(input_ids=input_ids, attention_mask=mask.long())
-        embeds = text.proj(text.pooler(out, mask.long()))  # (B, embed_dim)
-        return TextFeatures(F.normalize(embeds, dim=-1), out.last_hidden_state, mask)
+        n = max(int(mask.sum(1).max()), 1)  # run the longest caption's tokens, not the padding
+        out = text.transformer(input_ids=input_ids[:, :n], attention_mask=mask[:, :n].long())
+        embeds = text.proj(text.pooler(out, mask[:, :n].long()))  # (B, embed_dim)
+        states = F.pad(out.last_hidden_state, (0, 0, 0, input_ids.shape[1] - n))  # (B, L, W)
+        return TextFeatures(F.normalize(embeds, dim=-1), states, mask)
 
     def encode_text(self, input_ids: Tensor) -> Tensor:
         """Unit-norm caption embeddings, (B, embed_dim).
@@ -407,6 +411,8 @@ class CLIPModel(T2IModel):
         Args:
             input_ids: from `tokenize`.
         """
+        if self.text_tower is not None:
+            return self._hf_text_features(input_ids).embeds
         return self.model.encode_text(input_ids, normalize=True)
 
     # ---- images ----------------------------------------------------------------------------
