@@ -180,3 +180,34 @@ def default_route(index: dict) -> str:
     """
     routes = index.get("_t2i_routes") or ["dalle"]
     return "dalle" if "dalle" in routes else routes[0]
+
+
+ASSETS = Path(__file__).resolve().parent / "assets"  # the shipped pipelines, one folder each
+
+
+def shipped() -> list[str]:
+    """The names of the pipelines shipped in t2i/assets ("default", "emoji")."""
+    return sorted(p.name for p in ASSETS.iterdir() if (p / "model_index.json").is_file())
+
+
+def pipeline_path(model: str | Path | None) -> Path:
+    """A saved pipeline's folder: a path as given; the name of a shipped pipeline (no such
+    path here) its folder in t2i/assets; None the shipped default.
+
+    Args:
+        model: a folder, a shipped pipeline's name, or None.
+    """
+    if model is None:
+        return ASSETS / "default"
+    path = Path(model)
+    if not path.exists() and str(model) in shipped():
+        return ASSETS / str(model)
+    return path
+
+
+def check_model(model: str | Path | None, flag: str = "--model") -> None:
+    """A FileNotFoundError naming `flag` unless `model` is a folder or a shipped pipeline."""
+    if model is not None and not pipeline_path(model).is_dir():
+        raise FileNotFoundError(
+            f"{flag} {model}: no such directory, nor a shipped pipeline ({', '.join(shipped())})"
+        )

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from t2i._version import __version__
-from t2i.cli import OneLineParser, at_least
+from t2i.cli import OneLineParser, at_least, check_model, pipeline_path
 
 logger = logging.getLogger("t2i.demo")
 SHOWN = 256  # the gallery enlarges each image (nearest-neighbour) to about this many pixels
@@ -62,9 +62,9 @@ class Demo:
     def __init__(self, model: str | Path | None = None, device: str | None = None) -> None:
         import torch
 
-        from t2i.pipelines import CLASSES, DEFAULT_PIPELINE, ROUTES, check_pipeline_dir
+        from t2i.pipelines import CLASSES, ROUTES, check_pipeline_dir
 
-        path = Path(model) if model else DEFAULT_PIPELINE
+        path = pipeline_path(model)
         if not (path / "model_index.json").is_file() and model is None:
             raise FileNotFoundError(f"{path}: the default pipeline is not in this install")
         cls = CLASSES[check_pipeline_dir(path)["_class_name"]]
@@ -296,8 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     """The command line: serve the page until interrupted."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    if args.model is not None and not Path(args.model).is_dir():
-        print(f"error: --model {args.model}: no such directory", file=sys.stderr)
+    try:
+        check_model(args.model)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     try:
         import gradio  # noqa: F401

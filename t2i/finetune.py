@@ -22,10 +22,11 @@ from pathlib import Path
 
 import torch
 
+from t2i.cli import pipeline_path
 from t2i.config import ConfigError, ExperimentConfig
 from t2i.models import load_model, model_type
-from t2i.pipelines import DEFAULT_PIPELINE, TextToImagePipeline, check_pipeline_dir
-from t2i.pipelines.bundle import NAMES, NEEDS
+from t2i.pipelines import TextToImagePipeline, check_pipeline_dir
+from t2i.pipelines.bundle import NAMES, OWN
 from t2i.pipelines.common import PROVENANCE, saved_components, weights_id
 from t2i.training import TrainResult
 from t2i.training.inputs import needs
@@ -45,7 +46,7 @@ def finetune_pipeline(config: ExperimentConfig, where: str, train_one: TrainOne)
         train_one: trains one model from a config (`t2i.train.run`).
     """
     stages, downstream = _check_model(config, where)
-    source = Path(config.init_from) if config.init_from else DEFAULT_PIPELINE
+    source = pipeline_path(config.init_from)
     try:
         index = check_pipeline_dir(source)
     except (FileNotFoundError, ValueError) as err:
@@ -123,8 +124,8 @@ def _dropped(stale: list[str], has: list[str], stages: list[str], where: str) ->
             f"pipeline needs a {core[0]}: add {core[0]} to model.stages, or set "
             "model.downstream=retrain"
         )
-    dropped = [n for route in NEEDS.values() if set(route) & set(stale) for n in route if n in has]
-    routes = [NAMES[r] for r, names in NEEDS.items() if set(names) & set(stale)]
+    dropped = [n for route in OWN.values() if set(route) & set(stale) for n in route if n in has]
+    routes = [NAMES[r] for r, names in OWN.items() if set(names) & set(stale)]
     logger.warning(
         "model.stages=%s retrains what %s read: the new pipeline leaves out %s (the %s "
         "route); add them to model.stages, or set model.downstream=retrain, to keep them",

@@ -38,7 +38,15 @@ from pathlib import Path
 from PIL import Image, PngImagePlugin
 
 from t2i._version import __version__
-from t2i.cli import OneLineParser, at_least, default_route, finite, fraction
+from t2i.cli import (
+    OneLineParser,
+    at_least,
+    check_model,
+    default_route,
+    finite,
+    fraction,
+    pipeline_path,
+)
 
 logger = logging.getLogger("t2i.generate")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -389,8 +397,7 @@ def replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argpars
 def saved_index(model: str | None) -> dict:
     """The model_index.json of a saved pipeline (None: the shipped default), read without
     importing torch; {} when there is none (loading it reports that)."""
-    folder = Path(model) if model else Path(__file__).resolve().parent / "assets" / "default"
-    index = folder / "model_index.json"
+    index = pipeline_path(model) / "model_index.json"
     return json.loads(index.read_text()) if index.is_file() else {}
 
 
@@ -452,8 +459,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None)
         args = replay(args, parser or build_parser())
         record = args.record
     prompts = read_prompts(args)
-    if args.model is not None and not Path(args.model).is_dir():
-        raise FileNotFoundError(f"--model {args.model}: no such directory")
+    check_model(args.model)
     if args.init_image is not None and not Path(args.init_image).is_file():
         raise FileNotFoundError(f"--init-image {args.init_image}: no such file")
     if args.route is None:
@@ -472,13 +478,13 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None)
 
     import torch  # the heavy imports come after the arguments are checked
 
-    from t2i.pipelines import DEFAULT_PIPELINE, load_pipeline
+    from t2i.pipelines import load_pipeline
 
     device = resolve_device(args.device)
     pipe = load_pipeline(
         args.model, device=device, route=args.route, torch_dtype=getattr(torch, args.dtype)
     )
-    model = Path(args.model) if args.model else DEFAULT_PIPELINE
+    model = pipeline_path(args.model)
     model_hash = weights_hash(model, list(pipe.components))
     if record is not None and record.get("model_hash") != model_hash:
         raise ValueError(

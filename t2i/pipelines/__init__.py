@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from t2i.cli import default_route
+from t2i.cli import default_route, pipeline_path
 from t2i.pipelines.bundle import ROUTES, TextToImagePipeline
 from t2i.pipelines.common import (
     FORMAT,
@@ -26,7 +26,7 @@ from t2i.pipelines.ldm import LatentDiffusionPipeline, LDMSampling
 from t2i.pipelines.maskgit import MaskGITPipeline, MaskGITSampling
 from t2i.pipelines.unclip import UnCLIPPipeline, UnCLIPSampling
 
-DEFAULT_PIPELINE = Path(__file__).resolve().parent.parent / "assets" / "default"
+DEFAULT_PIPELINE = pipeline_path(None)
 CLASSES = {cls.__name__: cls for cls in (TextToImagePipeline, *ROUTES.values())}
 
 
@@ -54,7 +54,7 @@ def load_pipeline(
             f"{DEFAULT_PIPELINE}: the default pipeline is not in this install; build it "
             "with `python scripts/build_default.py` or pass a pipeline directory"
         )
-    path = Path(path or DEFAULT_PIPELINE)
+    path = pipeline_path(path)
     index = check_pipeline_dir(path)
     route = route or default_route(index)
     cls = CLASSES[index["_class_name"]]

@@ -111,7 +111,10 @@ def test_priming_from_an_init_image_keeps_its_code_rows_in_the_written_pixels(
     "argv, message",
     [
         (["   "], "prompt 1 is empty"),
-        (["a red circle", "--model", "no/such/dir"], "--model no/such/dir: no such directory"),
+        (
+            ["a red circle", "--model", "no/such/dir"],
+            "--model no/such/dir: no such directory, nor a shipped pipeline (default",
+        ),
         (
             ["a red circle", "--model", "{model}", "--prime-rows", "9", "--init-image", "{image}"],
             "num_prime_rows=9",
@@ -128,6 +131,14 @@ def test_bad_input_is_a_one_line_error_with_a_nonzero_exit(
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_shipped_pipeline_is_named_by_its_name(tmp_path, capsys):
+    by_name, by_default = tmp_path / "named", tmp_path / "plain"
+    assert main(["a red circle", "-n", "1", "--model", "default", "--out", str(by_name)]) == 0
+    assert main(["a red circle", "-n", "1", "--out", str(by_default)]) == 0
+    named, plain = (sorted(p.glob("*.png")) for p in (by_name, by_default))
+    assert len(named) == 1 and pixels(named[0]).tolist() == pixels(plain[0]).tolist()
 
 
 # run apart: main(argv) then whether torch was imported (SystemExit is argparse's refusal)
