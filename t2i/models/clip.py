@@ -396,13 +396,15 @@ class CLIPModel(T2IModel):
         """text_features through a Hugging Face text tower: its last hidden states, their
         masked mean projected (open_clip's `HFTextEncoder.forward`, states kept). The tower
         runs on the batch's longest caption only (padding is masked out of attention, so a
-        real token's state is the same); padded positions' states are zeros."""
+        real token's state is the same); padded positions' states are zeros, so a caption's
+        states do not depend on the batch it comes in."""
         text = self.model.text
         mask = input_ids != self.pad_token_id  # (B, L)
         n = max(int(mask.sum(1).max()), 1)  # run the longest caption's tokens, not the padding
         out = text.transformer(input_ids=input_ids[:, :n], attention_mask=mask[:, :n].long())
         embeds = text.proj(text.pooler(out, mask[:, :n].long()))  # (B, embed_dim)
-        states = F.pad(out.last_hidden_state, (0, 0, 0, input_ids.shape[1] - n))  # (B, L, W)
+        states = out.last_hidden_state * mask[:, :n, None]  # padding: zeros, as if not run
+        states = F.pad(states, (0, 0, 0, input_ids.shape[1] - n))  # (B, L, W)
         return TextFeatures(F.normalize(embeds, dim=-1), states, mask)
 
     def encode_text(self, input_ids: Tensor) -> Tensor:

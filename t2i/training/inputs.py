@@ -286,18 +286,53 @@ class CaptionDropped(Dataset):
 
 def clip_text_states(clip: Any, embeds: bool = False) -> Callable[[dict], dict]:
     """A batch transform adding the frozen CLIP token states (`text_states`) of `input_ids`,
-    and with `embeds` their pooled text embeddings (`text_embeds`) from the same pass."""
+    and with `embeds` their pooled text embeddings (`text_embeds`) from the same pass; each
+    distinct caption's are computed once (`CaptionFeatures`)."""
+    return CaptionFeatures(clip, embeds)
 
-    def transform(batch: dict) -> dict:
+
+class CaptionFeatures:
+    """Frozen CLIP text features per caption, computed once: a data set's captions come back
+    every epoch, and a caption seen before costs a lookup instead of a text-tower pass (most
+    of a small denoiser's step with a pretrained tower). Up to `max_bytes` are kept; past
+    that, new captions are computed every time.
+
+    Args:
+        clip: the frozen CLIP (`text_features`).
+        embeds: add `text_embeds` too.
+        max_bytes: the most memory the kept features take.
+    """
+
+    def __init__(self, clip: Any, embeds: bool = False, max_bytes: int = 4 << 30) -> None:
+        self.clip, self.embeds, self.max_bytes = clip, embeds, max_bytes
+        self.kept: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.bytes = 0
+
+    def __call__(self, batch: dict) -> dict:
         ids = batch["input_ids"]
-        clip.to(ids.device)
-        features = clip.text_features(ids)
-        out = {**batch, "text_states": features.states}
-        if embeds:
-            out["text_embeds"] = features.embeds
+        self.clip.to(ids.device)
+        keys = [row.numpy().tobytes() for row in ids.cpu()]
+        new = [i for i, key in enumerate(keys) if key not in self.kept]
+        features = {}
+        if new:
+            found = self.clip.text_features(ids[new])
+            for j, i in enumerate(new):
+                features[keys[i]] = (found.states[j], found.embeds[j])
+            self._keep(features)
+        rows = [self.kept.get(key) or features[key] for key in keys]
+        out = {**batch, "text_states": torch.stack([states for states, _ in rows])}
+        if self.embeds:
+            out["text_embeds"] = torch.stack([embeds for _, embeds in rows])
         return out
 
-    return transform
+    def _keep(self, features: dict[bytes, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Keep new captions' features while there is room."""
+        for key, (states, embeds) in features.items():
+            size = (states.numel() + embeds.numel()) * states.element_size()
+            if self.bytes + size > self.max_bytes:
+                return
+            self.kept[key] = (states.detach().clone(), embeds.detach().clone())
+            self.bytes += size
 
 
 def clip_image_embeds(clip: Any) -> Callable[[dict], torch.Tensor]:

@@ -13,7 +13,7 @@ from t2i.config import TrainConfig
 from t2i.data.text import CaptionCollator
 from t2i.models import CLIPModel
 from t2i.training import Trainer
-from t2i.training.inputs import CaptionDropped, prepare
+from t2i.training.inputs import CaptionDropped, CaptionFeatures, prepare
 
 
 class Captions(Dataset):
@@ -95,3 +95,25 @@ def test_training_steps_read_dropped_captions_and_validation_reads_none(tmp_path
     with torch.no_grad():
         model.training_losses(prepared.batch_transform(val))
     assert model.seen == [(0, 8)]
+
+
+def test_caption_features_are_computed_once_per_caption_and_match_a_direct_pass():
+    clip = CLIPModel(**tiny.CLIP).eval().requires_grad_(False)
+    calls = []
+    direct = clip.text_features
+    clip.text_features = lambda ids: calls.append(len(ids)) or direct(ids)
+    features = CaptionFeatures(clip, embeds=True)
+    captions = ["a red circle", "a blue square", "a red circle", ""]
+    ids = clip.tokenize(captions, allow_empty=True)
+    first = features({"input_ids": ids})
+    again = features({"input_ids": ids.flip(0)})  # every caption seen: no text pass
+    assert calls == [4]
+    reference = direct(ids)
+    torch.testing.assert_close(first["text_states"], reference.states)
+    torch.testing.assert_close(first["text_embeds"], reference.embeds)
+    torch.testing.assert_close(again["text_states"], reference.states.flip(0))
+    full = CaptionFeatures(clip, max_bytes=0)  # no room: computed every time, still right
+    full({"input_ids": ids})
+    out = full({"input_ids": ids})
+    assert calls == [4, 4, 4] and not full.kept
+    torch.testing.assert_close(out["text_states"], reference.states)
