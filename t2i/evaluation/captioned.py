@@ -41,7 +41,9 @@ reconstruction figures and of `heldout_used`. Measures:
   Not comparable with Inception FID figures, hence never named "fid".
 - The image tokenizer's reconstruction of the held-out images: `psnr` (dB), `codebook_usage`
   (share of codes used) and `perplexity` (dicts by level for a two-level tokenizer); for a
-  pipeline with the latent diffusion route, its autoencoder's `vae.psnr`.
+  pipeline with the latent diffusion route, its autoencoder's `vae.psnr`. Under each,
+  `reconstructed`: every part's `r_precision_PART` (and `style_right_PART`) on the real
+  images passed through it, decode(encode(x)): the most a route drawing through it can reach.
 - Per route: `images_per_s`, the sampling speed (all the route's images over its wall time).
 
 Knows no model family: the evaluation CLIP is anything with `tokenize`, `encode_text` and
@@ -818,9 +820,23 @@ def evaluate_captioned(
         results["routes"][route] = scores
         if grids is not None:
             write_grids(Path(grids), route, reals, made)
-    if getattr(bundle, "image_tokenizer", None) is not None:
-        tokenizer = bundle.image_tokenizer
-        results["image_tokenizer"] = tokenizer_report(tokenizer, held.pixels, batch_size)
-    if getattr(bundle, "vae", None) is not None:
-        results["vae"] = autoencoder_psnr(bundle.vae, held.pixels, batch_size)
+    for name, report in (("image_tokenizer", tokenizer_report), ("vae", autoencoder_psnr)):
+        model = getattr(bundle, name, None)
+        if model is not None:
+            results[name] = report(model, held.pixels, batch_size)
+            results[name]["reconstructed"] = reconstruction_scores(model, reals, judge, batch_size)
     return results
+
+
+def reconstruction_scores(
+    model: Any, reals: dict[str, Samples], judge: Judge, batch_size: int
+) -> dict[str, float]:
+    """Each part's scores (`Judge.part_scores`) on the real images passed through an
+    autoencoder or tokenizer, decode(encode(x)): the ceiling of every route drawing through
+    it (what the evaluation CLIP still reads once the images are reconstructed)."""
+    scores = {}
+    for part, samples in reals.items():
+        trips = _round_trips(model, samples.pixels, batch_size)
+        rebuilt = torch.cat([y.cpu() for _, y, _ in trips])
+        scores |= judge.part_scores(rebuilt, samples, part)
+    return scores

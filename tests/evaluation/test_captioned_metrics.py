@@ -369,3 +369,36 @@ def test_a_heldout_json_without_parts_gives_the_keys_it_gave_before(tmp_path, st
     route = report["routes"]["copy"]
     assert set(route) == OLD_KEYS["route"] | style.get("real", set())
     assert report["real"]["r_precision_heldout"] == 1.0
+
+
+class RollingAutoencoder(RoundingTokenizer):
+    """A stand-in autoencoder whose reconstructions have their channels rolled (another
+    style in `styled_folder`), the pixels otherwise kept."""
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return x.roll(1, 1)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents
+
+
+def test_reconstructions_are_scored_as_the_ceiling_of_the_routes_through_them(tmp_path):
+    data_dir = styled_folder(tmp_path / "data")
+    data = CaptionedDataset(data_dir, 8)
+    (data_dir / "pipe").mkdir()
+    (data_dir / "pipe" / "heldout.json").write_text(json.dumps({"held_out": HELD_OUT}))
+    route = CopyRoute(data, wrong="c9")
+    bundle = SimpleNamespace(
+        routes=["copy"], route=lambda name: route, image_tokenizer=RoundingTokenizer()
+    )
+    bundle.vae = RollingAutoencoder()
+    split = heldout_split(data, data_dir / "pipe")
+    report = evaluate_captioned(bundle, OracleCLIP(data), data, split, 100, seed=0)
+    kept, rolled = report["image_tokenizer"]["reconstructed"], report["vae"]["reconstructed"]
+    assert set(kept) == {"r_precision_train", "r_precision_heldout"} | {
+        "style_right_train",
+        "style_right_heldout",
+    }
+    assert kept["style_right_train"] == 1.0  # rounding keeps the style
+    assert rolled["style_right_train"] == 0.0 and rolled["style_right_heldout"] == 0.0
+    assert rolled["r_precision_train"] < kept["r_precision_train"]
