@@ -14,10 +14,10 @@ from t2i.recipe import is_recipe, load_recipe, read_presets
 from t2i.training import read_metrics
 from t2i.training.stages import COMPONENTS
 
-CONFIGS = sorted(  # training configs; configs/accelerate/ holds launch configs
-    p
+CONFIGS = sorted(  # training configs; configs/accelerate/ holds launch configs, sweeps/ the
+    p  # sweeps of scripts/sweep_ldm.py
     for p in Path(__file__).resolve().parents[2].glob("configs/**/*.yaml")
-    if p.parent.name != "accelerate" and p.name != "presets.yaml"  # presets: a recipe's rows
+    if p.parent.name not in ("accelerate", "sweeps") and p.name != "presets.yaml"
 )
 TINY_VAE = [
     "model.channels=[8, 16]",

@@ -90,4 +90,5 @@ def test_the_page_builds_with_every_route_and_the_recorded_settings(demo):
 def test_a_missing_model_is_a_one_line_error(tmp_path, capsys):
     assert main(["--model", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.endswith("no such directory") and len(err.splitlines()) == 1
+    assert "none: no such directory, nor a shipped pipeline" in err
+    assert len(err.splitlines()) == 1
