@@ -73,13 +73,17 @@ def split_file(data: Any) -> Path | None:
     return Path(data.heldout)
 
 
-def split_captioned(full: CaptionedDataset, data: Any) -> tuple[CaptionedDataset, CaptionedDataset]:
-    """(train, held-out) of a captioned data set: the split file's when there is one (see
-    `split_file`), else `num_val` samples drawn with `seed`."""
+def split_captioned(
+    full: CaptionedDataset, data: Any
+) -> tuple[CaptionedDataset, CaptionedDataset, dict[str, Any] | None]:
+    """(train, held-out, the split file's record) of a captioned data set: the split file's
+    when there is one (see `split_file`; its record `read_split`'s, with `file`), else
+    `num_val` samples drawn with `seed` (and None)."""
     path = split_file(data)
     if path is None:
-        return full.split(data.num_val, data.seed)
-    return full.listed_split(read_split(path)["held_out"], str(path))
+        return (*full.split(data.num_val, data.seed), None)
+    record = {**read_split(path), "file": str(path)}
+    return (*full.listed_split(record["held_out"], str(path)), record)
 
 
 def captioned_datasets(data: Any, captions: bool = True) -> tuple[Dataset, Dataset]:
@@ -109,7 +113,7 @@ def captioned_datasets(data: Any, captions: bool = True) -> tuple[Dataset, Datas
             logger.warning(
                 "%s: %d bad samples will be skipped (listed at the end)", data.path, report["count"]
             )
-    train_set, val_set = split_captioned(full, data)
+    train_set, val_set, _ = split_captioned(full, data)
     logger.info(
         "%s: %d training and %d validation samples (%s)",
         data.path,

@@ -220,14 +220,8 @@ class CLIPModel(T2IModel):
         Raises:
             ValueError: the folder's weights do not fit its config's architecture.
         """
-        if self.text_tower is None:
-            return
-        folder = Path(self.config.text_model)
-        files = sorted(folder.glob("*.safetensors"))
-        if not files:
-            raise ValueError(f"text_model={str(folder)!r}: no .safetensors weights in it")
-        weights = {k: v for f in files for k, v in load_file(f).items()}
-        _load_text_weights(self.text_tower, weights, folder)
+        if self.text_tower is not None:
+            _load_text_weights(self.text_tower, Path(self.config.text_model))
 
     def train(self, mode: bool = True) -> CLIPModel:
         """nn.Module.train, leaving a locked text tower in eval mode (no dropout)."""
@@ -362,10 +356,7 @@ class CLIPModel(T2IModel):
         kwargs = {**kwargs, "text_model": str(folder), "low_cpu_mem_usage": False}
         with _quiet_missing_keys():  # the tower's, read below
             model = super().from_pretrained(path, *args, **kwargs)
-        weights = load_file(folder / "model.safetensors")
-        _load_text_weights(model.text_tower, weights, folder)
-        if model.config.lock_text:
-            model.text_tower.requires_grad_(False)
+        _load_text_weights(model.text_tower, folder)  # locked by the constructor, if locked
         if kwargs.get("torch_dtype") is not None:
             model.text_tower.to(kwargs["torch_dtype"])
         return model
@@ -523,10 +514,15 @@ def _check_text_folder(path: str) -> None:
         raise ValueError(f"text_model={path!r}: {what}; give a Hugging Face text model folder")
 
 
-def _load_text_weights(tower: torch.nn.Module, weights: dict[str, Tensor], folder: Path) -> None:
-    """A Hugging Face text model's weights into `tower`: keys with or without the model's
-    prefix ("bert."); a pooler the mean pooling does not use is left out; any weight the tower
-    needs and the folder lacks, or of another shape, is a ValueError naming the folder."""
+def _load_text_weights(tower: torch.nn.Module, folder: Path) -> None:
+    """A Hugging Face text model folder's safetensors weights into `tower`: keys with or
+    without the model's prefix ("bert."); a pooler the mean pooling does not use is left out;
+    no weights, or any weight the tower needs and the folder lacks or holds in another shape,
+    is a ValueError naming the folder."""
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise ValueError(f"text_model={str(folder)!r}: no .safetensors weights in it")
+    weights = {k: v for f in files for k, v in load_file(f).items()}
     prefix = f"{getattr(tower, 'base_model_prefix', '')}."
     if prefix != "." and not any(k in tower.state_dict() for k in weights):
         weights = {k.removeprefix(prefix): v for k, v in weights.items()}
