@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test test-slow test-browser lint format demo demo-web demo-train bench bench-peers data-emoji data-fluent minilm clean
+.PHONY: install test test-slow test-browser lint format demo demo-web demo-train bench bench-peers data-emoji data-emoji-ship data-fluent minilm clean
 
 install: $(STAMP)
 
@@ -65,11 +65,21 @@ demo-train: $(STAMP)
 minilm: $(STAMP)
 	$(PY) scripts/fetch_minilm.py weights/all-MiniLM-L6-v2
 
+SHIP_STYLES = fluent-emoji-flat,fluent-emoji,fluent-emoji-high-contrast,twemoji,emojione,emojione-monotone,fxemoji
+
 data-emoji: $(STAMP)
 	$(PY) scripts/datasets/emoji_corpus.py data/emoji
 
 data-fluent: $(STAMP)
 	$(PY) scripts/datasets/iconify_emoji.py data/fluent-emoji --size 128
+
+# The shipped emoji pipeline's corpus (scripts/build_emoji.py): the 7 default styles but
+# streamline-emojis, into data/emoji-ship; and streamline-emojis alone (787 images, 100
+# concepts held out), into data/emoji-streamline, where fine-tuning it is measured.
+data-emoji-ship: $(STAMP)
+	$(PY) scripts/datasets/emoji_corpus.py data/emoji-ship --styles $(SHIP_STYLES)
+	$(PY) scripts/datasets/emoji_corpus.py data/emoji-streamline --styles streamline-emojis \
+		--heldout-concepts 100
 
 bench: $(STAMP)
 	$(PY) scripts/bench.py --out docs/BENCHMARKS.md

@@ -7,7 +7,9 @@ comes out, each captioned with the settings that drew it, under a progress bar. 
 drawn from seed + i, as `python -m t2i.generate` draws it, so the demo and the command line
 agree image for image. On the unCLIP route, a picked image's variations.
 
-    python -m t2i.demo                       # the shipped default, http://127.0.0.1:7860
+    python -m t2i.demo                       # http://127.0.0.1:7860: the shipped emoji
+                                             # pipeline (the shapes default without it)
+    python -m t2i.demo --model default       # the shipped shapes pipeline
     python -m t2i.demo --model runs/emoji64 --port 8080
 """
 
@@ -21,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from t2i._version import __version__
-from t2i.cli import OneLineParser, at_least, check_model, pipeline_path
+from t2i.cli import OneLineParser, at_least, check_model, pipeline_path, shipped
 
 logger = logging.getLogger("t2i.demo")
+SHOWN_FIRST = ("emoji", "default")  # without --model: the first of these that is shipped
 SHOWN = 256  # the gallery enlarges each image (nearest-neighbour) to about this many pixels
 ROUTE_NAMES = {
     "dalle": "DALL-E",
@@ -40,7 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", help="a saved pipeline directory (default: the shipped one)")
+    p.add_argument(
+        "--model",
+        help="a saved pipeline directory or a shipped pipeline's name (default: emoji, when "
+        "shipped, else default)",
+    )
     p.add_argument(
         "--host", default="127.0.0.1", help="the address to bind (default: this machine only)"
     )
@@ -308,8 +315,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from t2i.generate import resolve_device
 
+    model = args.model or next((m for m in SHOWN_FIRST if m in shipped()), None)
     try:
-        demo = Demo(args.model, resolve_device(args.device))
+        demo = Demo(model, resolve_device(args.device))
     except (ValueError, FileNotFoundError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

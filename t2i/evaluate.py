@@ -38,7 +38,8 @@ The captions scored come in parts: `train`, and the held-out part `heldout`, or,
 heldout.json names parts of it (`"parts": {NAME: [sources]}`, e.g. the emoji corpus's
 cells, concepts and skin_tones), each of those instead. Every route (or those of `--routes`)
 draws one image per caption, for up to `--n` captions of each part, at its recorded sampling
-defaults, never reranked. Keys (PART: train, heldout, or each part named):
+defaults (or those `--sampling NAME=VALUE` sets instead), never reranked. Keys (PART:
+train, heldout, or each part named):
 - `data`, `eval_clip` (its model folder), `split`, `n` (captions scored per part, and
   `heldout`: all held-out parts together), `r_precision_candidates` (captions ranked per
   image: 100, or all the data set has), `heldout_used` and `floor_used` (the sources of the
@@ -87,6 +88,7 @@ from t2i.evaluation.pipelines import (
     variation_agreement,
 )
 from t2i.models import CLIPModel, load_model, load_reader
+from t2i.pipelines.common import override_sampling
 from t2i.training.inputs import needs
 
 logger = logging.getLogger("t2i.evaluate")
@@ -219,6 +221,14 @@ def _captioned_flags(parser: argparse.ArgumentParser) -> None:
         "--eval-clip-steps", type=int, metavar="N", help="the evaluation CLIP's training steps"
     )
     parser.add_argument(
+        "--sampling",
+        nargs="+",
+        default=[],
+        metavar="NAME=VALUE",
+        help="--suite captioned: score with these sampling settings instead of the recorded "
+        "ones (ldm_guidance_scale=4 ldm_num_inference_steps=25): what a build would record",
+    )
+    parser.add_argument(
         "--grids",
         metavar="DIR",
         help="--suite captioned: also write, per route, grids of real images (top rows) over "
@@ -276,6 +286,9 @@ def evaluate_captioned_suite(args: argparse.Namespace) -> dict[str, Any]:
     bundle = TextToImagePipeline.from_pretrained(args.model, torch_dtype=torch.float32)
     bundle = bundle.to(_device())
     _check_routes(args.routes, bundle.routes, args.model)
+    bundle.sampling_defaults = override_sampling(
+        bundle.sampling_defaults, args.sampling, "--sampling"
+    )
     prior_data = run_data(route_run(args.model))
     data = _read_data(data_path, bundle.image_size, prior_data)
     split = heldout_split(data, args.model, prior_data)

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import diffusers
 import numpy as np
 import torch
+import yaml
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 from PIL import Image
@@ -125,6 +126,56 @@ def check_setting(name: str, value: Any) -> None:
     number = isinstance(value, int | float) and not isinstance(value, bool)
     if not number or (whole and not float(value).is_integer()) or not ok(value):
         raise ValueError(f"{name}={value!r}: must be {words}")
+
+
+_KINDS = {int: "a whole number", float: "a number", str: "a name", bool: "true or false"}
+
+
+def override_sampling(recorded: dict[str, Any], pairs: Sequence[str], where: str) -> dict[str, Any]:
+    """`recorded` with NAME=VALUE pairs applied: each NAME one the pipeline records, each VALUE
+    read as YAML, of the recorded value's kind (an int or float for a number) and in range
+    (`check_setting`); a ValueError naming `where` and the pair otherwise.
+
+    Args:
+        recorded: a pipeline's `sampling_defaults`.
+        pairs: "ldm_guidance_scale=4", ... (a later pair wins).
+        where: the flag or field the pairs came from, for the errors.
+    """
+    out = dict(recorded)
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ValueError(f"{where} {pair!r}: give NAME=VALUE")
+        if name not in recorded:
+            raise ValueError(
+                f"{where} {pair!r}: the pipeline records no {name!r}; it records "
+                f"{', '.join(sorted(recorded))}"
+            )
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        was = recorded[name]
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if isinstance(was, float) and number:
+            value = float(value)
+        elif was is not None and value is not None and type(value) is not type(was):
+            if not (isinstance(was, int) and isinstance(value, float) and value.is_integer()):
+                kind = _KINDS.get(type(was), type(was).__name__)
+                raise ValueError(f"{where} {pair!r}: {name} takes {kind} (recorded {was!r})")
+            value = int(value)
+        try:
+            check_setting(name, value)
+        except ValueError as err:
+            raise ValueError(f"{where} {pair!r}: {err}") from None
+        if name.endswith("sampler") and value is not None:
+            from t2i.pipelines.ldm import SAMPLERS
+
+            if value not in SAMPLERS:
+                raise ValueError(f"{where} {pair!r}: use one of {tuple(SAMPLERS)}")
+        out[name] = value
+    return out
 
 
 @dataclass(frozen=True)

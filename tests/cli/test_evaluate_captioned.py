@@ -230,3 +230,39 @@ def test_grids_show_the_real_images_above_those_drawn_for_their_captions(world, 
     captions = (grids / "dalle_heldout.txt").read_text().splitlines()
     assert captions[0] == f"0: {data.records[record]['caption'][0]}"
     assert evaluate.main([*world["argv"], "--grids", str(grids)]) == 2  # never overwritten
+
+
+def test_sampling_flag_scores_other_settings_than_the_recorded_ones(world, tmp_path):
+    TextToImagePipeline(**ldm_tiny.parts()).save_pretrained(tmp_path / "pipe")
+    argv = [str(tmp_path / "pipe"), "--suite", "captioned", "--data", str(world["data"])]
+    argv += ["--n", "4", "--eval-clip", world["report"]["eval_clip"]]
+    recorded = run(argv, tmp_path / "a.json")["routes"]["ldm"]["settings"]
+    argv += ["--sampling", "ldm_guidance_scale=4", "ldm_num_inference_steps=3"]
+    changed = run(argv, tmp_path / "b.json")["routes"]["ldm"]["settings"]
+    assert (changed["guidance_scale"], changed["num_inference_steps"]) == (4.0, 3)
+    assert (recorded["guidance_scale"], recorded["num_inference_steps"]) != (4.0, 3)
+    index = json.loads((tmp_path / "pipe" / "model_index.json").read_text())
+    assert index["_t2i_sampling"]["ldm_guidance_scale"] == recorded["guidance_scale"]  # unsaved
+
+
+@pytest.mark.parametrize(
+    "pair, says",
+    [
+        ("ldm_guidance_scale", "give NAME=VALUE"),
+        ("guidance=4", "records no 'guidance'"),
+        ("ldm_guidance_scale=high", "ldm_guidance_scale takes a number"),
+        ("ldm_guidance_scale=-1", "must be a finite number >= 0"),
+        ("ldm_num_inference_steps=2.5", "takes a whole number (recorded"),
+        ("ldm_sampler=heun", "use one of"),
+    ],
+)
+def test_bad_sampling_pairs_are_one_line_errors_before_scoring(
+    pair, says, world, tmp_path, monkeypatch, capsys
+):
+    TextToImagePipeline(**ldm_tiny.parts()).save_pretrained(tmp_path / "pipe")
+    monkeypatch.setattr(evaluate, "evaluate_captioned", pytest.fail)
+    argv = [str(tmp_path / "pipe"), "--suite", "captioned", "--data", str(world["data"])]
+    argv += ["--eval-clip", world["report"]["eval_clip"], "--sampling", pair]
+    assert evaluate.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--sampling {pair!r}" in err and says in err

@@ -92,3 +92,20 @@ def test_a_missing_model_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "none: no such directory, nor a shipped pipeline" in err
     assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "shipped, shown", [(["default", "emoji"], "emoji"), (["default"], "default")]
+)
+def test_without_model_the_demo_shows_the_emoji_pipeline_first(shipped, shown, monkeypatch):
+    import t2i.demo as demo_module
+
+    served = []
+
+    def refuse(model, device):  # stops main before it serves the page
+        served.append(model)
+        raise ValueError("stop")
+
+    monkeypatch.setattr(demo_module, "shipped", lambda: shipped)
+    monkeypatch.setattr(demo_module, "Demo", refuse)
+    assert main([]) == 2 and served == [shown]
