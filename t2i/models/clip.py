@@ -422,7 +422,7 @@ class CLIPModel(T2IModel):
         x = (images.to(self.device, self.dtype) + 1.0) / 2.0  # [0, 1]
         size = self.config.image_size
         if x.shape[-1] != size or x.shape[-2] != size:
-            x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False)
+            x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True)
         return (x - self.mean) / self.std
 
     def encode_image(self, images: Tensor | Sequence[Image.Image]) -> Tensor:

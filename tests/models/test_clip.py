@@ -111,6 +111,17 @@ def test_pil_images_and_tensors_score_the_same():
     torch.testing.assert_close(scores, clip_score(clip, tensors, texts))
 
 
+def test_larger_images_are_shrunk_without_aliasing():
+    clip = tiny().eval()  # reads 16 px
+    size = clip.config.image_size
+    stripes = torch.ones(1, 3, 3 * size, 3 * size)
+    stripes[..., ::2] = -1  # one-pixel stripes, black and white: grey when shrunk 3 times
+    seen = clip.preprocess(stripes) * clip.std + clip.mean  # back to [0, 1]
+    assert seen.shape[-1] == size
+    inside = seen[..., 1:-1, 1:-1]  # the border pixels lean to the edge's stripe
+    torch.testing.assert_close(inside, torch.full_like(inside, 0.5), atol=0.02, rtol=0)
+
+
 def test_rerank_returns_the_best_scoring_images_in_order():
     clip = tiny().eval()
     images = torch.stack([to_tensor(make_sample(i, seed=2, size=16)["image"]) for i in range(6)])
