@@ -16,14 +16,18 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from t2i.cli import pipeline_path
 from t2i.config import ConfigError, ExperimentConfig
+from t2i.data.captioned import HELDOUT_FILE, CaptionedDataset, detect_format
+from t2i.data.sets import split_record
 from t2i.models import load_model, model_type
 from t2i.pipelines import TextToImagePipeline, check_pipeline_dir
 from t2i.pipelines.bundle import NAMES, OWN
@@ -67,6 +71,7 @@ def finetune_pipeline(config: ExperimentConfig, where: str, train_one: TrainOne)
     elif stale:
         dropped = _dropped(stale, has, stages, where)
     record = source_provenance(source, index, reads)
+    held_out = data_split(config, where)
     out = Path(config.train.output_dir)
     result = None
     for stage in (s for s in COMPONENTS if s in stages):
@@ -78,8 +83,27 @@ def finetune_pipeline(config: ExperimentConfig, where: str, train_one: TrainOne)
             "reads": {r: record[r]["id"] for r in reads[stage]},
         }
     save_finetuned(source, index, current, dropped, record, out)
+    if held_out is not None:  # what the new pipeline's evaluation holds out
+        (out / HELDOUT_FILE).write_text(json.dumps(held_out, indent=1) + "\n")
+    else:  # the source's split is not this data's
+        (out / HELDOUT_FILE).unlink(missing_ok=True)
     logger.info("fine-tuned pipeline (%s) saved to %s", ", ".join(stages), out)
     return dataclasses.replace(result, model_dir=out)
+
+
+def data_split(config: ExperimentConfig, where: str) -> dict[str, Any] | None:
+    """The held-out split of a captioned data set in a folder, as the pipeline records it
+    (`split_record`), checked before any training; None for other data."""
+    data = config.data
+    if not data.path:  # the shapes world: no split file
+        return None
+    try:
+        if detect_format(data.path) == "webdataset":
+            return None
+        full = CaptionedDataset(data.path, data.image_size, data.caption_column, data.image_column)
+        return split_record(full, data)
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(f"{where}: data.path={data.path!r}: {err}") from err
 
 
 def _check_model(config: ExperimentConfig, where: str) -> tuple[list[str], str]:
@@ -173,12 +197,12 @@ def stage_config(
 ) -> ExperimentConfig:
     """One fine-tuning stage's config: the component as the model, the data at the sizes of
     the pipeline's tokenizer and CLIP, the components it reads, the stage's run folder."""
-    tokenizer, clip = load_model(current["image_tokenizer"]), load_model(current["clip"])
+    clip = load_model(current["clip"])
     model = load_model(current[stage])
     reads = {key: str(current[PREPARED_BY[key]]) for key in needs(model.reads)}
     data = dataclasses.replace(
         config.data,
-        image_size=tokenizer.config.image_size if stage != "clip" else config.data.image_size,
+        image_size=image_size(current) if stage != "clip" else config.data.image_size,
         context_length=clip.config.context_length,
         tokenizer=reads.get("tokenizer"),
         clip=reads.get("clip"),
@@ -191,3 +215,12 @@ def stage_config(
         train=dataclasses.replace(config.train, output_dir=str(out / "runs" / stage)),
         init_from=str(current[stage]),
     )
+
+
+def image_size(current: dict[str, Path]) -> int:
+    """The pipeline's image size: its image tokenizer's, else its autoencoder's (a latent
+    diffusion pipeline), else its CLIP's."""
+    for name in ("image_tokenizer", "vae", "clip"):
+        if name in current:
+            return load_model(current[name]).config.image_size
+    raise ValueError("the pipeline has no image tokenizer, autoencoder or CLIP")

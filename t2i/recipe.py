@@ -48,8 +48,8 @@ from t2i.config import (
     checker,
     from_dict,
 )
-from t2i.data.captioned import CaptionedDataset, detect_format, relative_source
-from t2i.data.sets import split_captioned
+from t2i.data.captioned import CaptionedDataset, detect_format
+from t2i.data.sets import split_record
 from t2i.models import build_model, load_model, load_reader
 from t2i.pipelines import ROUTES, TextToImagePipeline
 from t2i.pipelines.common import weights_id
@@ -486,7 +486,7 @@ def check_data(recipe: Recipe) -> dict[str, Any] | None:
     try:
         detect_format(path)
         full = CaptionedDataset(path, data.image_size, data.caption_column, data.image_column)
-        _, val, record = split_captioned(full, data)
+        split = split_record(full, data)
     except (FileNotFoundError, ValueError) as err:
         raise ConfigError(f"data.path={path!r}: {err}") from err
     if len(full) < recipe.min_images:
@@ -497,11 +497,6 @@ def check_data(recipe: Recipe) -> dict[str, Any] | None:
             len(full),
             recipe.min_images,
         )
-    root = Path(path).resolve()
-    split = {"data_path": str(path), "seed": data.seed, "num_val": data.num_val}
-    split["held_out"] = [relative_source(r["source"], root) for r in val.records]
-    if record is not None:
-        split.update(split_file=record["file"], parts=record["parts"])
     return split
 
 

@@ -15,6 +15,7 @@ from t2i.data.captioned import (
     CaptionedDataset,
     detect_format,
     read_split,
+    relative_source,
     summarize,
 )
 from t2i.data.images import BadImageError, load_image
@@ -84,6 +85,25 @@ def split_captioned(
         return (*full.split(data.num_val, data.seed), None)
     record = {**read_split(path), "file": str(path)}
     return (*full.listed_split(record["held_out"], str(path)), record)
+
+
+def split_record(full: CaptionedDataset, data: Any) -> dict[str, Any]:
+    """What a pipeline records of the data set it was trained on (its heldout.json): the
+    data path, seed and num_val, the held-out sources relative to the data folder
+    (`held_out`), and, when a split file decided them, that file (`split_file`) and its
+    named parts (`parts`).
+
+    Args:
+        full: the whole data set.
+        data: its config (`path`, `seed`, `num_val`, `heldout`: a DataConfig).
+    """
+    _, val, record = split_captioned(full, data)
+    root = Path(data.path).resolve()
+    split = {"data_path": str(data.path), "seed": data.seed, "num_val": data.num_val}
+    split["held_out"] = [relative_source(r["source"], root) for r in val.records]
+    if record is not None:
+        split.update(split_file=record["file"], parts=record["parts"])
+    return split
 
 
 def captioned_datasets(data: Any, captions: bool = True) -> tuple[Dataset, Dataset]:

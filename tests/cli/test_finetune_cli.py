@@ -181,6 +181,25 @@ def test_finetune_the_latent_diffusion_stages_retrains_the_denoiser_on_the_new_l
     assert images.shape[1:] == (3, 16, 16)
 
 
+def test_a_latent_diffusion_pipeline_alone_fine_tunes_and_records_the_new_data_split(
+    folder, tmp_path
+):
+    source, out = tmp_path / "source", tmp_path / "tuned"
+    TextToImagePipeline(**ldm_tiny.parts()).save_pretrained(source)  # no tokenizer, no prior
+    (source / "heldout.json").write_text('{"held_out": ["elsewhere.png"]}')  # its own data's
+    names = sorted(p.name for p in Path(folder).glob("*.png"))
+    split = {"held_out": names[:5], "parts": {"concepts": names[:3], "tones": names[3:5]}}
+    (tmp_path / "split.json").write_text(json.dumps(split))
+    argv = finetune_argv(source, out, folder, ["unet"], f"data.heldout={tmp_path / 'split.json'}")
+    assert train.main(argv) == 0
+    before, after = weights(source / "unet"), weights(out / "unet")
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    recorded = json.loads((out / "heldout.json").read_text())
+    assert sorted(recorded["held_out"]) == names[:5]  # the fine-tuning data's, not the source's
+    assert recorded["parts"] == split["parts"]
+    assert load_config(out / "runs" / "unet" / "config.yaml").data.image_size == 16  # the vae's
+
+
 def finetune_argv(source, out, folder, stages, *extra):
     return [
         "configs/custom/finetune.yaml",
