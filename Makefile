@@ -39,9 +39,12 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format t2i tests scripts
 	$(VENV)/bin/ruff check --fix t2i tests scripts
 
-# The shipped default pipeline (t2i/assets/default), from the command line: two prompts,
-# four images each and a grid per prompt, written to outputs/.
+# The shipped pipelines from the command line, the emoji one first (when shipped), then the
+# shapes default (t2i/assets/default): four images and a grid per prompt, written to outputs/.
+EMOJI_PROMPTS = "red apple, twemoji style" "grinning face, fluent flat style" "dog face, fluent 3d style"
 demo: $(STAMP)
+	$(if $(wildcard t2i/assets/emoji/model_index.json),$(PY) -m t2i.generate $(EMOJI_PROMPTS) \
+		--model emoji -n 4 --seed 0 --grid)
 	$(PY) -m t2i.generate "a red circle above a blue square" "a large green triangle in the center" \
 		-n 4 --seed 0 --grid
 
