@@ -50,9 +50,11 @@ of --only, when given):
 
 cpu_hours: the checkpoint folder's modification time minus the denoiser run's start (the
 modification time of runs/ldm/config.yaml, written once the latents are cached; recorded in
-sweep.json when first seen, as a resumed run rewrites it), in hours, times the threads used.
-A sweep killed with its recipe counts the time until it is run again; evaluations run beside
-the training, one more thread while they last.
+sweep.json when first seen, as a resumed run rewrites it), less the pauses, in hours, times
+the threads used. A pause: when a sweep killed with its recipe is run again, the time from
+its newest checkpoint (where the recipe resumes) to the rerun, recorded in sweep.json's
+`paused`; the work lost after that checkpoint is not counted, its redoing is. Evaluations run
+beside the training, one more thread while they last.
 
 Nothing is overwritten: results.jsonl is appended to, a scored checkpoint is never scored
 again, and running the same sweep again resumes each candidate (the recipe resumes its
@@ -74,6 +76,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -351,6 +354,25 @@ def note_start(folder: Path) -> float | None:
     return mark.get("ldm_started")
 
 
+def note_resume(folder: Path, now: float) -> None:
+    """On a rerun of a candidate whose denoiser had started: record in sweep.json's `paused`
+    the time from its newest checkpoint (what the resumed run starts from) to `now`, which
+    no CPU-hour figure counts (the work after that checkpoint was lost, and redone)."""
+    mark = json.loads((folder / MARK).read_text())
+    saved = checkpoints(folder)
+    if mark.get("ldm_started") is None or not saved:
+        return
+    last = saved[max(saved)].stat().st_mtime
+    mark.setdefault("paused", []).append([last, now])
+    _write_mark(folder, mark)
+
+
+def paused_before(folder: Path, moment: float) -> float:
+    """Seconds of the recorded pauses that ended before `moment`."""
+    mark = json.loads((folder / MARK).read_text())
+    return sum(max(0.0, end - begin) for begin, end in mark.get("paused", []) if end <= moment)
+
+
 def base_replaced(folder: Path) -> str | None:
     """The lent run the recipe set aside to retrain it (its inputs differ), or None."""
     for name in TRAINED:
@@ -564,7 +586,8 @@ def make_row(cand: Candidate, step: int, ckpt: Path, report: dict[str, Any]) -> 
     start = note_start(cand.folder)
     if start is None:
         start = (cand.folder / "runs" / "ldm" / "config.yaml").stat().st_mtime
-    hours = (ckpt.stat().st_mtime - start) / 3600 * cand.threads
+    end = ckpt.stat().st_mtime
+    hours = (end - start - paused_before(cand.folder, end)) / 3600 * cand.threads
     return {
         "candidate": cand.name,
         "step": step,
@@ -678,6 +701,7 @@ def run_candidate(cand: Candidate) -> bool:
     Args:
         cand: the candidate (its folder laid out).
     """
+    note_resume(cand.folder, time.time())
     note_start(cand.folder)
     proc = start_recipe(cand)
     logger.info("%s: training (pid %d), log %s", cand.name, proc.pid, cand.folder / "train.log")

@@ -314,6 +314,26 @@ def test_cpu_hours_count_the_threads_the_environment_sets(tmp_path, monkeypatch)
     assert json.loads((folder / "sweep.json").read_text())["ldm_started"] == T0
 
 
+def test_the_time_between_a_kill_and_the_rerun_is_not_counted(tmp_path):
+    env, threads = {"OMP_NUM_THREADS": "1"}, 1
+    sweep = sweep_ldm.load_sweep(write_sweep(tmp_path, fake_inputs(tmp_path)))
+    cand = sweep_ldm.Candidate("wide", sweep, tmp_path / "out", env, threads)
+    folder = sweep_ldm.lay_out(cand.out, sweep, "wide")
+    FakeRecipe(cand, waits=1)  # started at T0, checkpoints at T0 + 1800 and T0 + 3600
+    sweep_ldm.note_start(folder)
+    # killed after its last checkpoint; run again 2 hours after that checkpoint
+    sweep_ldm.note_resume(folder, T0 + 3600 + 7200)
+    checkpoint(folder, 3600 + 7200 + 1800)  # the resumed run's next, half an hour on
+    step = 3600 + 7200 + 1800
+    row = sweep_ldm.make_row(cand, step, sweep_ldm.checkpoints(folder)[step], report(step))
+    assert row["cpu_hours"] == 1.5  # one hour before the kill, half an hour after the rerun
+    first = sweep_ldm.make_row(cand, 3600, sweep_ldm.checkpoints(folder)[3600], report(3600))
+    assert first["cpu_hours"] == 1.0  # the pause came later
+    sweep_ldm.note_resume(folder, T0 + 20000)  # a second rerun adds its own pause
+    marks = json.loads((folder / "sweep.json").read_text())["paused"]
+    assert marks == [[T0 + 3600, T0 + 10800], [T0 + step, T0 + 20000]]
+
+
 def test_a_recipe_that_retrains_a_base_stage_is_stopped(tmp_path, monkeypatch):
     sweep = write_sweep(tmp_path, fake_inputs(tmp_path))
     monkeypatch.setattr(sweep_ldm, "POLL_S", 0.01)
