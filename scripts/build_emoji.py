@@ -6,12 +6,13 @@
 
 It is the from-scratch recipe (configs/custom/pipeline.yaml, `t2i.recipe`) at its CPU preset
 but for a longer denoiser schedule (`SHIP`), the latent diffusion route alone
-(`model.routes=[ldm]`: CLIP, the KL autoencoder and the denoiser), on the emoji corpus less the style kept back for the fine-tuning measurement
-(`data/emoji-ship`: every default style but streamline-emojis; `data/emoji-streamline` holds
-that style alone). The sampling settings it records are the ones measured on the emoji corpus
-(`SAMPLING`, docs/RESULTS.md). The stages' runs go to --runs (a killed build resumes there;
-a stage trained on the same inputs is kept); the pipeline, in float16 safetensors, to --out,
-with the corpus's LICENSE.md and licence files beside it. Its size must stay within --max-mb.
+(`model.routes=[ldm]`: CLIP, the KL autoencoder and the denoiser), on the emoji corpus less
+the style kept back for the fine-tuning measurement (`data/emoji-ship`: every default style
+but streamline-emojis; `data/emoji-streamline` holds that style alone). The sampling settings
+it records are the ones measured on the emoji corpus (`SAMPLING`, docs/RESULTS.md). The
+stages' runs go to --runs (a killed build resumes there; a stage trained on the same inputs
+is kept); the pipeline, in float16 safetensors, to --out, with the corpus's LICENSE.md and
+licence files beside it. Its size must stay within --max-mb.
 """
 
 from __future__ import annotations
