@@ -48,12 +48,16 @@ def to_image(pixels: torch.Tensor, scale: int) -> Image.Image:
     return image.resize((image.width * scale, image.height * scale), Image.NEAREST)
 
 
-def draw(pipe, captions: list[str], seed: int) -> list[torch.Tensor]:
+def draw(pipe, captions: list[str], seed: int, batch: int = 50) -> list[torch.Tensor]:
     """One image per caption on [-1, 1], caption i's from its own generator seeded seed + i
-    (what `python -m t2i.generate CAPTION --seed SEED+i -n 1` draws)."""
-    generators = [torch.Generator().manual_seed(seed + i) for i in range(len(captions))]
-    result = pipe(captions, num_images_per_prompt=1, generator=generators, output_type="pt")
-    return list(result.images.float().cpu() * 2 - 1)
+    (what `python -m t2i.generate CAPTION --seed SEED+i -n 1` draws), `batch` per call."""
+    out = []
+    for start in range(0, len(captions), batch):
+        chunk = captions[start : start + batch]
+        gens = [torch.Generator().manual_seed(seed + start + i) for i in range(len(chunk))]
+        result = pipe(chunk, num_images_per_prompt=1, generator=gens, output_type="pt")
+        out += list(result.images.float().cpu() * 2 - 1)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from emoji_grid import draw  # noqa: E402
 from eval_text_lever import (  # noqa: E402
     PARAPHRASES,
     base_images,
@@ -50,17 +51,6 @@ from t2i.models import CLIPModel, load_model  # noqa: E402
 BATCH = 50
 
 
-def draw(pipe, prompts: list[str], seed: int) -> torch.Tensor:
-    """One image per prompt on [-1, 1], prompt i's from a generator seeded seed + i."""
-    out = []
-    for start in range(0, len(prompts), BATCH):
-        chunk = prompts[start : start + BATCH]
-        gens = [torch.Generator().manual_seed(seed + start + i) for i in range(len(chunk))]
-        images = pipe(chunk, num_images_per_prompt=1, generator=gens, output_type="pt").images
-        out.append(images.float().cpu() * 2 - 1)
-    return torch.cat(out)
-
-
 def measure(pipe, judge, data, split, entries, images: int, seed: int) -> dict:
     """The report (see the module docstring)."""
     present = base_images(data, [e["concept"] for e in entries])
@@ -69,7 +59,7 @@ def measure(pipe, judge, data, split, entries, images: int, seed: int) -> dict:
         raise ValueError(f"{data.path}: fewer than two paraphrased concepts are in it")
     trained = trained_concepts(data, split)
     names = embed_texts(judge, [e["concept"] for e in entries], BATCH)  # (E, D)
-    report: dict = {"entries": {}, "images_per_prompt": images}
+    report: dict = {"images_per_prompt": images}
     true = torch.arange(len(entries)).repeat_interleave(images)
     reals = [
         present[e["concept"]][j % len(present[e["concept"]])]
@@ -77,15 +67,22 @@ def measure(pipe, judge, data, split, entries, images: int, seed: int) -> dict:
         for j in range(images)
     ]
     drawn = {
-        "paraphrase": draw(pipe, [e["paraphrase"] for e in entries for _ in range(images)], seed),
-        "name": draw(pipe, [e["concept"] for e in entries for _ in range(images)], seed),
+        "paraphrase": torch.stack(
+            draw(pipe, [e["paraphrase"] for e in entries for _ in range(images)], seed, BATCH)
+        ),
+        "name": torch.stack(
+            draw(pipe, [e["concept"] for e in entries for _ in range(images)], seed, BATCH)
+        ),
         "real_name": read_samples(data, reals).pixels,  # real images of it: the judge's ceiling
     }
+    groups = {
+        group: [k for k, e in enumerate(entries) if (e["concept"] in trained) == in_group]
+        for group, in_group in (("seen", True), ("heldout", False))
+    }
+    report["entries"] = {group: len(rows) for group, rows in groups.items()}
     for form, pixels in drawn.items():
         embeds = embed_images(judge, pixels, BATCH)
-        for group, in_group in (("seen", True), ("heldout", False)):
-            rows = [k for k, e in enumerate(entries) if (e["concept"] in trained) == in_group]
-            report["entries"][group] = len(rows)
+        for group, rows in groups.items():
             if not rows:
                 report[f"{form}_r1_{group}"] = None
                 continue

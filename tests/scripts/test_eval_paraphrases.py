@@ -12,18 +12,12 @@ from conftest import load_script
 from PIL import Image
 
 from t2i.data.captioned import CaptionedDataset
+from t2i.data.shapes import PALETTE
 from t2i.evaluation.captioned import heldout_split
 
 eval_paraphrases = load_script("eval_paraphrases")
 COLOURS = ["red", "green", "blue", "yellow", "purple", "orange"]
-RGB = {
-    "red": (220, 20, 20),
-    "green": (20, 200, 20),
-    "blue": (20, 20, 220),
-    "yellow": (230, 230, 20),
-    "purple": (150, 20, 160),
-    "orange": (240, 140, 10),
-}
+RGB = {c: PALETTE[c] for c in COLOURS}  # the shapes world's colours, far apart
 ENTRIES = [{"concept": f"{c} disc", "paraphrase": f"a round thing in {c}"} for c in COLOURS]
 
 
