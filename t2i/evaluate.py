@@ -70,6 +70,7 @@ from typing import Any
 import torch
 import yaml
 
+from t2i.cli import pipeline_path
 from t2i.config import ExperimentConfig, load_config
 from t2i.data.captioned import CaptionedDataset, detect_format
 from t2i.evaluation.captioned import cached_eval_clip, evaluate_captioned, heldout_split
@@ -154,7 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("model", help="a saved model directory, a run directory or a pipeline")
+    parser.add_argument(
+        "model",
+        help="a saved model directory, a run directory, a pipeline, or a shipped pipeline's name",
+    )
     parser.add_argument("--suite", choices=["shapes", "captioned"], default="shapes")
     parser.add_argument(
         "--data", help="--suite captioned: the captioned data set the pipeline learnt"
@@ -184,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="also write the JSON to this file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args.model = str(pipeline_path(args.model))  # "emoji": t2i/assets/emoji, as generate reads it
     try:
         if args.suite == "captioned":
             results = evaluate_captioned_suite(args)

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from t2i import evaluate
+from t2i import cli, evaluate
 from t2i.evaluation.pipelines import ROUTE_SETTINGS, another_image, pipeline_prompt_sets
 from t2i.models import CVAE, VAE, load_model
 
@@ -85,6 +85,19 @@ def test_a_pipeline_is_scored_per_setting_and_prompt_set(saved_pipeline, tmp_pat
     # the held-out prompts name a held-out combination
     captions, _ = pipeline_prompt_sets(16, 3, holdout)["holdout"]
     assert all("purple" in c and "triangle" in c for c in captions)
+
+
+def test_a_shipped_pipeline_is_scored_by_its_name(saved_pipeline, tmp_path, monkeypatch):
+    # as `generate --model emoji` reads it: a name that is no path here is t2i/assets/NAME
+    assets = tmp_path / "assets"
+    shutil.copytree(saved_pipeline, assets / "mine")
+    monkeypatch.setattr(cli, "ASSETS", assets)
+    monkeypatch.chdir(tmp_path)  # no folder named "mine" where it runs
+    out = tmp_path / "eval.json"
+    argv = ["mine", "--n", "2", "--images-per-prompt", "1", "--settings", "defaults"]
+    assert evaluate.main([*argv, "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["prompts"] == 2
+    assert evaluate.main(["yours", "--n", "2"]) == 2  # neither a folder nor shipped
 
 
 def test_a_pipeline_with_the_unclip_route_is_scored_on_it_too(tmp_path):
