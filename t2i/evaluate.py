@@ -211,6 +211,12 @@ def _captioned_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--eval-clip", metavar="PATH", help="a trained evaluation CLIP to use")
     parser.add_argument(
+        "--split",
+        metavar="FILE",
+        help="--suite captioned: a heldout.json to score against instead of the pipeline's "
+        "(the data set's own, for a pipeline trained on other data)",
+    )
+    parser.add_argument(
         "--eval-clip-cache",
         default="runs/eval_clip",
         metavar="DIR",
@@ -287,6 +293,8 @@ def evaluate_captioned_suite(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"--grids {args.grids}: exists; choose a new folder")
     if not (Path(args.model) / "model_index.json").is_file():
         raise ValueError(f"--suite captioned: {args.model} is not a saved pipeline")
+    if args.split is not None and not Path(args.split).is_file():
+        raise ValueError(f"--split {args.split}: no such file")
     config = None if args.eval_clip else _eval_clip_config(args)
     bundle = TextToImagePipeline.from_pretrained(args.model, torch_dtype=torch.float32)
     bundle = bundle.to(_device())
@@ -296,7 +304,7 @@ def evaluate_captioned_suite(args: argparse.Namespace) -> dict[str, Any]:
     )
     prior_data = run_data(route_run(args.model))
     data = _read_data(data_path, bundle.image_size, prior_data)
-    split = heldout_split(data, args.model, prior_data)
+    split = heldout_split(data, args.model, prior_data, args.split)
     if len(split.heldout) < 2:  # the distances need two
         raise ValueError(f"--data {data_path}: one held-out image; the suite needs at least 2")
     if config is None:

@@ -129,20 +129,28 @@ def data_root(data: CaptionedDataset) -> Path:
 
 
 def heldout_split(
-    data: CaptionedDataset, pipeline_dir: str | Path, data_config: dict | None = None
+    data: CaptionedDataset,
+    pipeline_dir: str | Path,
+    data_config: dict | None = None,
+    split_file: str | Path | None = None,
 ) -> HeldOutSplit:
-    """The pipeline's split of `data`: its heldout.json when present, else
-    `data.split(num_val, seed)` with the prior's data config (`data_config`, the `data`
-    section of prior/config.yaml; its missing keys take `DataConfig`'s defaults).
+    """The split of `data` the suite scores: `split_file` when given (a heldout.json of
+    another data set than the pipeline's, such as the one it is scored on), else the
+    pipeline's heldout.json when present, else `data.split(num_val, seed)` with the prior's
+    data config (`data_config`, the `data` section of prior/config.yaml; its missing keys
+    take `DataConfig`'s defaults).
 
     Args:
         data: the whole data set.
         pipeline_dir: the saved pipeline.
-        data_config: the prior's data section (used only without heldout.json).
+        data_config: the prior's data section (used only without a heldout.json).
+        split_file: a heldout.json to use instead of the pipeline's.
 
     Raises:
-        ValueError: heldout.json names none of the data set's samples, or is malformed.
+        ValueError: the split file names none of the data set's samples, or is malformed.
     """
+    if split_file is not None:
+        return _split_from_file(data, Path(split_file), source=str(split_file))
     record = Path(pipeline_dir) / HELDOUT_FILE
     if record.is_file():
         return _split_from_file(data, record)
@@ -158,8 +166,11 @@ def heldout_split(
     )
 
 
-def _split_from_file(data: CaptionedDataset, record: Path) -> HeldOutSplit:
-    """The split heldout.json records: its sources held out, every other record training."""
+def _split_from_file(
+    data: CaptionedDataset, record: Path, source: str = HELDOUT_FILE
+) -> HeldOutSplit:
+    """The split a heldout.json records: its sources held out, every other record training;
+    `source` names it in the report."""
     try:
         written = json.loads(record.read_text())
         listed = set(written["held_out"])
@@ -181,7 +192,7 @@ def _split_from_file(data: CaptionedDataset, record: Path) -> HeldOutSplit:
     chosen = set(heldout)
     train = [i for i in range(len(sources)) if i not in chosen]
     parts = _parts_from_file(written.get("parts"), listed, sources, heldout, record)
-    return HeldOutSplit(train=train, heldout=heldout, source=HELDOUT_FILE, parts=parts)
+    return HeldOutSplit(train=train, heldout=heldout, source=source, parts=parts)
 
 
 def _parts_from_file(

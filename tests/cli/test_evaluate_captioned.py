@@ -148,6 +148,27 @@ def test_heldout_json_decides_which_real_images_are_held_out(world, saved_pipeli
     assert report["n"]["heldout"] == 5 and set(report["floor_used"]).isdisjoint(listed)
 
 
+def test_split_flag_scores_a_pipeline_on_another_data_sets_held_out_images(
+    world, saved_pipeline, tmp_path, capsys
+):
+    # a pipeline trained elsewhere: its own heldout.json names none of this data set's images
+    pipe = tmp_path / "pipe"
+    shutil.copytree(saved_pipeline, pipe)
+    (pipe / "heldout.json").write_text(json.dumps({"held_out": ["elsewhere/0.png"]}))
+    argv = [str(pipe), "--suite", "captioned", "--data", str(world["data"]), "--n", "4"]
+    argv += ["--eval-clip", world["report"]["eval_clip"]]
+    assert evaluate.main(argv) == 2
+    assert "none of its 1 held-out sources" in capsys.readouterr().err
+    listed = ["00002.png", "00012.png", "00022.png"]
+    split = tmp_path / "theirs.json"
+    split.write_text(json.dumps({"held_out": listed}))
+    report = run([*argv, "--split", str(split)], tmp_path / "r.json")
+    assert report["split"] == str(split) and report["heldout_used"] == listed
+    assert set(report["floor_used"]).isdisjoint(listed)
+    assert evaluate.main([*argv, "--split", str(tmp_path / "missing.json")]) == 2
+    assert "--split" in capsys.readouterr().err
+
+
 def test_named_held_out_parts_are_scored_each_with_n_captions(world, saved_pipeline, tmp_path):
     pipe = tmp_path / "pipe"
     shutil.copytree(saved_pipeline, pipe)
