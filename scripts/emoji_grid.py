@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from t2i.cli import check_model, pipeline_path
 from t2i.data.captioned import CaptionedDataset
@@ -102,13 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     parts = {"train": split.train, **(split.parts or {"heldout": split.heldout})}
     size = bundle.image_size * args.scale
     grid = Image.new("RGB", (LABEL + args.k * (size + 2), len(parts) * 2 * (size + 2)), "white")
+    font = ImageFont.load_default(size=12)  # FreeType: the bitmap default drops spaces
     pen = ImageDraw.Draw(grid)
     lines = [f"# {args.model}: real images (upper rows) and what it draws (lower rows)", ""]
     for row, (part, indices) in enumerate(parts.items()):
         samples = read_samples(data, pick(indices, args.k, args.seed))
         drawn = draw(pipe, samples.captions, args.seed)
         top = row * 2 * (size + 2)
-        pen.text((4, top + size // 2), SHORT.get(part, part[:16]), fill="black")
+        pen.text((4, top + size // 2), SHORT.get(part, part[:16]), fill="black", font=font)
         for col, (real, made) in enumerate(zip(samples.pixels, drawn, strict=True)):
             x = LABEL + col * (size + 2)
             grid.paste(to_image(real, args.scale), (x, top))
