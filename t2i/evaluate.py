@@ -32,8 +32,10 @@ evaluation CLIP trained apart from the pipeline on all of DIR (configs/custom/ev
 or `--eval-clip-config`; `--eval-clip-steps N` sets its steps), once per data set and config:
 it is cached in `--eval-clip-cache` (runs/eval_clip)/KEY, KEY a hash of DIR's usable records
 (sources, captions, image sizes and modification times) and of the config; `--eval-clip PATH`
-uses a trained one instead. The held-out images are those of the pipeline's heldout.json, else
-the split recomputed from its prior's data config (`split`: "heldout.json" or "recomputed").
+uses a trained one instead. The held-out images are those of `--split FILE` (another data
+set's heldout.json, e.g. DIR's own for a pipeline trained on other data), else of the
+pipeline's heldout.json, else the split recomputed from its prior's data config (`split`:
+FILE, "heldout.json" or "recomputed").
 The captions scored come in parts: `train`, and the held-out part `heldout`, or, when the
 heldout.json names parts of it (`"parts": {NAME: [sources]}`, e.g. the emoji corpus's
 cells, concepts and skin_tones), each of those instead. Every route (or those of `--routes`)
