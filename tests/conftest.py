@@ -19,6 +19,23 @@ def load_script(name: str) -> ModuleType:
     return module
 
 
+def check_shipped_weights(folder: Path) -> int:
+    """Assert that a shipped folder's weights are safetensors (no pickle) in float16 (buffers:
+    counts and flags may be integers or booleans), and that it holds some; return the bytes of
+    all its files."""
+    from safetensors import safe_open
+
+    files = [f for f in folder.rglob("*") if f.is_file() and "__pycache__" not in f.parts]
+    assert not [f for f in files if f.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl")]
+    weights = [f for f in files if f.suffix == ".safetensors"]
+    assert weights, folder
+    for f in weights:
+        with safe_open(f, "pt") as st:
+            dtypes = {st.get_slice(k).get_dtype() for k in st.keys()}
+        assert dtypes <= {"F16", "I64", "I32", "BOOL"}, (f, dtypes)
+    return sum(f.stat().st_size for f in files)
+
+
 def gen(seed: int = 0) -> torch.Generator:
     """A CPU generator with this seed (the tests' source of randomness)."""
     return torch.Generator().manual_seed(seed)
