@@ -5,10 +5,13 @@ bad flag is refused before torch is imported."""
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+LORA_CONFIG = "lora_config.json"  # t2i.models.lora.CONFIG_FILE, here without importing torch
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -206,8 +209,34 @@ def pipeline_path(model: str | Path | None) -> Path:
 
 
 def check_model(model: str | Path | None, flag: str = "--model") -> None:
-    """A FileNotFoundError naming `flag` unless `model` is a folder or a shipped pipeline."""
+    """A FileNotFoundError naming `flag` unless `model` is a folder or a shipped pipeline; a
+    ValueError for a LoRA adapter folder (it goes to --lora, beside its base)."""
     if model is not None and not pipeline_path(model).is_dir():
         raise FileNotFoundError(
             f"{flag} {model}: no such directory, nor a shipped pipeline ({', '.join(shipped())})"
         )
+    path = pipeline_path(model)
+    if (path / LORA_CONFIG).is_file() and not (path / "model_index.json").is_file():
+        base = read_lora_config(path, flag).get("base_pipeline", "its base pipeline")
+        raise ValueError(
+            f"{flag} {model}: a folder of LoRA adapters, not a pipeline; draw with their "
+            f"base, {base}, and --lora {model}"
+        )
+
+
+def read_lora_config(folder: str | Path, flag: str = "--lora") -> dict:
+    """A LoRA adapter folder's lora_config.json, read without torch; a one-line error naming
+    `flag` for a missing folder or file, or one that is not JSON."""
+    path = Path(folder)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{flag} {folder}: no such directory")
+    config = path / LORA_CONFIG
+    if not config.is_file():
+        raise FileNotFoundError(f"{flag} {folder}: no {LORA_CONFIG}; not a LoRA adapter folder")
+    try:
+        data = json.loads(config.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ValueError(f"{flag} {folder}: {LORA_CONFIG} is not JSON") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{flag} {folder}: {LORA_CONFIG} is not a mapping")
+    return data

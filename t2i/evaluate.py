@@ -72,9 +72,9 @@ from typing import Any
 import torch
 import yaml
 
-from t2i.cli import pipeline_path
+from t2i.cli import check_model, pipeline_path, read_lora_config
 from t2i.config import ExperimentConfig, load_config
-from t2i.data.captioned import CaptionedDataset, detect_format
+from t2i.data.captioned import HELDOUT_FILE, CaptionedDataset, detect_format
 from t2i.evaluation.captioned import cached_eval_clip, evaluate_captioned, heldout_split
 from t2i.evaluation.models import (
     ACTIVE_KL,
@@ -192,6 +192,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args.model = str(pipeline_path(args.model))  # "emoji": t2i/assets/emoji, as generate reads it
     try:
+        if Path(args.model).is_dir():  # a LoRA adapter folder is named as one
+            check_model(args.model, "MODEL")
+        if args.lora is not None:
+            read_lora_config(args.lora)
+            if not (Path(args.model) / "model_index.json").is_file():
+                raise ValueError(f"--lora {args.lora}: adapters go on a pipeline, not {args.model}")
+            held = Path(args.lora) / HELDOUT_FILE
+            if args.suite == "captioned" and args.split is None and held.is_file():
+                args.split = str(held)  # the data the adapters learnt, as a pipeline's own
         if args.suite == "captioned":
             results = evaluate_captioned_suite(args)
         elif args.data is not None:
@@ -203,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.lora is not None:
+        results = {"lora": args.lora, **results}
     return _report(args, results)
 
 
@@ -217,6 +228,12 @@ def _captioned_flags(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="--suite captioned: a heldout.json to score against instead of the pipeline's "
         "(the data set's own, for a pipeline trained on other data)",
+    )
+    parser.add_argument(
+        "--lora",
+        metavar="DIR",
+        help="a pipeline's LoRA adapters to score with (fused); --suite captioned holds out "
+        "what their heldout.json names unless --split says",
     )
     parser.add_argument(
         "--eval-clip-cache",
@@ -249,6 +266,14 @@ def _captioned_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def with_lora(bundle: Any, lora: str | None) -> Any:
+    """A pipeline with a LoRA adapter folder's adapters loaded and fused (None: as it is)."""
+    if lora is not None:
+        bundle.load_lora_weights(lora)
+        bundle.fuse_lora()
+    return bundle
+
+
 def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -269,7 +294,7 @@ def evaluate_saved_pipeline(args: argparse.Namespace) -> dict[str, Any]:
 
     holdout = run_data(route_run(args.model)).get("holdout") or None
     bundle = TextToImagePipeline.from_pretrained(args.model, torch_dtype=torch.float32)
-    bundle = bundle.to(_device())
+    bundle = with_lora(bundle.to(_device()), args.lora)
     named = args.settings or [s for r in bundle.routes for s in ROUTE_SETTINGS[r]]
     missing = [n for n in named if route_of(n) not in bundle.routes]
     if missing:
@@ -299,7 +324,7 @@ def evaluate_captioned_suite(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"--split {args.split}: no such file")
     config = None if args.eval_clip else _eval_clip_config(args)
     bundle = TextToImagePipeline.from_pretrained(args.model, torch_dtype=torch.float32)
-    bundle = bundle.to(_device())
+    bundle = with_lora(bundle.to(_device()), args.lora)
     _check_routes(args.routes, bundle.routes, args.model)
     bundle.sampling_defaults = override_sampling(
         bundle.sampling_defaults, args.sampling, "--sampling"

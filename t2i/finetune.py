@@ -29,6 +29,7 @@ from t2i.config import ConfigError, ExperimentConfig
 from t2i.data.captioned import HELDOUT_FILE, CaptionedDataset, detect_format
 from t2i.data.sets import split_record
 from t2i.models import load_model, model_type
+from t2i.models.lora import LoraError, LoraSpec, read_lora, write_lora
 from t2i.pipelines import TextToImagePipeline, check_pipeline_dir
 from t2i.pipelines.bundle import NAMES, OWN
 from t2i.pipelines.common import PROVENANCE, saved_components, weights_id
@@ -49,7 +50,7 @@ def finetune_pipeline(config: ExperimentConfig, where: str, train_one: TrainOne)
         where: the config's source, named in errors.
         train_one: trains one model from a config (`t2i.train.run`).
     """
-    stages, downstream = _check_model(config, where)
+    stages, downstream, lora = _check_model(config, where)
     source = pipeline_path(config.init_from)
     try:
         index = check_pipeline_dir(source)
@@ -68,6 +69,11 @@ def finetune_pipeline(config: ExperimentConfig, where: str, train_one: TrainOne)
     dropped = []
     if downstream == "retrain":
         stages = [c for c in COMPONENTS if c in {*stages, *stale}]
+    elif stale and lora is not None:  # adapters go on the whole base: nothing can be left out
+        raise ConfigError(
+            f"{where}: model.lora on {' and '.join(stages)} changes what {' and '.join(stale)} "
+            f"read: add {' and '.join(stale)} to model.stages, or set model.downstream=retrain"
+        )
     elif stale:
         dropped = _dropped(stale, has, stages, where)
     record = source_provenance(source, index, reads)
@@ -75,14 +81,20 @@ def finetune_pipeline(config: ExperimentConfig, where: str, train_one: TrainOne)
     out = Path(config.train.output_dir)
     result = None
     for stage in (s for s in COMPONENTS if s in stages):
-        result = train_one(stage_config(config, stage, current, out), f"{where} [{stage}]")
+        stage_cfg = stage_config(config, stage, current, out)
+        if lora is not None:
+            stage_cfg.model["lora"] = lora
+        result = train_one(stage_cfg, f"{where} [{stage}]")
         current[stage] = result.model_dir
         record[stage] = {
             "run": str(result.model_dir.parent),
             "id": weights_id(result.model_dir),
             "reads": {r: record[r]["id"] for r in reads[stage]},
         }
-    save_finetuned(source, index, current, dropped, record, out)
+    if lora is not None:  # the adapters alone, naming their base pipeline
+        save_adapters(config.init_from, source, {s: current[s] for s in stages}, out)
+    else:
+        save_finetuned(source, index, current, dropped, record, out)
     if held_out is not None:  # what the new pipeline's evaluation holds out
         (out / HELDOUT_FILE).write_text(json.dumps(held_out, indent=1) + "\n")
     else:  # the source's split is not this data's
@@ -106,20 +118,39 @@ def data_split(config: ExperimentConfig, where: str) -> dict[str, Any] | None:
         raise ConfigError(f"{where}: data.path={data.path!r}: {err}") from err
 
 
-def _check_model(config: ExperimentConfig, where: str) -> tuple[list[str], str]:
-    """The model section's stages and downstream policy, checked."""
+def _check_model(config: ExperimentConfig, where: str) -> tuple[list[str], str, dict | None]:
+    """The model section's stages, downstream policy and LoRA adapters, checked."""
     stages = config.model.get("stages") or ["prior"]
     downstream = config.model.get("downstream", "drop")
     unknown = [s for s in stages if s not in COMPONENTS]
-    if unknown or set(config.model) - {"type", "stages", "downstream"}:
+    if unknown or set(config.model) - {"type", "stages", "downstream", "lora"}:
         raise ConfigError(
             f"{where}: model.type=pipeline takes only model.stages, a list of "
-            f"{', '.join(COMPONENTS)}, and model.downstream "
+            f"{', '.join(COMPONENTS)}, model.downstream and model.lora "
             f"(got {unknown or sorted(config.model)})"
         )
     if downstream not in ("drop", "retrain"):
         raise ConfigError(f"{where}: model.downstream={downstream!r}: use drop or retrain")
-    return list(stages), downstream
+    lora = config.model.get("lora")
+    if lora is not None:
+        try:
+            LoraSpec.from_dict(lora, where)
+        except LoraError as err:
+            raise ConfigError(str(err)) from err
+        lora = dict(lora)
+    return list(stages), downstream, lora
+
+
+def save_adapters(given: str | None, source: Path, runs: dict[str, Path], out: Path) -> None:
+    """Save the stages' adapters (component -> its run's adapter folder) as one adapter
+    folder for the source pipeline: `pipe.load_lora_weights(out)` on it."""
+    parts = {}
+    for name, folder in runs.items():
+        config, weights = read_lora(folder)
+        parts[name] = (config["components"]["model"], weights["model"])
+    flat = {f"{n}.{k}": v for n, (_, w) in parts.items() for k, v in w.items()}
+    components = {n: entry for n, (entry, _) in parts.items()}
+    write_lora(out, components, flat, base_pipeline=given or str(source))
 
 
 def component_reads(model: torch.nn.Module) -> list[str]:

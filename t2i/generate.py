@@ -46,6 +46,7 @@ from t2i.cli import (
     finite,
     fraction,
     pipeline_path,
+    read_lora_config,
 )
 
 logger = logging.getLogger("t2i.generate")
@@ -75,6 +76,8 @@ REPLAYED = (
     "upscale",
     "dtype",
     "grid",
+    "lora",
+    "lora_scale",
 )
 
 
@@ -194,6 +197,17 @@ def build_parser() -> argparse.ArgumentParser:
         type=at_least(1),
         help="the diffusion prior's draws per image, the closest to the caption kept "
         "(default: the pipeline's)",
+    )
+    p.add_argument(
+        "--lora",
+        metavar="DIR",
+        help="LoRA adapters to draw with (a LoRA fine-tuning's output, made from --model)",
+    )
+    p.add_argument(
+        "--lora-scale",
+        type=finite,
+        default=1.0,
+        help="how much of the adapters' update (0: the base pipeline; default 1)",
     )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     return p
@@ -388,6 +402,8 @@ def replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argpars
         prime_rows=record.get("prime_rows", 0),
         upscale=record.get("upscale"),
         dtype=record.get("dtype", "float32"),
+        lora=record.get("lora"),
+        lora_scale=record.get("lora_scale", 1.0),
         model=model,
         record=record,
     )
@@ -420,6 +436,18 @@ def check_mask_image(args: argparse.Namespace) -> None:
 def file_hash(path: str | Path) -> str:
     """A hash of a file's bytes (16 hex digits)."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def lora_hash(folder: str | Path) -> str:
+    """A hash of a LoRA adapter folder's weights file (16 hex digits)."""
+    return file_hash(Path(folder) / "lora.safetensors")
+
+
+def lora_record(args: argparse.Namespace) -> dict:
+    """What a PNG records of the adapters it was drawn with (nothing without --lora)."""
+    if args.lora is None:
+        return {}
+    return dict(lora=str(args.lora), lora_hash=lora_hash(args.lora), lora_scale=args.lora_scale)
 
 
 def route_arguments(args: argparse.Namespace) -> dict:
@@ -465,6 +493,13 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None)
     if args.route is None:
         args.route = default_route(saved_index(args.model))
     check_mask_image(args)
+    if args.lora is not None:
+        read_lora_config(args.lora)
+    elif args.lora_scale != 1.0:
+        raise ValueError("--lora-scale scales the adapters of --lora: give --lora too")
+    if record is not None and args.lora is not None:
+        if record.get("lora_hash") != lora_hash(args.lora):
+            raise ValueError(f"--from-png {args.from_png}: its LoRA adapters {args.lora} changed")
     for key in ("init_image", "mask_image"):
         want = (record or {}).get(key + "_hash")
         if want is not None and want != file_hash(getattr(args, key)):
@@ -484,6 +519,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None)
     pipe = load_pipeline(
         args.model, device=device, route=args.route, torch_dtype=getattr(torch, args.dtype)
     )
+    if args.lora is not None:
+        pipe.load_lora_weights(args.lora, scale=args.lora_scale)
     model = pipeline_path(args.model)
     model_hash = weights_hash(model, list(pipe.components))
     if record is not None and record.get("model_hash") != model_hash:
@@ -533,6 +570,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None)
         dtype=args.dtype,
         device=device,
         upscale=args.upscale,
+        **lora_record(args),
         **result.settings.as_dict(),  # as the pipeline used them
     )
     if record is not None:  # --from-png: the one image the PNG holds, under its index

@@ -16,6 +16,7 @@ Examples:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -50,6 +51,7 @@ from t2i.models import (
     load_reader,
     model_dir,
 )
+from t2i.models.lora import LoraError, LoraSpec, add_lora
 from t2i.recipe import build_pipeline, is_recipe, load_recipe, preset_table
 from t2i.runs import check_fresh, check_resume, clear_run
 from t2i.training import Trainer, TrainResult, seed_everything
@@ -75,6 +77,9 @@ def initial_model(config: ExperimentConfig, where: str) -> torch.nn.Module:
         where: the config's source, named in errors.
     """
     name = config.model.get("type")
+    lora = config.model.get("lora")
+    if lora is not None:
+        return adapted_model(config, where)
     try:
         if config.init_from is None:
             model = build_model(config.model, checker(f"model ({name})"))  # where: below
@@ -82,11 +87,8 @@ def initial_model(config: ExperimentConfig, where: str) -> torch.nn.Module:
             return model
         if name not in MODELS:
             build_model({"type": name})  # raises the unknown-type error
-        cls, path = MODELS[name], Path(config.init_from)
-        if (path / "model_index.json").is_file():
-            index = json.loads((path / "model_index.json").read_text())
-            names = [c for c in COMPONENTS if (index.get(c) or [None, None])[1] == cls.__name__]
-            path = path / (names[0] if names else COMPONENTS[0])
+        cls = MODELS[name]
+        path = init_path(config.init_from, cls)
         model = load_model(path, kind=cls)
     except FileNotFoundError as err:
         raise ConfigError(f"{where}: init_from={config.init_from!r}: {err}") from err
@@ -95,6 +97,40 @@ def initial_model(config: ExperimentConfig, where: str) -> torch.nn.Module:
         raise ConfigError(f"{where}: {source}{err}") from err
     logger.info("starting from the weights in %s", path)
     return model.float().train()
+
+
+def init_path(init_from: str, cls: type) -> Path:
+    """The model `init_from` names: itself, or a pipeline's first component of class `cls`."""
+    path = Path(init_from)
+    if (path / "model_index.json").is_file():
+        index = json.loads((path / "model_index.json").read_text())
+        names = [c for c in COMPONENTS if (index.get(c) or [None, None])[1] == cls.__name__]
+        path = path / (names[0] if names else COMPONENTS[0])
+    return path
+
+
+def adapted_model(config: ExperimentConfig, where: str) -> torch.nn.Module:
+    """The model `init_from` names, frozen, with the trainable LoRA adapters of `model.lora`
+    (`t2i.models.lora`); what it saves is the adapters alone, naming that model as their base."""
+    if config.init_from is None:
+        raise ConfigError(f"{where}: model.lora adapts a trained model: set init_from too")
+    try:
+        spec = LoraSpec.from_dict(config.model["lora"], where)
+    except LoraError as err:
+        raise ConfigError(str(err)) from err
+    plain = dataclasses.replace(
+        config, model={k: v for k, v in config.model.items() if k != "lora"}
+    )
+    model = initial_model(plain, where)
+    try:
+        trainable = add_lora(model, spec)
+    except LoraError as err:
+        raise ConfigError(f"{where}: {err}") from err
+    base = init_path(config.init_from, type(model))
+    model.lora_base_path = str(model_dir(base).resolve())
+    total = sum(p.numel() for p in model.parameters())
+    logger.info("LoRA rank %d: %d of %d parameters train", spec.rank, trainable, total)
+    return model
 
 
 def load_readers(config: ExperimentConfig, model: torch.nn.Module, where: str) -> dict:

@@ -36,6 +36,28 @@ def check_shipped_weights(folder: Path) -> int:
     return sum(f.stat().st_size for f in files)
 
 
+def save_tiny_bert(folder: Path, words: list[str], layers: int = 2) -> Path:
+    """A tiny BERT (width 24) and its WordPiece tokenizer over `words`, seeded, saved into
+    `folder` as transformers saves them (a pretrained text tower's folder, made at test time)."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=24,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=48,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
 def gen(seed: int = 0) -> torch.Generator:
     """A CPU generator with this seed (the tests' source of randomness)."""
     return torch.Generator().manual_seed(seed)

@@ -20,6 +20,8 @@ from t2i.models.diffusion_prior import DiffusionPrior
 from t2i.models.dvae import DiscreteVAE
 from t2i.models.gumbel import CategoricalVAE
 from t2i.models.latent_diffusion import LatentDenoiser
+from t2i.models.lora import CONFIG_FILE as LORA_CONFIG
+from t2i.models.lora import load_lora, read_lora
 from t2i.models.maskgit import MaskGITPrior
 from t2i.models.pixelcnn import HierarchicalPixelCNN, PixelCNN
 from t2i.models.prior import CodeTransformer, DALLEPrior
@@ -138,9 +140,10 @@ def model_dir(path: str | Path) -> Path:
         path: a folder with config.json and safetensors weights, or a run directory.
     """
     path = Path(path)
-    if not (path / "config.json").is_file() and (path / "model" / "config.json").is_file():
-        path = path / "model"
-    if not (path / "config.json").is_file():
+    names = ("config.json", LORA_CONFIG)  # a model, or one model's adapters
+    if not any((path / n).is_file() for n in names):
+        path = path / "model" if any((path / "model" / n).is_file() for n in names) else path
+    if not any((path / n).is_file() for n in names):
         raise FileNotFoundError(f"{path}: no config.json; pass a saved model or run directory")
     return path
 
@@ -156,11 +159,40 @@ def load_model(
         kind: the class (or base class) the model must be; another is a ValueError that
             names both, raised before the weights are read.
     """
+    if is_adapter_dir(path):
+        return _load_adapted(path, torch_dtype, kind)
     cls = class_of(path)
     if kind is not None and not issubclass(cls, kind):
         article = "an" if kind.__name__[0] in "AEIOU" else "a"
         raise ValueError(f"{path} holds a {cls.__name__}, not {article} {_kind_name(kind)}")
     return cls.from_pretrained(str(model_dir(path)), torch_dtype=torch_dtype)
+
+
+def is_adapter_dir(path: str | Path) -> bool:
+    """Whether `path` (or a run directory's `model/`) holds one model's LoRA adapters alone,
+    as a LoRA fine-tuning run saves them."""
+    path = Path(path)
+    return any(
+        (p / LORA_CONFIG).is_file() and not (p / "config.json").is_file()
+        for p in (path, path / "model")
+    )
+
+
+def _load_adapted(path: str | Path, torch_dtype: torch.dtype | None, kind: type | None) -> T2IModel:
+    """One model's adapters on the base they name (`base_path`), unfused."""
+    path = Path(path)
+    folder = path if (path / LORA_CONFIG).is_file() else path / "model"
+    config, weights = read_lora(folder)
+    base = config.get("base_path")
+    if "model" not in config["components"] or not base:
+        raise ValueError(
+            f"{folder}: adapters of a pipeline, not of one model; load its base "
+            "pipeline and call load_lora_weights"
+        )
+    model = load_model(base, torch_dtype=torch_dtype, kind=kind)
+    load_lora(model, config["components"]["model"], weights["model"], where=str(folder))
+    model.lora_base_path = base
+    return model
 
 
 def _kind_name(kind: type) -> str:

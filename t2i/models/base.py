@@ -10,9 +10,12 @@ for bit. A copy per tensor, once at load time, restores it and releases the file
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Any, ClassVar
 
 from diffusers import ConfigMixin, ModelMixin
+
+from t2i.models.lora import LoraError, has_lora, save_lora
 
 
 class T2IModel(ModelMixin, ConfigMixin):
@@ -33,6 +36,20 @@ class T2IModel(ModelMixin, ConfigMixin):
     def reads(self) -> frozenset[str]:
         """The batch inputs this model's `training_losses` reads."""
         return self.READS
+
+    def lora_defaults(self) -> tuple[str, tuple[str, ...]]:
+        """Where LoRA adapters go (`t2i.models.lora`): the submodule holding them ("" for the
+        whole model) and the endings of the linear layers adapted by default."""
+        raise LoraError(f"a {type(self).__name__} takes no LoRA adapters")
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> None:
+        """diffusers' save; a model carrying LoRA adapters saves them alone (an adapter
+        folder naming its base, `lora_base_path`), never its frozen base again."""
+        if has_lora(self):
+            base = getattr(self, "lora_base_path", None)
+            save_lora(save_directory, {"model": self}, base_path=base and str(base))
+            return
+        super().save_pretrained(save_directory, **kwargs)
 
     def load_pretrained_parts(self) -> None:
         """Read into a newly built model the weights of the pretrained parts its config names

@@ -54,11 +54,16 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from t2i.models.base import T2IModel
+from t2i.models.lora import LoraError, has_lora
 from t2i.nn.text import VOCAB_SIZE
 
 logger = logging.getLogger(__name__)
 
 TEXT_FOLDER = "text_model"  # in a saved CLIP: its Hugging Face text tower and tokenizer
+HF_LORA_TARGETS = (  # a Hugging Face text tower's projections (BERT, CLIPTextModel, T5)
+    "query", "key", "value", "dense", "q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2",
+    "q", "k", "v", "o", "wi", "wo",
+)  # fmt: skip
 TOKENIZER_FILES = (  # what a Hugging Face text folder's tokenizer is read from
     "tokenizer.json",
     "tokenizer_config.json",
@@ -213,6 +218,25 @@ class CLIPModel(T2IModel):
             return int(self.text_tower.config.hidden_size)
         return int(self.model.transformer.width)
 
+    def lora_defaults(self) -> tuple[str, tuple[str, ...]]:
+        """LoRA goes in the text tower: a Hugging Face one's attention and MLP projections
+        (BERT's, CLIP's or T5's names, those it has), open_clip's own tower's MLP (its
+        attention runs nn.MultiheadAttention, whose output projection is not called as a
+        layer, so an adapter there would never act)."""
+        if self.config.architecture is None and self.text_tower is None:
+            return "model.transformer", ("mlp.c_fc", "mlp.c_proj")
+        if self.text_tower is None:
+            raise LoraError(
+                f"a CLIP of architecture {self.config.architecture!r} takes no adapters"
+            )
+        scope = "model.text.transformer"
+        have = {
+            n.rsplit(".", 1)[-1]
+            for n, m in self.text_tower.named_modules()
+            if isinstance(m, torch.nn.Linear)
+        }
+        return scope, tuple(n for n in HF_LORA_TARGETS if n in have)
+
     def load_pretrained_parts(self) -> None:
         """Read the weights of the pretrained parts the config names (the `text_model`
         folder's text model) into a newly built model; nothing for a CLIP without one.
@@ -323,6 +347,9 @@ class CLIPModel(T2IModel):
         Hugging Face text tower goes apart, into SAVE_DIRECTORY/text_model (transformers'
         layout and its tokenizer files), so that an unchanged tower is saved byte for byte
         the same."""
+        if has_lora(self):  # its adapters alone
+            super().save_pretrained(save_directory, *args, **kwargs)
+            return
         seen = self.seen.nonzero().flatten().tolist()
         if seen:
             self.register_to_config(seen_tokens=seen)

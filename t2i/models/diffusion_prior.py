@@ -27,6 +27,7 @@ from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import Tensor, nn
 
 from t2i.models.base import T2IModel
+from t2i.models.lora import PRIOR_LORA_TARGETS
 from t2i.nn.diffusion import check_sampler, guided_denoise
 from t2i.nn.transformer import ATTENTION_BACKENDS, Transformer
 
@@ -119,6 +120,10 @@ class DiffusionPrior(T2IModel):
         states = torch.where(drop[:, None, None], self.null_states.to(dtype), states)
         embed = torch.where(drop[:, None], self.null_text_embed.to(dtype), embed)
         return states, embed
+
+    def lora_defaults(self) -> tuple[str, tuple[str, ...]]:
+        """LoRA in every transformer block's attention and MLP projections."""
+        return "transformer", PRIOR_LORA_TARGETS
 
     def forward(self, noisy: Tensor, timesteps: Tensor, states: Tensor, embed: Tensor) -> Tensor:
         """The predicted clean embedding (B, embed_dim), at scale sqrt(embed_dim).

@@ -177,6 +177,11 @@ class LatentDenoiser(T2IModel):
         """The network: the U-Net or the transformer."""
         return self.transformer if self.config.backbone == "transformer" else self.unet
 
+    def lora_defaults(self) -> tuple[str, tuple[str, ...]]:
+        """LoRA in the attention projections of the backbone (diffusers' default targets)."""
+        scope = "transformer" if self.config.backbone == "transformer" else "unet"
+        return scope, ("to_q", "to_k", "to_v", "to_out.0")
+
     def forward(self, latents: Tensor, timesteps: Tensor, text_states: Tensor) -> Tensor:
         """The prediction (noise or velocity) for noisy latents (B, C, h, w) at timesteps (B,),
         reading the caption states (B, L, clip_width)."""

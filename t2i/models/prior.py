@@ -35,6 +35,7 @@ from diffusers.configuration_utils import register_to_config
 from torch import Tensor, nn
 
 from t2i.models.base import T2IModel
+from t2i.models.lora import PRIOR_LORA_TARGETS
 from t2i.nn.sampling import sample_logits
 from t2i.nn.text import VOCAB_SIZE
 from t2i.nn.transformer import ATTENTION_BACKENDS, Transformer
@@ -95,6 +96,10 @@ class CodeTransformer(T2IModel):
                 f"models grids of sides {self.grids}"
             )
         return torch.cat([g.flatten(1) for g in grids], dim=1)
+
+    def lora_defaults(self) -> tuple[str, tuple[str, ...]]:
+        """LoRA in every transformer block's attention and MLP projections."""
+        return "transformer", PRIOR_LORA_TARGETS
 
     def unflatten(self, tokens: Tensor) -> Grids:
         """One sequence (N, image_len) -> a grid (N, g, g), or a tuple of grids per level."""

@@ -33,6 +33,17 @@ from PIL import Image
 
 from t2i._version import __version__
 from t2i.models import clip_score, load_model
+from t2i.models.lora import (
+    LoraError,
+    base_id,
+    fuse_lora,
+    has_lora,
+    load_lora,
+    read_lora,
+    remove_lora,
+    set_lora_scale,
+    unfuse_lora,
+)
 
 PROVENANCE = "_t2i_provenance"  # model_index.json: component -> {run, id, reads}
 FORMAT = 1  # bump when a saved pipeline's layout changes incompatibly
@@ -262,7 +273,15 @@ class T2IPipeline(DiffusionPipeline):
 
     def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> None:
         """diffusers' save, then the t2i version, format and sampling settings recorded in
-        model_index.json."""
+        model_index.json. A pipeline carrying LoRA adapters is refused: its adapters are
+        saved apart, or fused and unloaded first to save the weights as they draw."""
+        adapted = self.lora_components()
+        if adapted:
+            raise ValueError(
+                f"its {', '.join(adapted)} carries LoRA adapters: save_pretrained would write "
+                "them alone; call fuse_lora() and unload_lora_weights() first to save the "
+                "fused weights, or unload_lora_weights() to save the base"
+            )
         super().save_pretrained(save_directory, **kwargs)
         provenance = self.saved_provenance()
         for name, entry in provenance.items():  # what each folder holds now
@@ -336,6 +355,67 @@ class T2IPipeline(DiffusionPipeline):
         pipe.provenance = dict(getattr(pipeline, "provenance", {}))
         pipe.set_progress_bar_config(**getattr(pipeline, "_progress_bar_config", {}))
         return pipe
+
+    # ---- LoRA adapters ---------------------------------------------------------------------
+
+    def lora_components(self) -> list[str]:
+        """The components carrying LoRA adapters."""
+        return [n for n, part in self.components.items() if has_lora(part)]
+
+    def load_lora_weights(self, folder: str | Path, scale: float = 1.0) -> None:
+        """Add a LoRA adapter folder's adapters to their components (unfused), as diffusers'
+        `load_lora_weights`; every component is checked before any changes.
+
+        Args:
+            folder: an adapter folder (a LoRA fine-tuning's output).
+            scale: multiplies each update (0: the base pipeline exactly).
+
+        Raises:
+            LoraError: not an adapter folder, adapters of a component it lacks or for other
+                base weights (their base's id and this component's named), or adapters
+                loaded already.
+        """
+        config, weights = read_lora(folder)
+        for name, entry in config["components"].items():
+            part = getattr(self, name, None)
+            if part is None:
+                raise LoraError(
+                    f"{folder}: adapters of a {name}, which this "
+                    f"{type(self).__name__} does not hold"
+                )
+            if has_lora(part):
+                raise LoraError(
+                    f"{folder}: its {name} carries adapters already; unload_lora_weights() first"
+                )
+            if base_id(part) != entry["base"]:
+                raise LoraError(
+                    f"{folder}: its {name} adapters were made for other base weights "
+                    f"({entry['base']}) than this pipeline's {name} ({base_id(part)}); load the "
+                    f"pipeline they were trained from ({config.get('base_pipeline', '?')})"
+                )
+        for name, entry in config["components"].items():
+            load_lora(getattr(self, name), entry, weights[name], scale, f"{folder} [{name}]")
+
+    def set_lora_scale(self, scale: float) -> None:
+        """Scale every loaded adapter's update (unfused): 0 draws as the base pipeline."""
+        for name in self.lora_components():
+            set_lora_scale(getattr(self, name), scale)
+
+    def fuse_lora(self) -> None:
+        """Fold the loaded adapters into the weights (no extra work per step)."""
+        for name in self.lora_components():
+            fuse_lora(getattr(self, name))
+
+    def unfuse_lora(self) -> None:
+        """Take fused adapters back out: the base weights bit for bit."""
+        for name in self.lora_components():
+            unfuse_lora(getattr(self, name))
+
+    def unload_lora_weights(self) -> None:
+        """Remove the adapter layers: unfused adapters are dropped (the base again), fused
+        ones stay in the weights."""
+        for name in self.lora_components():
+            remove_lora(getattr(self, name))
 
     # ---- the stages routes share -----------------------------------------------------------
 

@@ -7,9 +7,11 @@ import json
 from pathlib import Path
 
 import ldm_tiny
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_pipeline
+from PIL import Image
 from safetensors.torch import load_file
 
 from t2i import TextToImagePipeline, train
@@ -268,3 +270,53 @@ def test_downstream_retrain_retrains_every_stage_reading_a_retrained_one(
         16,
         16,
     )
+
+
+def test_lora_fine_tuning_saves_the_adapters_alone_and_generate_draws_with_them(
+    folder, tmp_path, capsys
+):
+    from t2i import evaluate, generate
+
+    source, out = tmp_path / "source", tmp_path / "lora"
+    TextToImagePipeline(**ldm_tiny.parts()).save_pretrained(source)
+    argv = finetune_argv(
+        source, out, folder, ["unet"], "model.lora={rank: 2}", "train.learning_rate=1e-2"
+    )
+    assert train.main(argv) == 0
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == [
+        "heldout.json",
+        "lora.safetensors",
+        "lora_config.json",
+    ]
+    record = json.loads((out / "lora_config.json").read_text())
+    assert list(record["components"]) == ["unet"] and record["components"]["unet"]["rank"] == 2
+    adapters = load_file(out / "lora.safetensors")
+    assert adapters and all(".lora_" in k for k in adapters)
+    assert any(v.abs().sum() > 0 for k, v in adapters.items() if "lora_B" in k)  # it trained
+    drawn = {}
+    for name, extra in [
+        ("base", []),
+        ("lora", ["--lora", str(out)]),
+        ("zero", ["--lora", str(out), "--lora-scale", "0"]),
+    ]:
+        argv = ["a red circle", "--model", str(source), "-n", "1", "--out", str(tmp_path / name)]
+        assert generate.main([*argv, *extra]) == 0
+        with Image.open(next((tmp_path / name).glob("*.png"))) as image:
+            drawn[name] = np.asarray(image.convert("RGB"))
+    capsys.readouterr()
+    assert not np.array_equal(drawn["lora"], drawn["base"])
+    assert np.array_equal(drawn["zero"], drawn["base"])  # scale 0: the base pipeline
+    assert generate.main(["a red circle", "--model", str(out), "--out", str(tmp_path / "x")]) == 2
+    assert f"their base, {source}, and --lora {out}" in capsys.readouterr().err
+    assert evaluate.main([str(out), "--suite", "captioned", "--data", str(folder)]) == 2
+    assert "a folder of LoRA adapters, not a pipeline" in capsys.readouterr().err
+    assert evaluate.main([str(source), "--lora", str(folder)]) == 2  # not adapters
+    assert "not a LoRA adapter folder" in capsys.readouterr().err
+
+
+def test_lora_on_a_stage_others_read_needs_them_in_the_stages(
+    saved_pipeline, folder, tmp_path, capsys
+):
+    argv = finetune_argv(saved_pipeline, tmp_path / "o", folder, ["clip"], "model.lora={rank: 2}")
+    assert train.main(argv) == 2
+    assert "model.lora on clip changes what prior read" in capsys.readouterr().err

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import save_tiny_bert
 from tiny import CLIP as TINY_CLIP
-from transformers import BertConfig, BertModel, BertTokenizerFast
+from transformers import BertModel
 
 from t2i.data.text import CaptionCollator
 from t2i.models import CLIPModel, DALLEPrior
@@ -26,21 +27,7 @@ VISION = {k: v for k, v in TINY_CLIP.items() if not k.startswith("text_")}
 def bert_dir(tmp_path_factory) -> Path:
     """A tiny BERT (2 layers, width 24) and its WordPiece tokenizer, saved as transformers
     saves them."""
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=24,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=48,
-        max_position_embeddings=64,
-    )
-    BertModel(config).save_pretrained(folder)
-    return folder
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), WORDS)
 
 
 def tiny_clip(folder: Path, lock: bool = True) -> CLIPModel:
