@@ -50,18 +50,20 @@ from t2i.config import (
 )
 from t2i.data.captioned import CaptionedDataset, detect_format
 from t2i.data.sets import split_record
-from t2i.models import build_model, load_model, load_reader
+from t2i.models import MODELS, READER_KINDS, build_model, load_model, load_reader
+from t2i.models.external import check_weights_only, external_id, load_given
 from t2i.pipelines import ROUTES, TextToImagePipeline
 from t2i.pipelines.common import weights_id
 from t2i.runs import flatten
 from t2i.training import TrainResult, read_metrics
-from t2i.training.inputs import needs, reader_keys
+from t2i.training.inputs import check_readers, needs, reader_keys
 from t2i.training.stages import COMPONENTS, PREPARED_BY, final_stages, readers
 
 logger = logging.getLogger("t2i.recipe")
 DATA_FIELDS = {f.name for f in dataclasses.fields(DataConfig)}
 
 TrainOne = Callable[[ExperimentConfig, str], TrainResult]  # t2i.train.run
+READS_OF = {c: key for key, c in PREPARED_BY.items()}  # a component -> the data key naming it
 SPLIT = "heldout.json"  # in the pipeline: the held-out samples of its data set
 REPORT = "build_report.json"
 STAMP = "recipe.json"  # in each stage's run: the inputs it was trained on
@@ -92,12 +94,17 @@ class Stage:
         trains: the pipeline component it trains (`t2i.training.stages.COMPONENTS`).
         config: the stage config it trains.
         init_from: an earlier stage whose model it fine-tunes (None: from scratch).
+        pretrained: a component given instead of trained, or to start from (`STAGE.pretrained`:
+            a local folder or file, `t2i.models.external.load_given`).
+        freeze: use `pretrained` as given, training nothing (False: train from it).
     """
 
     name: str
     trains: str
     config: Path
     init_from: str | None = None
+    pretrained: str | None = None
+    freeze: bool = False
 
 
 @dataclasses.dataclass
@@ -174,7 +181,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     for item in overrides or []:
         name, _, rest = item.partition(".")
         if name in per_stage:
-            per_stage[name].append(rest)
+            per_stage[name] += _given_override(next(s for s in stages if s.name == name), rest)
     out = Path(checked.train.output_dir)
     recipe = Recipe(
         source=path,
@@ -191,7 +198,54 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     )
     for stage in recipe.stages:  # every stage config reads, before anything trains
         stage_config(recipe, stage, {})
+        _check_given(stage)
     return recipe
+
+
+def _check_given(stage: Stage) -> None:
+    """A ConfigError for a given component that cannot be: freeze without a path, a path
+    that is not there or holds pickled weights only, or one with an earlier stage to start
+    from as well."""
+    key = f"{stage.name}.pretrained"
+    if stage.freeze and not stage.pretrained:
+        raise ConfigError(f"{stage.name}.freeze=true uses a given component: set {key}=PATH")
+    if not stage.pretrained:
+        return
+    if stage.init_from:
+        raise ConfigError(f"{key}: the stage starts from stage {stage.init_from} already")
+    if not Path(stage.pretrained).exists():
+        raise ConfigError(f"{key}={stage.pretrained}: no such file or folder")
+    try:
+        check_weights_only(stage.pretrained)
+    except ValueError as err:
+        raise ConfigError(f"{key}={stage.pretrained}: {err}") from err
+
+
+def _given_override(stage: Stage, item: str) -> list[str]:
+    """A stage's command-line override: `pretrained=PATH` and `freeze=BOOL` set the stage
+    (returning nothing), `text_pretrained=DIR` and `freeze_text=BOOL` (a CLIP's text tower)
+    become its model keys; any other `section.key=value` is returned as it is."""
+    key, eq, value = item.partition("=")
+    if key == "pretrained" and eq:
+        stage.pretrained = value
+        return []
+    if key in ("freeze", "freeze_text") and eq:
+        flag = yaml.safe_load(value)
+        if not isinstance(flag, bool):
+            raise ConfigError(f"{stage.name}.{key}={value!r}: true or false")
+        if key == "freeze":
+            stage.freeze = flag
+            return []
+    if key in ("text_pretrained", "freeze_text") and stage.trains != "clip":
+        raise ConfigError(
+            f"{stage.name}.{key}: the stage trains the {stage.trains}; a text tower "
+            "is CLIP's (the stage training clip)"
+        )
+    if key == "text_pretrained" and eq:
+        return [f"model.text_model={value}"]
+    if key == "freeze_text":
+        return [f"model.lock_text={str(flag).lower()}"]
+    return [item]
 
 
 def _stages(path: Path, model: dict, where: str) -> list[Stage]:
@@ -214,7 +268,8 @@ def _stages(path: Path, model: dict, where: str) -> list[Stage]:
         if not config.is_file():
             raise ConfigError(f"{where}: model.stages: {name}: no config file {config}")
         if trains in wanted:
-            stages.append(Stage(name, trains, config, item.get("init_from")))
+            given = {k: item[k] for k in ("pretrained", "freeze") if k in item}
+            stages.append(Stage(name, trains, config, item.get("init_from"), **given))
     names = [s.name for s in stages]
     for s in stages:
         if s.init_from and s.init_from not in names[: names.index(s.name)]:
@@ -449,6 +504,7 @@ def build_pipeline(recipe: Recipe, train_one: TrainOne) -> TrainResult:
     """
     check_out(recipe)
     held_out = check_data(recipe)
+    check_given(recipe)
     report, trained = {}, {}
     for stage in recipe.stages:
         report[stage.name] = train_stage(recipe, stage, trained, train_one)
@@ -515,16 +571,92 @@ def train_stage(
     config = stage_config(recipe, stage, read)
     run = recipe.runs / stage.name
     inputs = stage_inputs(config, keys, recipe.runs)
+    origin = given_origin(stage, config)
+    if origin:
+        inputs["pretrained"] = {k: v for k, v in origin.items() if k != "path"}
     state = settle(run, inputs, legacy_inputs(config))
     start = time.monotonic()
     if state in ("kept", "adopted"):
         logger.info("%s: kept %s (trained on the same inputs)", stage.name, run / "model")
     if state != "kept":
         run.mkdir(parents=True, exist_ok=True)
-        (run / STAMP).write_text(json.dumps({"inputs": inputs}, indent=1, default=str) + "\n")
+        stamp = {"inputs": inputs, **({"origin": origin} if origin else {})}
+        (run / STAMP).write_text(json.dumps(stamp, indent=1, default=str) + "\n")
+    if state not in ("kept", "adopted") and stage.pretrained:
+        given = given_model(recipe, stage, config, read)
+        if stage.freeze:  # used as given: its run holds it, for the stages reading it
+            given.save_pretrained(run / "model")
+            return stage_summary(run, "given", time.monotonic() - start)
+        given.save_pretrained(run / "given")
+        config = dataclasses.replace(config, init_from=str(run / "given"))
     if state not in ("kept", "adopted"):
         train_one(config, f"{recipe.source} [{stage.name}]")
     return stage_summary(run, state, time.monotonic() - start)
+
+
+def check_given(recipe: Recipe) -> None:
+    """Before any stage trains: load each given component and check it against what it
+    reads, every other stage's model built untrained at its config (its shapes are what
+    the given ones must fit); a mismatch is a ConfigError naming both sides."""
+    if not any(stage.pretrained for stage in recipe.stages):
+        return
+    built: dict[str, torch.nn.Module] = {}
+    for index, stage in enumerate(recipe.stages):
+        draft = stage_config(recipe, stage, {})
+        keys = _input_keys(recipe, stage, index, draft.model, str(recipe.source))
+        read = {k.removeprefix("data."): built[run] for k, run in keys.items() if "data." in k}
+        config = stage_config(recipe, stage, read)
+        if stage.pretrained:
+            built[stage.name] = given_model(recipe, stage, config, read)
+        else:
+            built[stage.name] = build_model(copy.deepcopy(config.model))
+
+
+def given_origin(stage: Stage, config: ExperimentConfig) -> dict[str, Any]:
+    """Where a stage's given parts came from: {path, id, frozen} of `STAGE.pretrained`, and
+    {text: {path, id, frozen}} of a CLIP's pretrained text tower ({} for neither)."""
+    origin = {}
+    if stage.pretrained:
+        path = Path(stage.pretrained)
+        origin = {"path": str(path.resolve()), "id": external_id(path), "frozen": stage.freeze}
+    text = config.model.get("text_model") if stage.trains == "clip" else None
+    if text:
+        origin["text"] = {
+            "path": str(Path(text).resolve()),
+            "id": external_id(text),
+            "frozen": bool(config.model.get("lock_text")),
+        }
+    return origin
+
+
+def given_model(
+    recipe: Recipe, stage: Stage, config: ExperimentConfig, read: dict[str, torch.nn.Module]
+) -> torch.nn.Module:
+    """The component a stage is given, as the t2i model of its slot, checked against the
+    models it reads (a mismatch: one line naming both sides and the key to change)."""
+    cls = READER_KINDS.get(READS_OF.get(stage.trains), MODELS[config.model["type"]])
+    key = f"{stage.name}.pretrained={stage.pretrained}"
+    try:
+        model = load_given(
+            stage.pretrained,
+            cls,
+            config.data.image_size,
+            read.get("clip"),
+            read.get("autoencoder"),
+            config.model,
+        )
+        check_readers(model.config, model.reads, **read)
+    except (FileNotFoundError, ValueError) as err:
+        text = str(err).removeprefix(f"{stage.pretrained}: ")  # the key names the path
+        raise ConfigError(f"{key}: {text}") from err
+    size = getattr(model, "image_size", config.data.image_size)
+    if stage.trains in ("vae", "image_tokenizer", "clip") and size != config.data.image_size:
+        raise ConfigError(
+            f"{key}: it reads {size} px images but data.image_size="
+            f"{config.data.image_size}; set image_size={size}"
+        )
+    logger.info("%s: given %s (%s)", stage.name, stage.pretrained, type(model).__name__)
+    return model
 
 
 def _reader(key: str, run: Path) -> Any:
@@ -570,7 +702,8 @@ def assemble(recipe: Recipe, held_out: dict[str, Any] | None) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp)
     for name, stage in components.items():  # how each part was trained (and its holdout)
-        shutil.copy(runs / stage / "config.yaml", tmp / name / "config.yaml")
+        if (runs / stage / "config.yaml").is_file():  # (a part given as it is: its origin)
+            shutil.copy(runs / stage / "config.yaml", tmp / name / "config.yaml")
     if held_out is not None:
         (tmp / SPLIT).write_text(json.dumps(held_out, indent=1) + "\n")
     size = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file()) / 2**20
@@ -598,6 +731,9 @@ def provenance(recipe: Recipe, components: dict[str, str]) -> dict[str, Any]:
             "id": weights_id(recipe.runs / stage / "model"),
             "reads": reads,
         }
+        origin = json.loads((recipe.runs / stage / STAMP).read_text()).get("origin")
+        if origin:  # a given component: where it came from, and its weights then
+            record[name]["origin"] = origin
     return record
 
 

@@ -65,6 +65,10 @@ class LatentDenoiser(T2IModel):
         prediction_type: "epsilon" (the noise) or "v_prediction".
         noise_offset: std of the per-channel offset added to the training noise (0: none).
         snr_gamma: min-SNR-gamma loss weighting (None: the plain MSE).
+        unet_config: a diffusers `UNet2DConditionModel` config (a pretrained U-Net's
+            config.json, `t2i.models.external`): the U-Net is built from it instead of the
+            sizes above; its in_channels, sample_size and cross_attention_dim must equal
+            latent_channels, latent_size and clip_width.
     """
 
     READS = frozenset({"latents", "text_states"})
@@ -93,6 +97,7 @@ class LatentDenoiser(T2IModel):
         transformer_layers: int = 4,
         num_attention_heads: int = 4,
         patch_size: int = 1,
+        unet_config: dict | None = None,
     ) -> None:
         super().__init__()
         if len(cross_attention_levels) != len(block_out_channels):
@@ -121,6 +126,8 @@ class LatentDenoiser(T2IModel):
                 num_embeds_ada_norm=num_train_timesteps,
                 use_additional_conditions=False,
             )
+        elif unet_config is not None:
+            self.unet = self._given_unet(unet_config, latent_channels, latent_size, clip_width)
         else:
             self.unet = self._unet(
                 latent_size, latent_channels, block_out_channels, cross_attention_levels,
@@ -171,6 +178,33 @@ class LatentDenoiser(T2IModel):
             addition_embed_type_num_heads=clip_width // attention_head_dim,
             **pooling,
         )
+
+    @staticmethod
+    def _given_unet(
+        config: dict, latent_channels: int, latent_size: int, clip_width: int
+    ) -> UNet2DConditionModel:
+        """A U-Net of a given diffusers config, checked against the latents and captions it
+        will read."""
+        config = {k: v for k, v in config.items() if not k.startswith("_")}
+        unet = UNet2DConditionModel.from_config(config)
+        for key, have, want, fix in [
+            ("in_channels", unet.config.in_channels, latent_channels, "latent_channels"),
+            ("out_channels", unet.config.out_channels, latent_channels, "latent_channels"),
+            ("cross_attention_dim", unet.config.cross_attention_dim, clip_width, "text_width"),
+        ]:
+            if have != want:
+                reader = "autoencoder" if fix == "latent_channels" else "CLIP"
+                raise ValueError(
+                    f"the U-Net's {key}={have} but the {reader} gives {want}: give a {reader} "
+                    f"with {fix}={have} (a {reader} of that shape), or another U-Net"
+                )
+        halvings = len(unet.config.block_out_channels) - 1
+        if latent_size % 2**halvings:
+            raise ValueError(
+                f"the U-Net halves its input {halvings} times, which a {latent_size} x "
+                f"{latent_size} latent grid cannot be"
+            )
+        return unet
 
     @property
     def backbone(self) -> torch.nn.Module:

@@ -15,7 +15,6 @@ beside it draws noise without a word).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -33,6 +32,7 @@ from PIL import Image
 
 from t2i._version import __version__
 from t2i.models import clip_score, load_model
+from t2i.models.external import files_id
 from t2i.models.lora import (
     LoraError,
     base_id,
@@ -656,12 +656,7 @@ def weights_id(folder: str | Path) -> str:
     files = sorted(Path(folder).glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"{folder}: no safetensors weights")
-    digest = hashlib.sha256()
-    for file in files:
-        with file.open("rb") as f:
-            for block in iter(lambda f=f: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]
+    return files_id(files)
 
 
 def check_provenance(path: Path, record: dict[str, Any]) -> None:
