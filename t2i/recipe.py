@@ -364,6 +364,8 @@ def stage_config(
     if stage.init_from is None:
         for key, value in reader_keys(_reads(model, where), **read).items():
             model[key] = value
+    if "clip" in read:  # captions tokenised as the CLIP read tokenises them
+        data["context_length"] = read["clip"].config.context_length
     apply_overrides(raw, recipe.stage_overrides.get(stage.name, []), where)
     config = from_dict(ExperimentConfig, raw, where)
     _reads(config.model, where)  # every model key known, of its type
@@ -589,6 +591,9 @@ def train_stage(
             return stage_summary(run, "given", time.monotonic() - start)
         given.save_pretrained(run / "given")
         config = dataclasses.replace(config, init_from=str(run / "given"))
+        if "context_length" in given.config:  # captions as the given model reads them
+            length = given.config.context_length
+            config.data = dataclasses.replace(config.data, context_length=length)
     if state not in ("kept", "adopted"):
         train_one(config, f"{recipe.source} [{stage.name}]")
     return stage_summary(run, state, time.monotonic() - start)

@@ -181,3 +181,34 @@ def test_pickled_weights_are_never_loaded(tmp_path, capsys):
     data = make_folder(tmp_path / "data", n=40)
     assert train.main(argv(data, tmp_path / "out", f"autoencoder_kl.pretrained={folder}")) == 2
     assert "(pickle), which t2i never loads" in capsys.readouterr().err
+
+
+def test_an_open_clip_checkpoint_file_is_the_frozen_clip(tmp_path):
+    import open_clip
+    from safetensors.torch import save_file
+
+    config = {
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16,
+                       "patch_size": 8},
+        "text_cfg": {"context_length": 20, "vocab_size": 49408, "width": 32, "heads": 2,
+                     "layers": 1},
+    }  # fmt: skip
+    (tmp_path / "t2i-given-tiny.json").write_text(json.dumps(config))
+    open_clip.add_model_config(tmp_path / "t2i-given-tiny.json")
+    torch.manual_seed(3)
+    reference = open_clip.create_model("t2i-given-tiny", pretrained=None)
+    weights = tmp_path / "open_clip.safetensors"
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(weights))
+    data = make_folder(tmp_path / "data", n=40)
+    extra = [
+        f"clip.pretrained={weights}",
+        "clip.freeze=true",
+        "clip.model.architecture=t2i-given-tiny",
+    ]
+    assert train.main(argv(data, tmp_path / "out", *extra)) == 0
+    saved = load_file(tmp_path / "out" / "clip" / "diffusion_pytorch_model.safetensors")
+    for key, value in reference.state_dict().items():
+        assert torch.equal(saved[f"model.{key}"], value.half()), key
+    unet = json.loads((tmp_path / "out" / "unet" / "config.json").read_text())
+    assert unet["clip_width"] == 32 and unet["context_length"] == 20  # read from the given CLIP
