@@ -86,6 +86,7 @@ data-emoji-ship: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) scripts/bench.py --out docs/BENCHMARKS.md
+	$(PY) scripts/bench_lora.py --model emoji --out docs/BENCHMARKS.md
 
 # t2i's DALL-E prior against DALLE-pytorch 1.6.6 at matched sizes, interleaved in one process.
 # The peer goes into .cache/peers (git-ignored), never into the project's environment.
