@@ -29,6 +29,7 @@ from t2i.models.tokenizer import ImageTokenizer
 from t2i.models.vae import VAE
 from t2i.models.vq import VQVAE, VQVAE2
 from t2i.models.vq_latents import VQLatents
+from t2i.models.vqmodel import VQModelTokenizer
 
 MODELS: dict[str, type[T2IModel]] = {
     "vae": VAE,  # beta-VAE: VAE with beta != 1
@@ -47,6 +48,7 @@ MODELS: dict[str, type[T2IModel]] = {
     "autoencoder_kl": KLAutoencoder,
     "vq_latents": VQLatents,  # a VQ-VAE read through its pre-quantisation latents
     "latent_diffusion": LatentDenoiser,
+    "vqmodel": VQModelTokenizer,  # a diffusers VQModel (LDM's VQ-f4/f8, aMUSEd) as a tokenizer
 }
 
 # Named sizes, as DiT / minGPT name theirs: `model: {type: dalle_prior, preset: prior-tiny}`
@@ -220,6 +222,7 @@ __all__ = [
     "VQVAE",
     "VQVAE2",
     "VQLatents",
+    "VQModelTokenizer",
     "CategoricalVAE",
     "DiscreteVAE",
     "HierarchicalPixelCNN",

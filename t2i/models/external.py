@@ -3,7 +3,9 @@
 A user brings what they have, as diffusers and DALLE2-pytorch users do: a diffusers
 `AutoencoderKL` folder (Stable Diffusion's layout; its `scaling_factor` and latent channels
 from its config) becomes the latent route's autoencoder (`KLAutoencoder`), a diffusers
-`UNet2DConditionModel` folder its denoiser (`LatentDenoiser` with that U-Net), and a saved
+`UNet2DConditionModel` folder its denoiser (`LatentDenoiser` with that U-Net), a diffusers
+`VQModel` folder (LDM's VQ autoencoders, aMUSEd's) the code routes' image tokenizer
+(`VQModelTokenizer`), and a saved
 t2i model, run or pipeline component is read as it is. What a folder's config holds that the
 t2i model cannot express (another block type, a shift factor) is an error naming the key,
 never weights silently dropped. Nothing is downloaded: a path that is not a folder is an
@@ -27,6 +29,7 @@ from t2i.models.autoencoder_kl import KLAutoencoder
 from t2i.models.base import T2IModel
 from t2i.models.clip import CLIPModel
 from t2i.models.latent_diffusion import LatentDenoiser
+from t2i.models.vqmodel import VQModelTokenizer
 
 WEIGHT_SUFFIXES = (".safetensors",)  # pickled weights are never read
 KL_FIXED = {  # what KLAutoencoder builds, and a diffusers AutoencoderKL must have to fit it
@@ -174,6 +177,8 @@ def load_given(
         )
     if kind == "AutoencoderKL":  # (a slot of any latent autoencoder takes it)
         return load_autoencoder_kl(path, image_size)
+    if kind == "VQModel":  # (a slot of any image tokenizer takes it)
+        return VQModelTokenizer.from_diffusers(str(path), image_size)
     if kind == "UNet2DConditionModel":
         if clip is None or autoencoder is None:
             raise ValueError(f"{path}: a U-Net reads a CLIP and an autoencoder; give both")
@@ -239,6 +244,7 @@ def component_of(path: str | Path, cls: type[T2IModel]) -> Path:
 GIVEN: dict[str, type[T2IModel]] = {  # diffusers class -> the t2i model it becomes
     "AutoencoderKL": KLAutoencoder,
     "UNet2DConditionModel": LatentDenoiser,
+    "VQModel": VQModelTokenizer,
 }
 
 

@@ -212,3 +212,29 @@ def test_an_open_clip_checkpoint_file_is_the_frozen_clip(tmp_path):
         assert torch.equal(saved[f"model.{key}"], value.half()), key
     unet = json.loads((tmp_path / "out" / "unet" / "config.json").read_text())
     assert unet["clip_width"] == 32 and unet["context_length"] == 20  # read from the given CLIP
+
+
+def test_a_diffusers_vqmodel_is_the_frozen_tokenizer_of_the_code_routes(tmp_path):
+    from diffusers import VQModel
+
+    torch.manual_seed(4)
+    VQModel(block_out_channels=(8, 16, 16), down_block_types=("DownEncoderBlock2D",) * 3,
+            up_block_types=("UpDecoderBlock2D",) * 3, norm_num_groups=4, latent_channels=4,
+            num_vq_embeddings=24, vq_embed_dim=4).save_pretrained(tmp_path / "vq")  # fmt: skip
+    data = make_folder(tmp_path / "data", n=40)
+    extra = ["model.routes=[dalle]", f"vqvae.pretrained={tmp_path / 'vq'}", "vqvae.freeze=true"]
+    args = [a for a in argv(data, tmp_path / "out", *extra) if a != "model.routes=[ldm]"]
+    assert train.main(args) == 0
+    prior = json.loads((tmp_path / "out" / "prior" / "config.json").read_text())
+    assert prior["num_tokens"] == 24 and prior["grid_sizes"] == [8]  # its codes: 32 px / f4
+    given = load_file(tmp_path / "vq" / "diffusion_pytorch_model.safetensors")
+    saved = load_file(tmp_path / "out" / "image_tokenizer" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(saved[f"vq.{k}"], v.half()) for k, v in given.items())
+    pipe = load_pipeline(tmp_path / "out", device="cpu")
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe("a red disc", num_images_per_prompt=1, output_type="pt").images.shape == (
+        1,
+        3,
+        32,
+        32,
+    )
