@@ -273,6 +273,16 @@ def apply_overrides(data: dict, overrides: list[str], where: str = "command line
     return data
 
 
+def config_model_type(path: str | Path) -> str | None:
+    """A config file's `model.type` (None: unreadable, or none named), read without checking
+    the rest (which command runs it: a recipe, fine-tuning, one model)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    return (data.get("model") or {}).get("type") if isinstance(data, dict) else None
+
+
 def read_yaml(path: str | Path) -> dict:
     """A config file's contents; a ConfigError naming the file when it is missing or not a
     YAML mapping."""

@@ -25,21 +25,23 @@ from typing import Any
 import torch
 
 from t2i.cli import pipeline_path
-from t2i.config import ConfigError, ExperimentConfig
+from t2i.config import ConfigError, ExperimentConfig, config_model_type
 from t2i.data.captioned import HELDOUT_FILE, CaptionedDataset, detect_format
 from t2i.data.sets import split_record
-from t2i.models import load_model, model_type
+from t2i.models import READER_KINDS, load_model, model_type
+from t2i.models.external import check_weights_only, external_id, load_given
 from t2i.models.lora import LoraError, LoraSpec, read_lora, write_lora
 from t2i.pipelines import TextToImagePipeline, check_pipeline_dir
 from t2i.pipelines.bundle import NAMES, OWN
 from t2i.pipelines.common import PROVENANCE, saved_components, weights_id
 from t2i.training import TrainResult
-from t2i.training.inputs import needs
+from t2i.training.inputs import check_readers, needs
 from t2i.training.stages import COMPONENTS, PREPARED_BY
 
 logger = logging.getLogger("t2i.finetune")
 
 TrainOne = Callable[[ExperimentConfig, str], TrainResult]  # t2i.train.run
+READS_OF = {c: key for key, c in PREPARED_BY.items()}  # a component -> the data key naming it
 
 
 def finetune_pipeline(config: ExperimentConfig, where: str, train_one: TrainOne) -> TrainResult:
@@ -64,8 +66,15 @@ def finetune_pipeline(config: ExperimentConfig, where: str, train_one: TrainOne)
             f"{where}: model.stages names {', '.join(missing)}, which the pipeline at "
             f"{str(source)!r} does not have (it has {', '.join(current)})"
         )
+    out = Path(config.train.output_dir)
+    given = check_given(config, where, current)
+    origins = {}
+    if given:
+        origins = take_given(given, current, out, where)
+        stages += [n for n in given if not given[n]["freeze"] and n not in stages]
+        stages = [c for c in COMPONENTS if c in stages]
     reads = {name: component_reads(load_model(path)) for name, path in current.items()}
-    stale = stale_components(stages, reads)
+    stale = stale_components([*stages, *given], reads)
     dropped = []
     if downstream == "retrain":
         stages = [c for c in COMPONENTS if c in {*stages, *stale}]
@@ -77,8 +86,14 @@ def finetune_pipeline(config: ExperimentConfig, where: str, train_one: TrainOne)
     elif stale:
         dropped = _dropped(stale, has, stages, where)
     record = source_provenance(source, index, reads)
+    for name, origin in origins.items():  # a given component: its folder, and where from
+        record[name] = {
+            "run": str(current[name]),
+            "id": weights_id(current[name]),
+            "reads": {r: record[r]["id"] for r in reads[name]},
+            "origin": origin,
+        }
     held_out = data_split(config, where)
-    out = Path(config.train.output_dir)
     result = None
     for stage in (s for s in COMPONENTS if s in stages):
         stage_cfg = stage_config(config, stage, current, out)
@@ -90,7 +105,10 @@ def finetune_pipeline(config: ExperimentConfig, where: str, train_one: TrainOne)
             "run": str(result.model_dir.parent),
             "id": weights_id(result.model_dir),
             "reads": {r: record[r]["id"] for r in reads[stage]},
+            **({"origin": origins[stage]} if stage in origins else {}),
         }
+    if result is None:  # only given components, used as they are
+        result = TrainResult(0, {}, 0, out)
     if lora is not None:  # the adapters alone, naming their base pipeline
         save_adapters(config.init_from, source, {s: current[s] for s in stages}, out)
     else:
@@ -101,6 +119,90 @@ def finetune_pipeline(config: ExperimentConfig, where: str, train_one: TrainOne)
         (out / HELDOUT_FILE).unlink(missing_ok=True)
     logger.info("fine-tuned pipeline (%s) saved to %s", ", ".join(stages), out)
     return dataclasses.replace(result, model_dir=out)
+
+
+GIVEN_KEYS = ("pretrained", "freeze")
+
+
+def is_finetune(path: str | Path) -> bool:
+    """Whether a config file fine-tunes a pipeline (`model.type: pipeline`)."""
+    return config_model_type(path) == "pipeline"
+
+
+def given_overrides(overrides: list[str]) -> list[str]:
+    """A fine-tuning command line's `COMPONENT.pretrained=PATH` and `COMPONENT.freeze=BOOL`
+    as the config's `model.given.COMPONENT` keys; the other overrides as they are."""
+    mapped = []
+    for item in overrides:
+        key, eq, value = item.partition("=")
+        name, _, rest = key.partition(".")
+        if eq and name in COMPONENTS and rest in GIVEN_KEYS:
+            item = f"model.given.{name}.{rest}={value}"
+        mapped.append(item)
+    return mapped
+
+
+def check_given(config: ExperimentConfig, where: str, current: dict[str, Path]) -> dict:
+    """`model.given`, checked: component -> {pretrained: path, freeze: bool}, for components
+    the pipeline holds, paths that are there, with safetensors weights."""
+    given = config.model.get("given") or {}
+    if not isinstance(given, dict):
+        raise ConfigError(f"{where}: model.given must map components to pretrained and freeze")
+    checked = {}
+    for name, entry in given.items():
+        key = f"{name}.pretrained"
+        if name not in current:
+            raise ConfigError(
+                f"{where}: {key}: the pipeline has no {name} (it has {', '.join(current)})"
+            )
+        unknown = sorted(set(entry or {}) - set(GIVEN_KEYS))
+        if not isinstance(entry, dict) or unknown or not entry.get("pretrained"):
+            raise ConfigError(
+                f"{where}: {name}: give {key}=PATH (and {name}.freeze=true to use it as it is)"
+            )
+        freeze = entry.get("freeze", False)
+        if not isinstance(freeze, bool):
+            raise ConfigError(f"{where}: {name}.freeze={freeze!r}: true or false")
+        path = Path(str(entry["pretrained"]))
+        if not path.exists():
+            raise ConfigError(f"{where}: {key}={path}: no such file or folder")
+        try:
+            check_weights_only(path)
+        except ValueError as err:
+            raise ConfigError(f"{where}: {key}={path}: {err}") from err
+        checked[name] = {"pretrained": path, "freeze": freeze}
+    return {c: checked[c] for c in COMPONENTS if c in checked}
+
+
+def take_given(given: dict, current: dict[str, Path], out: Path, where: str) -> dict:
+    """Read each given component into its slot (saved under OUT/runs/NAME/given, which it
+    replaces in `current`), checked against the components it reads; return their origins."""
+    size = image_size(current)
+    origins = {}
+    for name, entry in given.items():
+        path, key = entry["pretrained"], f"{name}.pretrained={entry['pretrained']}"
+        readers = {
+            k: load_model(current[PREPARED_BY[k]])
+            for k in PREPARED_BY
+            if PREPARED_BY[k] in current and PREPARED_BY[k] != name
+        }
+        slot = READER_KINDS.get(READS_OF.get(name), type(load_model(current[name])))
+        try:
+            model = load_given(path, slot, size, readers.get("clip"), readers.get("autoencoder"))
+            check_readers(model.config, model.reads, **{k: readers[k] for k in needs(model.reads)})
+        except (FileNotFoundError, ValueError) as err:
+            text = str(err).removeprefix(f"{path}: ")
+            raise ConfigError(f"{where}: {key}: {text}") from err
+        folder = out / "runs" / name / "given"
+        model.save_pretrained(folder)
+        current[name] = folder
+        origins[name] = {
+            "path": str(path.resolve()),
+            "id": external_id(path),
+            "frozen": entry["freeze"],
+        }
+        logger.info("%s: given %s (%s)", name, path, "frozen" if entry["freeze"] else "trained")
+    return origins
 
 
 def data_split(config: ExperimentConfig, where: str) -> dict[str, Any] | None:
@@ -123,7 +225,7 @@ def _check_model(config: ExperimentConfig, where: str) -> tuple[list[str], str, 
     stages = config.model.get("stages") or ["prior"]
     downstream = config.model.get("downstream", "drop")
     unknown = [s for s in stages if s not in COMPONENTS]
-    if unknown or set(config.model) - {"type", "stages", "downstream", "lora"}:
+    if unknown or set(config.model) - {"type", "stages", "downstream", "lora", "given"}:
         raise ConfigError(
             f"{where}: model.type=pipeline takes only model.stages, a list of "
             f"{', '.join(COMPONENTS)}, model.downstream and model.lora "

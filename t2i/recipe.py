@@ -46,6 +46,7 @@ from t2i.config import (
     ExperimentConfig,
     apply_overrides,
     checker,
+    config_model_type,
     from_dict,
 )
 from t2i.data.captioned import CaptionedDataset, detect_format
@@ -145,11 +146,7 @@ class Recipe:
 
 def is_recipe(path: str | Path) -> bool:
     """Whether a config file is a recipe (`model.type: recipe`)."""
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return False
-    return isinstance(data, dict) and (data.get("model") or {}).get("type") == "recipe"
+    return config_model_type(path) == "recipe"
 
 
 # ---- reading a recipe ----------------------------------------------------------------------

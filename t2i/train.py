@@ -42,7 +42,7 @@ from t2i.config import (
 from t2i.data.sets import bad_samples, build_datasets
 from t2i.data.text import CaptionCollator
 from t2i.evaluation import judge_many
-from t2i.finetune import finetune_pipeline
+from t2i.finetune import finetune_pipeline, given_overrides, is_finetune
 from t2i.models import (
     MODELS,
     READER_KINDS,
@@ -327,7 +327,10 @@ def main(argv: list[str] | None = None) -> int:
         if is_recipe(args.config):
             result = build_pipeline(load_recipe(args.config, args.overrides), run)
         else:
-            config = load_config(args.config, args.overrides)
+            overrides = args.overrides
+            if is_finetune(args.config):  # COMPONENT.pretrained=PATH, COMPONENT.freeze=BOOL
+                overrides = given_overrides(overrides)
+            config = load_config(args.config, overrides)
             if args.overwrite:
                 clear_run(config, args.config)
             result = train(config, args.config)

@@ -320,3 +320,38 @@ def test_lora_on_a_stage_others_read_needs_them_in_the_stages(
     argv = finetune_argv(saved_pipeline, tmp_path / "o", folder, ["clip"], "model.lora={rank: 2}")
     assert train.main(argv) == 2
     assert "model.lora on clip changes what prior read" in capsys.readouterr().err
+
+
+def test_fine_tuning_swaps_in_a_given_autoencoder_and_retrains_what_reads_it(folder, tmp_path):
+    from test_given_components import save_vae
+
+    source, out = tmp_path / "source", tmp_path / "tuned"
+    TextToImagePipeline(**ldm_tiny.parts()).save_pretrained(source)  # 16 px, f2 latents
+    vae = save_vae(tmp_path / "sd-vae", levels=2)
+    argv = finetune_argv(source, out, folder, ["unet"], f"vae.pretrained={vae}", "vae.freeze=true")
+    assert train.main(argv) == 0
+    given = load_file(vae / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(weights(out / "vae")[f"vae.{k}"], v) for k, v in given.items())
+    before, after = weights(source / "unet"), weights(out / "unet")
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # retrained on its latents
+    record = json.loads((out / "model_index.json").read_text())["_t2i_provenance"]
+    assert record["vae"]["origin"]["frozen"] is True
+    assert record["unet"]["reads"]["vae"] == record["vae"]["id"]
+    pipe = load_pipeline(out, device="cpu")
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe(
+        "a red circle", num_images_per_prompt=1, num_inference_steps=2, output_type="pt"
+    ).images.shape == (1, 3, 16, 16)
+
+
+def test_a_given_component_the_pipeline_lacks_or_a_bad_freeze_is_named(folder, tmp_path, capsys):
+    source = tmp_path / "source"
+    TextToImagePipeline(**ldm_tiny.parts()).save_pretrained(source)
+    for extra, named in [
+        ([f"prior.pretrained={source}"], "prior.pretrained: the pipeline has no prior"),
+        ([f"vae.pretrained={source}", "vae.freeze=maybe"], "vae.freeze='maybe': true or false"),
+        ([f"vae.pretrained={tmp_path / 'nothing'}"], "no such file or folder"),
+    ]:
+        assert train.main(finetune_argv(source, tmp_path / "o", folder, ["unet"], *extra)) == 2
+        assert named in capsys.readouterr().err
+        assert not (tmp_path / "o").exists()
