@@ -193,10 +193,10 @@ class LatentDenoiser(T2IModel):
             ("cross_attention_dim", unet.config.cross_attention_dim, clip_width, "text_width"),
         ]:
             if have != want:
-                reader = "autoencoder" if fix == "latent_channels" else "CLIP"
+                reader = "an autoencoder" if fix == "latent_channels" else "a CLIP"
                 raise ValueError(
-                    f"the U-Net's {key}={have} but the {reader} gives {want}: give a {reader} "
-                    f"with {fix}={have} (a {reader} of that shape), or another U-Net"
+                    f"the U-Net's {key}={have} but the {reader[reader.index(' ') + 1 :]} gives "
+                    f"{want}: give {reader} with {fix}={have}, or another U-Net"
                 )
         halvings = len(unet.config.block_out_channels) - 1
         if latent_size % 2**halvings:

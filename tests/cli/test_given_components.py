@@ -38,13 +38,13 @@ def save_vae(folder, levels: int = 3, **kw):
     return folder
 
 
-def save_unet(folder, cross_attention_dim: int):
+def save_unet(folder, cross_attention_dim: int, channels: int = 4):
     """A tiny diffusers UNet2DConditionModel, seeded."""
     torch.manual_seed(2)
     UNet2DConditionModel(
         sample_size=8,
-        in_channels=4,
-        out_channels=4,
+        in_channels=channels,
+        out_channels=channels,
         block_out_channels=(16, 32),
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
@@ -141,6 +141,11 @@ def test_a_given_t2i_pipeline_component_fills_its_slot(given, tmp_path):
 @pytest.mark.parametrize(
     "make, extra, named",
     [
+        (
+            lambda r: save_unet(r / "u", 32, channels=8),
+            lambda p: [f"ldm.pretrained={p}"],
+            "in_channels=8 but the autoencoder gives 4: give an autoencoder with latent_channels=8",
+        ),
         (
             lambda r: save_unet(r / "u", 48),
             lambda p: [f"ldm.pretrained={p}"],
