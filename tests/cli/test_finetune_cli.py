@@ -355,3 +355,25 @@ def test_a_given_component_the_pipeline_lacks_or_a_bad_freeze_is_named(folder, t
         assert train.main(finetune_argv(source, tmp_path / "o", folder, ["unet"], *extra)) == 2
         assert named in capsys.readouterr().err
         assert not (tmp_path / "o").exists()
+
+
+def test_lora_on_clips_text_tower_and_the_denoiser_reading_it_load_as_one(folder, tmp_path):
+    source, out = tmp_path / "source", tmp_path / "lora"
+    TextToImagePipeline(**ldm_tiny.parts()).save_pretrained(source)
+    argv = finetune_argv(
+        source, out, folder, ["clip", "unet"], "model.lora={rank: 2}", "train.learning_rate=1e-2"
+    )
+    assert train.main(argv) == 0
+    record = json.loads((out / "lora_config.json").read_text())["components"]
+    assert record["clip"]["scope"] == "model.transformer"  # open_clip's own text tower
+    read = load_config(out / "runs" / "unet" / "config.yaml").data.clip
+    assert Path(read) == out / "runs" / "clip" / "model"  # the denoiser read the adapted CLIP
+    pipe = load_pipeline(source, device="cpu")
+    pipe.set_progress_bar_config(disable=True)
+    ids = pipe.clip.tokenize(["a red circle"])
+    base = pipe.clip.text_features(ids).states
+    pipe.load_lora_weights(out)
+    assert sorted(pipe.lora_components()) == ["clip", "unet"]
+    assert not torch.equal(pipe.clip.text_features(ids).states, base)  # the text tower adapted
+    pipe.set_lora_scale(0.0)
+    assert torch.equal(pipe.clip.text_features(ids).states, base)
