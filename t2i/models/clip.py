@@ -14,13 +14,14 @@ loads as a t2i model directory. It owns its tokenizer (open_clip's); a prompt lo
 context is cut with a warning that says what was lost, and an empty prompt is an error.
 
 Its text tower may instead be a pretrained Hugging Face text model from a local folder
-(`text_model`: a BERT, MiniLM or sentence-transformers folder; open_clip's `HFTextEncoder`,
-mean pooling, a linear projection), locked with `lock_text` as in LiT (Zhai et al. 2022,
-"LiT: Zero-Shot Transfer with Locked-image text Tuning", here with the text side locked):
-only the image tower, the text projection and the temperature train, so the priors and the
-denoiser read English the captions never taught them. Such a CLIP saves its text tower in a
-`text_model/` subfolder of its own (transformers' layout, with its tokenizer), apart from the
-rest of its weights: a locked tower is written byte for byte the same by every build.
+(`text_model`: a BERT, MiniLM, sentence-transformers, `CLIPTextModel` or T5 encoder folder;
+`HFTextTower`: mean pooling, a linear projection), locked with `lock_text` as in LiT (Zhai
+et al. 2022, "LiT: Zero-Shot Transfer with Locked-image text Tuning", here with the text
+side locked): only the image tower, the text projection and the temperature train, so the
+priors and the denoiser read English the captions never taught them. Such a CLIP saves its
+text tower in a `text_model/` subfolder of its own (transformers' layout, with its
+tokenizer), apart from the rest of its weights: a locked tower is written byte for byte the
+same by every build.
 
 It also records which tokens its training captions held (`seen_tokens` in its config, kept
 as it trains and written when it saves), so that a prompt of words it never saw ("a photo
@@ -33,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import inspect
 import logging
 import shutil
 from collections.abc import Iterator, Sequence
@@ -59,6 +61,7 @@ from t2i.nn.text import VOCAB_SIZE
 
 logger = logging.getLogger(__name__)
 
+T5_TYPES = ("t5", "mt5", "umt5")  # encoder-decoders whose encoder is the text tower
 TEXT_FOLDER = "text_model"  # in a saved CLIP: its Hugging Face text tower and tokenizer
 HF_LORA_TARGETS = (  # a Hugging Face text tower's projections (BERT, CLIPTextModel, T5)
     "query", "key", "value", "dense", "q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2",
@@ -73,6 +76,53 @@ TOKENIZER_FILES = (  # what a Hugging Face text folder's tokenizer is read from
     "vocab.json",
     "spiece.model",
 )
+
+
+class HFTextTower(torch.nn.Module):
+    """A Hugging Face text encoder as CLIP's text tower: its last hidden states, their mean
+    over the caption's real tokens, a linear projection to the shared space (the layout of
+    open_clip's `HFTextEncoder` with mean pooling, whose weights' names it keeps, for every
+    encoder transformers builds: BERT and MiniLM, `CLIPTextModel`, T5's encoder).
+
+    Args:
+        folder: the model's folder (config.json; the weights are read by `load_pretrained_parts`).
+        output_dim: the shared embedding's size.
+    """
+
+    def __init__(self, folder: str | Path, output_dim: int) -> None:
+        super().__init__()
+        self.config = transformers.AutoConfig.from_pretrained(str(folder))
+        if self.config.model_type in T5_TYPES:  # an encoder-decoder: its encoder alone
+            self.transformer = transformers.T5EncoderModel(self.config)
+        else:
+            cls = transformers.AutoModel._model_mapping[type(self.config)]
+            pooling = "add_pooling_layer" in inspect.signature(cls.__init__).parameters
+            extra = {"add_pooling_layer": False} if pooling else {}  # mean pooling, not BERT's
+            self.transformer = transformers.AutoModel.from_config(self.config, **extra)
+        self.proj = torch.nn.Linear(self.config.hidden_size, output_dim, bias=False)
+        self.context_length = int(getattr(self.config, "max_position_embeddings", 512))
+        self.vocab_size = int(self.config.vocab_size)
+
+    def forward(self, input_ids: Tensor, pad_token_id: int = 0) -> Tensor:
+        """Projected mean-pooled states (B, output_dim) of token ids (B, L)."""
+        mask = input_ids != pad_token_id
+        states = self.transformer(input_ids=input_ids, attention_mask=mask.long()).last_hidden_state
+        pooled = (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        return self.proj(pooled)
+
+
+class HFTextCLIP(open_clip.model.CustomTextCLIP):
+    """open_clip's CLIP with a custom text tower, its text tower an `HFTextTower` (open_clip's
+    own builder makes BERT-family towers only)."""
+
+    def __init__(self, embed_dim: int, vision_cfg: Any, text: HFTextTower) -> None:
+        torch.nn.Module.__init__(self)
+        self.output_dict = False
+        self.visual = open_clip.model._build_vision_tower(embed_dim, vision_cfg)
+        self.text = text
+        self.context_length, self.vocab_size = text.context_length, text.vocab_size
+        self.logit_scale = torch.nn.Parameter(torch.ones([]) * np.log(1 / 0.07))
+        self.logit_bias = None
 
 
 @dataclass
@@ -155,14 +205,7 @@ class CLIPModel(T2IModel):
             self.model = _build_open_clip(architecture)
         elif text_model is not None:  # a Hugging Face text tower (weights: load_pretrained_parts)
             _check_text_folder(text_model)
-            text_cfg = open_clip.model.CLIPTextCfg(
-                context_length=context_length,
-                hf_model_name=str(text_model),
-                hf_model_pretrained=False,
-                hf_proj_type="linear",
-                hf_pooler_type="mean_pooler",
-            )
-            self.model = open_clip.model.CustomTextCLIP(embed_dim, vision_cfg, text_cfg)
+            self.model = HFTextCLIP(embed_dim, vision_cfg, HFTextTower(text_model, embed_dim))
         else:
             text_cfg = open_clip.model.CLIPTextCfg(
                 context_length=context_length,
@@ -412,7 +455,7 @@ class CLIPModel(T2IModel):
 
     def _hf_text_features(self, input_ids: Tensor) -> TextFeatures:
         """text_features through a Hugging Face text tower: its last hidden states, their
-        masked mean projected (open_clip's `HFTextEncoder.forward`, states kept). The tower
+        masked mean projected (`HFTextTower.forward`, the states kept). The tower
         runs on the batch's longest caption only (padding is masked out of attention, so a
         real token's state is the same); padded positions' states are zeros, so a caption's
         states do not depend on the batch it comes in."""
@@ -420,8 +463,9 @@ class CLIPModel(T2IModel):
         mask = input_ids != self.pad_token_id  # (B, L)
         n = max(int(mask.sum(1).max()), 1)  # run the longest caption's tokens, not the padding
         out = text.transformer(input_ids=input_ids[:, :n], attention_mask=mask[:, :n].long())
-        embeds = text.proj(text.pooler(out, mask[:, :n].long()))  # (B, embed_dim)
         states = out.last_hidden_state * mask[:, :n, None]  # padding: zeros, as if not run
+        pooled = states.sum(1) / mask[:, :n].sum(1, keepdim=True).clamp(min=1)  # masked mean
+        embeds = text.proj(pooled)  # (B, embed_dim)
         states = F.pad(states, (0, 0, 0, input_ids.shape[1] - n))  # (B, L, W)
         return TextFeatures(F.normalize(embeds, dim=-1), states, mask)
 
@@ -561,7 +605,10 @@ def _load_text_weights(tower: torch.nn.Module, folder: Path) -> None:
                 f"{tuple(expected[key].shape)} in its config.json"
             )
     missing, _ = tower.load_state_dict(weights, strict=False)  # extra: an unused pooler
-    missing = [k for k in missing if not k.endswith("position_ids")]
+    params = dict(tower.named_parameters(remove_duplicate=False))
+    loaded = {id(params[k]) for k in params if k not in missing}
+    tied = {k for k in missing if k in params and id(params[k]) in loaded}  # T5's embeddings
+    missing = [k for k in missing if not k.endswith("position_ids") and k not in tied]
     if missing:
         raise ValueError(f"text_model={str(folder)!r}: its weights lack {missing[0]}")
 

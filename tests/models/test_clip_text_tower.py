@@ -136,3 +136,67 @@ def test_training_tokenises_with_the_reading_clips_tokenizer(bert_dir):
     own = DALLEPrior(num_tokens=8, grid_sizes=[2], text_encoder="embed", dim=16, depth=1, heads=2)
     plain = caption_collator(CaptionCollator(32), own, {"clip": clip})
     assert not torch.equal(plain([{"caption": "a red apple"}])["input_ids"], ids)  # BPE
+
+
+def save_encoder(folder: Path, kind: str) -> Path:
+    """A tiny CLIPTextModel or T5 encoder, with a word-level tokenizer (tokenizer.json, the
+    format every fast tokenizer loads from), saved as transformers saves them."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModel,
+        PreTrainedTokenizerFast,
+        T5Config,
+        T5EncoderModel,
+    )
+
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", *WORDS])}
+    words = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(
+        tokenizer_object=words, pad_token="[PAD]", unk_token="[UNK]", model_max_length=32
+    ).save_pretrained(folder)
+    torch.manual_seed(5)
+    size = dict(vocab_size=len(vocab), pad_token_id=0)
+    if kind == "clip_text":
+        shape = dict(hidden_size=24, intermediate_size=48, num_hidden_layers=2)
+        config = CLIPTextConfig(
+            **size,
+            **shape,
+            num_attention_heads=2,
+            max_position_embeddings=32,
+            bos_token_id=0,
+            eos_token_id=1,
+        )
+        CLIPTextModel(config).save_pretrained(folder)
+    else:
+        config = T5Config(**size, d_model=24, d_kv=12, d_ff=48, num_layers=2, num_heads=2)
+        T5EncoderModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["clip_text", "t5"])
+def test_clip_text_model_and_t5_encoders_are_text_towers_too(kind, tmp_path):
+    from transformers import AutoModel, T5EncoderModel
+
+    folder = save_encoder(tmp_path / kind, kind)
+    clip = tiny_clip(folder, lock=True).eval()
+    reference = (T5EncoderModel if kind == "t5" else AutoModel).from_pretrained(folder).eval()
+    ids = clip.tokenize(["a red apple", "a grinning face , twemoji style"])
+    features = clip.text_features(ids)
+    with torch.no_grad():
+        states = reference(input_ids=ids, attention_mask=(ids != 0).long()).last_hidden_state
+    real = features.mask
+    assert real.sum(1).tolist() == [3, 6]
+    torch.testing.assert_close(features.states[real], states[real])
+    assert clip.text_width == 24
+    clip.train()  # locked: a step trains the image tower only
+    tower = {k: v.clone() for k, v in clip.text_tower.state_dict().items()}
+    optimizer = torch.optim.AdamW([p for p in clip.parameters() if p.requires_grad], lr=1e-2)
+    clip.training_losses(batch(clip))["loss"].backward()
+    optimizer.step()
+    assert all(torch.equal(v, clip.text_tower.state_dict()[k]) for k, v in tower.items())
+    clip.eval().save_pretrained(tmp_path / "saved")
+    shutil.rmtree(folder)
+    loaded = CLIPModel.from_pretrained(tmp_path / "saved").eval()
+    assert torch.equal(loaded.text_features(ids).states, clip.text_features(ids).states)
