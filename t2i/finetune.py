@@ -68,6 +68,8 @@ def finetune_pipeline(config: ExperimentConfig, where: str, train_one: TrainOne)
         )
     out = Path(config.train.output_dir)
     given = check_given(config, where, current)
+    if not stages and not given:
+        raise ConfigError(f"{where}: model.stages is empty: name the components to fine-tune")
     origins = {}
     if given:
         origins = take_given(given, current, out, where)
@@ -85,6 +87,8 @@ def finetune_pipeline(config: ExperimentConfig, where: str, train_one: TrainOne)
         )
     elif stale:
         dropped = _dropped(stale, has, stages, where)
+    if given:
+        check_fits(stages, current, where)
     record = source_provenance(source, index, reads)
     for name, origin in origins.items():  # a given component: its folder, and where from
         record[name] = {
@@ -121,7 +125,7 @@ def finetune_pipeline(config: ExperimentConfig, where: str, train_one: TrainOne)
     return dataclasses.replace(result, model_dir=out)
 
 
-GIVEN_KEYS = ("pretrained", "freeze")
+GIVEN_KEYS = ("pretrained", "freeze", "architecture")  # architecture: of an open_clip file
 
 
 def is_finetune(path: str | Path) -> bool:
@@ -170,7 +174,11 @@ def check_given(config: ExperimentConfig, where: str, current: dict[str, Path]) 
             check_weights_only(path)
         except ValueError as err:
             raise ConfigError(f"{where}: {key}={path}: {err}") from err
-        checked[name] = {"pretrained": path, "freeze": freeze}
+        checked[name] = {
+            "pretrained": path,
+            "freeze": freeze,
+            "architecture": entry.get("architecture"),
+        }
     return {c: checked[c] for c in COMPONENTS if c in checked}
 
 
@@ -188,7 +196,10 @@ def take_given(given: dict, current: dict[str, Path], out: Path, where: str) -> 
         }
         slot = READER_KINDS.get(READS_OF.get(name), type(load_model(current[name])))
         try:
-            model = load_given(path, slot, size, readers.get("clip"), readers.get("autoencoder"))
+            options = {"architecture": entry["architecture"]}
+            model = load_given(
+                path, slot, size, readers.get("clip"), readers.get("autoencoder"), options
+            )
             check_readers(model.config, model.reads, **{k: readers[k] for k in needs(model.reads)})
         except (FileNotFoundError, ValueError) as err:
             text = str(err).removeprefix(f"{path}: ")
@@ -203,6 +214,26 @@ def take_given(given: dict, current: dict[str, Path], out: Path, where: str) -> 
         }
         logger.info("%s: given %s (%s)", name, path, "frozen" if entry["freeze"] else "trained")
     return origins
+
+
+def check_fits(stages: list[str], current: dict[str, Path], where: str) -> None:
+    """Before any training: each stage to train from its weights must fit the components it
+    reads as they now are (given ones among them); a ConfigError names both sides."""
+    for stage in stages:
+        model = load_model(current[stage])
+        keys = needs(model.reads)
+        readers = {
+            k: load_model(current[PREPARED_BY[k]]) for k in keys if PREPARED_BY[k] in current
+        }
+        try:
+            check_readers(model.config, model.reads, **readers)
+        except ValueError as err:
+            text = str(err).split("; set ")[0]  # its weights fix the first value
+            raise ConfigError(
+                f"{where}: the {stage} cannot be fine-tuned on the given components: {text}, "
+                f"and its weights are shaped for the first; give components that fit it, or "
+                f"train a new {stage} with the recipe"
+            ) from err
 
 
 def data_split(config: ExperimentConfig, where: str) -> dict[str, Any] | None:
@@ -222,7 +253,8 @@ def data_split(config: ExperimentConfig, where: str) -> dict[str, Any] | None:
 
 def _check_model(config: ExperimentConfig, where: str) -> tuple[list[str], str, dict | None]:
     """The model section's stages, downstream policy and LoRA adapters, checked."""
-    stages = config.model.get("stages") or ["prior"]
+    stages = config.model.get("stages")
+    stages = ["prior"] if stages is None else stages  # [] with given components only
     downstream = config.model.get("downstream", "drop")
     unknown = [s for s in stages if s not in COMPONENTS]
     if unknown or set(config.model) - {"type", "stages", "downstream", "lora", "given"}:

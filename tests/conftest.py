@@ -58,6 +58,59 @@ def save_tiny_bert(folder: Path, words: list[str], layers: int = 2) -> Path:
     return folder
 
 
+def save_tiny_vqmodel(folder: Path, codes: int = 32, seed: int = 0) -> Path:
+    """A tiny diffusers VQModel (f4, `codes` codes of 4 channels), seeded, saved as diffusers
+    saves it (LDM's VQ autoencoders' layout)."""
+    from diffusers import VQModel
+
+    torch.manual_seed(seed)
+    VQModel(
+        block_out_channels=(8, 16, 16),
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        norm_num_groups=4,
+        latent_channels=4,
+        num_vq_embeddings=codes,
+        vq_embed_dim=4,
+    ).save_pretrained(folder)
+    return folder
+
+
+def save_tiny_open_clip(folder: Path, name: str, image_size: int, context: int = 20):
+    """A tiny open_clip architecture registered as `name`, and its random weights (seed 3)
+    saved in `folder`/NAME.safetensors; returns (the model, the weights file)."""
+    import json
+
+    import open_clip
+    from safetensors.torch import save_file
+
+    config = {
+        "embed_dim": 16,
+        "vision_cfg": {
+            "image_size": image_size,
+            "layers": 1,
+            "width": 32,
+            "head_width": 16,
+            "patch_size": image_size // 4,
+        },
+        "text_cfg": {
+            "context_length": context,
+            "vocab_size": 49408,
+            "width": 32,
+            "heads": 2,
+            "layers": 1,
+        },
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(config))
+    open_clip.add_model_config(folder / f"{name}.json")
+    torch.manual_seed(3)
+    model = open_clip.create_model(name, pretrained=None).eval()
+    weights = folder / f"{name}.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    return model, weights
+
+
 def gen(seed: int = 0) -> torch.Generator:
     """A CPU generator with this seed (the tests' source of randomness)."""
     return torch.Generator().manual_seed(seed)

@@ -214,8 +214,8 @@ def _open_clip_file(path: Path, cls: type[T2IModel], options: dict[str, Any]) ->
         )
     if not options.get("architecture"):
         raise ValueError(
-            f"{path}: an open_clip checkpoint; name its architecture too "
-            "(clip.model.architecture=ViT-B-32)"
+            f"{path}: an open_clip checkpoint; name its architecture too (the recipe's "
+            "clip.model.architecture=ViT-B-32, fine-tuning's clip.architecture=ViT-B-32)"
         )
     if path.suffix != ".safetensors":
         raise ValueError(f"{path}: t2i reads safetensors checkpoints only (a pickle runs code)")

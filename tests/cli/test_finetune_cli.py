@@ -10,7 +10,7 @@ import ldm_tiny
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_pipeline
+from conftest import save_tiny_open_clip, save_tiny_vqmodel, tiny_pipeline
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -377,3 +377,61 @@ def test_lora_on_clips_text_tower_and_the_denoiser_reading_it_load_as_one(folder
     assert not torch.equal(pipe.clip.text_features(ids).states, base)  # the text tower adapted
     pipe.set_lora_scale(0.0)
     assert torch.equal(pipe.clip.text_features(ids).states, base)
+
+
+def test_fine_tuning_starts_the_denoiser_from_a_given_diffusers_unet(folder, tmp_path):
+    from test_given_components import save_unet
+
+    source, out = tmp_path / "source", tmp_path / "tuned"
+    TextToImagePipeline(**ldm_tiny.parts()).save_pretrained(source)
+    unet = save_unet(tmp_path / "unet", 32)  # the tiny CLIP's width, the tiny vae's latents
+    argv = finetune_argv(source, out, folder, [], f"unet.pretrained={unet}")
+    assert train.main(argv) == 0
+    given = load_file(unet / "diffusion_pytorch_model.safetensors")
+    tuned = weights(out / "unet")
+    assert any(not torch.equal(tuned[f"unet.{k}"], v) for k, v in given.items())  # trained
+    assert sorted(k.removeprefix("unet.") for k in tuned) == sorted(given)  # its own layout
+    record = json.loads((out / "model_index.json").read_text())["_t2i_provenance"]
+    assert record["unet"]["origin"]["frozen"] is False
+
+
+def test_fine_tuning_takes_a_diffusers_vqmodel_and_retrains_the_prior_on_its_codes(
+    saved_pipeline, folder, tmp_path
+):
+    save_tiny_vqmodel(tmp_path / "vq", seed=4)
+    out = tmp_path / "tuned"
+    argv = finetune_argv(
+        saved_pipeline,
+        out,
+        folder,
+        [],
+        f"image_tokenizer.pretrained={tmp_path / 'vq'}",
+        "image_tokenizer.freeze=true",
+        "model.downstream=retrain",
+    )
+    assert train.main(argv) == 0
+    config = json.loads((out / "image_tokenizer" / "config.json").read_text())
+    assert config["_class_name"] == "VQModelTokenizer"
+    before, after = weights(saved_pipeline / "prior"), weights(out / "prior")
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # retrained on its codes
+
+
+def test_a_given_clip_of_another_context_length_is_named_before_training(
+    saved_pipeline, folder, tmp_path, capsys
+):
+    _, checkpoint = save_tiny_open_clip(tmp_path, "t2i-ft-tiny", image_size=16)
+    out = tmp_path / "tuned"
+    argv = finetune_argv(
+        saved_pipeline,
+        out,
+        folder,
+        ["prior"],
+        f"clip.pretrained={checkpoint}",
+        "clip.architecture=t2i-ft-tiny",
+        "clip.freeze=true",
+    )
+    assert train.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "the prior cannot be fine-tuned on the given components" in err
+    assert "context_length=32" in err and "20" in err
+    assert not (out / "runs" / "prior").exists()  # nothing trained

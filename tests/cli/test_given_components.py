@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import gen, save_tiny_bert
+from conftest import gen, save_tiny_bert, save_tiny_open_clip, save_tiny_vqmodel
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors.torch import load_file
 from test_recipe_cli import RECIPE, TINY, make_folder
@@ -189,22 +189,7 @@ def test_pickled_weights_are_never_loaded(tmp_path, capsys):
 
 
 def test_an_open_clip_checkpoint_file_is_the_frozen_clip(tmp_path):
-    import open_clip
-    from safetensors.torch import save_file
-
-    config = {
-        "embed_dim": 16,
-        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16,
-                       "patch_size": 8},
-        "text_cfg": {"context_length": 20, "vocab_size": 49408, "width": 32, "heads": 2,
-                     "layers": 1},
-    }  # fmt: skip
-    (tmp_path / "t2i-given-tiny.json").write_text(json.dumps(config))
-    open_clip.add_model_config(tmp_path / "t2i-given-tiny.json")
-    torch.manual_seed(3)
-    reference = open_clip.create_model("t2i-given-tiny", pretrained=None)
-    weights = tmp_path / "open_clip.safetensors"
-    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(weights))
+    reference, weights = save_tiny_open_clip(tmp_path, "t2i-given-tiny", image_size=32)
     data = make_folder(tmp_path / "data", n=40)
     extra = [
         f"clip.pretrained={weights}",
@@ -220,12 +205,7 @@ def test_an_open_clip_checkpoint_file_is_the_frozen_clip(tmp_path):
 
 
 def test_a_diffusers_vqmodel_is_the_frozen_tokenizer_of_the_code_routes(tmp_path):
-    from diffusers import VQModel
-
-    torch.manual_seed(4)
-    VQModel(block_out_channels=(8, 16, 16), down_block_types=("DownEncoderBlock2D",) * 3,
-            up_block_types=("UpDecoderBlock2D",) * 3, norm_num_groups=4, latent_channels=4,
-            num_vq_embeddings=24, vq_embed_dim=4).save_pretrained(tmp_path / "vq")  # fmt: skip
+    save_tiny_vqmodel(tmp_path / "vq", codes=24, seed=4)
     data = make_folder(tmp_path / "data", n=40)
     extra = ["model.routes=[dalle]", f"vqvae.pretrained={tmp_path / 'vq'}", "vqvae.freeze=true"]
     args = [a for a in argv(data, tmp_path / "out", *extra) if a != "model.routes=[ldm]"]

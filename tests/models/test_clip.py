@@ -4,14 +4,13 @@ open_clip architecture's weights from a local file."""
 
 from __future__ import annotations
 
-import json
 import logging
 
 import open_clip
 import pytest
 import torch
+from conftest import save_tiny_open_clip
 from model_checks import assert_one_step_trains
-from safetensors.torch import save_file
 from tiny import CLIP as TINY_CLIP
 
 from t2i.data.shapes import make_sample, to_tensor
@@ -170,30 +169,7 @@ def test_save_load_round_trip(tmp_path):
 
 
 def test_an_open_clip_architecture_loads_its_weights_from_a_local_file(tmp_path):
-    config = {
-        "embed_dim": 16,
-        "vision_cfg": {
-            "image_size": 32,
-            "layers": 1,
-            "width": 32,
-            "head_width": 16,
-            "patch_size": 8,
-        },
-        "text_cfg": {
-            "context_length": 20,
-            "vocab_size": 49408,
-            "width": 32,
-            "heads": 2,
-            "layers": 1,
-        },
-    }
-    (tmp_path / "t2i-test-tiny.json").write_text(json.dumps(config))
-    open_clip.add_model_config(tmp_path / "t2i-test-tiny.json")
-    torch.manual_seed(3)
-    reference = open_clip.create_model("t2i-test-tiny", pretrained=None).eval()
-    weights = tmp_path / "weights.safetensors"
-    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(weights))
-
+    reference, weights = save_tiny_open_clip(tmp_path, "t2i-test-tiny", image_size=32)
     clip = CLIPModel.from_open_clip("t2i-test-tiny", pretrained=str(weights)).eval()
     assert clip.config.image_size == 32 and clip.config.context_length == 20
     assert tuple(clip.config.image_mean) == pytest.approx(open_clip.OPENAI_DATASET_MEAN)

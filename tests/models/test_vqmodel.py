@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import save_tiny_vqmodel
 from diffusers import VQModel
 from model_checks import assert_one_step_trains
 
@@ -16,19 +17,7 @@ from t2i.models.vqmodel import VQModelTokenizer
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """A tiny VQModel (f4, 32 codes of 4 channels), seeded, saved as diffusers saves it."""
-    torch.manual_seed(0)
-    model = VQModel(
-        block_out_channels=(8, 16, 16),
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
-        norm_num_groups=4,
-        latent_channels=4,
-        num_vq_embeddings=32,
-        vq_embed_dim=4,
-    )
-    path = tmp_path_factory.mktemp("vqmodel")
-    model.save_pretrained(path)
-    return path
+    return save_tiny_vqmodel(tmp_path_factory.mktemp("vqmodel"))
 
 
 def images(n: int = 4) -> torch.Tensor:
