@@ -140,6 +140,12 @@ def given_overrides(overrides: list[str]) -> list[str]:
     for item in overrides:
         key, eq, value = item.partition("=")
         name, _, rest = key.partition(".")
+        if eq and name == "clip" and rest in ("text_pretrained", "freeze_text"):
+            raise ConfigError(
+                f"{key}: a new text tower changes the text states every prior and denoiser "
+                "reads, so they cannot be fine-tuned on it; build the pipeline with the recipe "
+                f"(configs/custom/pipeline.yaml {key}=...)"
+            )
         if eq and name in COMPONENTS and rest in GIVEN_KEYS:
             item = f"model.given.{name}.{rest}={value}"
         mapped.append(item)

@@ -351,6 +351,7 @@ def test_a_given_component_the_pipeline_lacks_or_a_bad_freeze_is_named(folder, t
         ([f"prior.pretrained={source}"], "prior.pretrained: the pipeline has no prior"),
         ([f"vae.pretrained={source}", "vae.freeze=maybe"], "vae.freeze='maybe': true or false"),
         ([f"vae.pretrained={tmp_path / 'nothing'}"], "no such file or folder"),
+        ([f"clip.text_pretrained={tmp_path}"], "build the pipeline with the recipe"),
     ]:
         assert train.main(finetune_argv(source, tmp_path / "o", folder, ["unet"], *extra)) == 2
         assert named in capsys.readouterr().err
