@@ -306,6 +306,10 @@ def test_lora_fine_tuning_saves_the_adapters_alone_and_generate_draws_with_them(
     capsys.readouterr()
     assert not np.array_equal(drawn["lora"], drawn["base"])
     assert np.array_equal(drawn["zero"], drawn["base"])  # scale 0: the base pipeline
+    png = next((tmp_path / "lora").glob("*.png"))  # drawn again from its record, adapters too
+    assert generate.main(["--from-png", str(png), "--out", str(tmp_path / "again")]) == 0
+    with Image.open(next((tmp_path / "again").glob("*.png"))) as image:
+        assert np.array_equal(np.asarray(image.convert("RGB")), drawn["lora"])
     assert generate.main(["a red circle", "--model", str(out), "--out", str(tmp_path / "x")]) == 2
     assert f"their base, {source}, and --lora {out}" in capsys.readouterr().err
     assert evaluate.main([str(out), "--suite", "captioned", "--data", str(folder)]) == 2
