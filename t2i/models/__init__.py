@@ -150,8 +150,28 @@ def model_dir(path: str | Path) -> Path:
     return path
 
 
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPE_NAMES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
+
+
+def resolve_dtype(value: Any, where: str = "torch_dtype") -> torch.dtype | None:
+    """A weights dtype from a torch.dtype or its name ("float16", "fp16", "torch.bfloat16"),
+    None as None; a ValueError naming `where` and the value for anything else (diffusers
+    would load float32 in silence for a string)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        name = value.strip().lower().removeprefix("torch.")
+        value = DTYPES.get(DTYPE_NAMES.get(name, name), value)
+    if value not in DTYPES.values():
+        raise ValueError(
+            f"{where}={value!r}: use one of {', '.join(DTYPES)} (or torch.float32, ...)"
+        )
+    return value
+
+
 def load_model(
-    path: str | Path, torch_dtype: torch.dtype | None = None, kind: type | None = None
+    path: str | Path, torch_dtype: torch.dtype | str | None = None, kind: type | None = None
 ) -> T2IModel:
     """Load a saved t2i model of any family, by the `_class_name` of its config.json.
 
@@ -161,6 +181,7 @@ def load_model(
         kind: the class (or base class) the model must be; another is a ValueError that
             names both, raised before the weights are read.
     """
+    torch_dtype = resolve_dtype(torch_dtype)
     if is_adapter_dir(path):
         return _load_adapted(path, torch_dtype, kind)
     cls = class_of(path)
@@ -231,6 +252,7 @@ __all__ = [
     "T2IModel",
     "READER_KINDS",
     "build_model",
+    "resolve_dtype",
     "load_reader",
     "class_of",
     "load_model",

@@ -23,6 +23,9 @@ SAMPLERS = {  # diffusers' schedulers by the names configs and command lines use
 }
 
 
+MULTISTEP = ("dpm", "unipc")  # solvers stepping on the gaps between timesteps
+
+
 def check_sampler(sampler: str) -> None:
     """A clear error for a sampler name t2i does not know."""
     if sampler not in SAMPLERS:
@@ -70,6 +73,7 @@ def guided_denoise(
     scheduler.set_timesteps(num_inference_steps, device=device)
     guided = guidance_scale != 1.0
     timesteps = scheduler.timesteps
+    check_timesteps(timesteps, sampler, num_inference_steps, scheduler.config.num_train_timesteps)
     x = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
     if init is None:
         x = x * scheduler.init_noise_sigma
@@ -92,4 +96,26 @@ def guided_denoise(
         x = scheduler.step(pred, t, x).prev_sample
         if callback is not None:
             callback(i, t, x)
+    if not torch.isfinite(x).all():  # never an image of NaNs without a word
+        raise ValueError(
+            f"sampler={sampler!r} with num_inference_steps={num_inference_steps} and "
+            f"guidance_scale={guidance_scale} gave non-finite values; use fewer steps, another "
+            "sampler, or float32 weights"
+        )
     return x
+
+
+def check_timesteps(timesteps: Tensor, sampler: str, steps: int, train_steps: int) -> None:
+    """A ValueError when a multistep solver's timesteps repeat one: diffusers' spacing rounds
+    two steps onto one timestep when the steps come near the training schedule's, and DPM-
+    Solver++ and UniPC then divide by a zero step (an image of NaNs)."""
+    if sampler not in MULTISTEP:
+        return
+    values = timesteps.tolist()
+    if len(set(values)) < len(values):
+        twice = next(v for i, v in enumerate(values) if v in values[:i])
+        raise ValueError(
+            f"num_inference_steps={steps} with sampler={sampler!r} lands two steps on timestep "
+            f"{twice} of the {train_steps}-step schedule, where that solver divides by zero; "
+            f"use fewer steps (under {train_steps}) or sampler 'ddim' or 'euler'"
+        )

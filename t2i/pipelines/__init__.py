@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from t2i.cli import default_route, pipeline_path
+from t2i.models import resolve_dtype
 from t2i.pipelines.bundle import ROUTES, TextToImagePipeline
 from t2i.pipelines.common import (
     FORMAT,
@@ -34,7 +35,7 @@ def load_pipeline(
     path: str | Path | None = None,
     device: str | torch.device | None = None,
     route: str | None = None,
-    torch_dtype: torch.dtype = torch.float32,
+    torch_dtype: torch.dtype | str = torch.float32,
 ) -> T2IPipeline:
     """A route of a saved pipeline on `device`, its weights in `torch_dtype`; with no path,
     the default shipped with t2i.
@@ -46,14 +47,16 @@ def load_pipeline(
         route: "dalle", "unclip", "ldm" or "maskgit", of a bundle (`TextToImagePipeline`); a
             saved route pipeline must be of this route (None: DALL-E when the pipeline has
             it, else its first route).
-        torch_dtype: the weights' type (float32; bfloat16 or float16 halve the memory, on a
-            GPU mostly; sampling keeps its logits and noise in float32).
+        torch_dtype: the weights' type, or its name ("float16"): float32; bfloat16 or
+            float16 halve the memory, on a GPU mostly; sampling keeps its logits and noise
+            in float32.
     """
     if path is None and not (DEFAULT_PIPELINE / "model_index.json").is_file():
         raise FileNotFoundError(
             f"{DEFAULT_PIPELINE}: the default pipeline is not in this install; build it "
             "with `python scripts/build_default.py` or pass a pipeline directory"
         )
+    torch_dtype = resolve_dtype(torch_dtype)  # before any loading
     path = pipeline_path(path)
     index = check_pipeline_dir(path)
     route = route or default_route(index)

@@ -31,7 +31,7 @@ from diffusers.utils import BaseOutput
 from PIL import Image
 
 from t2i._version import __version__
-from t2i.models import clip_score, load_model
+from t2i.models import clip_score, load_model, resolve_dtype
 from t2i.models.external import files_id
 from t2i.models.lora import (
     LoraError,
@@ -318,6 +318,7 @@ class T2IPipeline(DiffusionPipeline):
             PipelineFormatError: not a t2i pipeline, or one of another format.
         """
         path = Path(pretrained_model_name_or_path)
+        torch_dtype = resolve_dtype(torch_dtype)
         index = check_pipeline_dir(path)
         check_provenance(path, index.get(PROVENANCE) or {})
         saved = saved_components(index)

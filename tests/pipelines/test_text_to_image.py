@@ -347,3 +347,20 @@ def test_a_route_saved_alone_records_only_its_own_settings(tmp_path):
     pipe.save_pretrained(tmp_path / "dalle")
     index = json.loads((tmp_path / "dalle" / "model_index.json").read_text())
     assert set(index["_t2i_sampling"]) == {"guidance_scale", "temperature", "rerank"}
+
+
+def test_a_dtype_given_by_name_is_used_and_a_bad_one_is_named(saved_pipeline):
+    pipe = load_pipeline(saved_pipeline, device="cpu", torch_dtype="float16")
+    assert {p.dtype for p in pipe.prior.parameters()} == {torch.float16}
+    assert (
+        next(
+            load_pipeline(saved_pipeline, device="cpu", torch_dtype="bf16").prior.parameters()
+        ).dtype
+        == torch.bfloat16
+    )
+    with pytest.raises(
+        ValueError, match="torch_dtype='f16': use one of float32, float16, bfloat16"
+    ):
+        load_pipeline(saved_pipeline, torch_dtype="f16")
+    with pytest.raises(ValueError, match="torch_dtype=torch.int8"):
+        TextToImagePipeline.from_pretrained(saved_pipeline, torch_dtype=torch.int8)
