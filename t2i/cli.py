@@ -14,6 +14,24 @@ from pathlib import Path
 LORA_CONFIG = "lora_config.json"  # t2i.models.lora.CONFIG_FILE, here without importing torch
 
 
+def read_utf8(path: str | Path) -> str:
+    """A text file a user wrote (captions, prompts, metadata): UTF-8, a leading byte-order
+    mark dropped (Windows editors write one; it would stay in the first caption or prompt).
+
+    Raises:
+        ValueError: not UTF-8 (a Latin-1 file, say), naming the file and the first bad
+            byte's offset, rather than captions with replacement characters in silence.
+    """
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        bad = data[err.start : err.start + 1].hex()
+        raise ValueError(
+            f"{path}: not UTF-8 text (byte 0x{bad} at offset {err.start}); save it as UTF-8"
+        ) from None
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse with a one-line error (no usage dump) and exit status 2."""
 

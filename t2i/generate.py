@@ -47,6 +47,7 @@ from t2i.cli import (
     fraction,
     pipeline_path,
     read_lora_config,
+    read_utf8,
 )
 
 logger = logging.getLogger("t2i.generate")
@@ -310,9 +311,9 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
         if not path.is_file():
             raise FileNotFoundError(f"--prompts-file {path}: no such file")
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except UnicodeDecodeError:
-            raise ValueError(f"--prompts-file {path}: not UTF-8 text") from None
+            lines = read_utf8(path).splitlines()  # a byte-order mark is no prompt's
+        except ValueError as err:
+            raise ValueError(f"--prompts-file {err}") from None
         prompts += [line.strip() for line in lines if line.strip()]
         if not prompts:
             raise ValueError(f"--prompts-file {path}: no prompt in it")

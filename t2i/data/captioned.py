@@ -44,6 +44,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from t2i.cli import read_utf8
 from t2i.data.images import IMAGE_EXTENSIONS, BadImageError, fit, load_image
 from t2i.data.shapes import to_tensor
 
@@ -235,7 +236,9 @@ class CaptionedDataset(Dataset):
 
     def _read_imagefolder(self, caption_column: str | None, image_column: str | None) -> list:
         meta = self.path / "metadata.jsonl"
-        rows = [json.loads(line) for line in meta.read_text().splitlines() if line.strip()]
+        rows = self._metadata_rows(meta)
+        if not rows:
+            raise ValueError(f"{meta}: no readable row ({len(self.bad)} bad lines)")
         columns = sorted({k for r in rows for k in r})
         cap = _pick(columns, caption_column, CAPTION_COLUMNS, "caption", meta)
         img = _pick(columns, image_column, IMAGE_COLUMNS, "image", meta)
@@ -246,12 +249,34 @@ class CaptionedDataset(Dataset):
             for r in rows
         ]
 
+    def _metadata_rows(self, meta: Path) -> list[dict]:
+        """metadata.jsonl's rows; a line that is not a JSON object is a bad sample, named by
+        its file and line (the rest are read), never the end of the data set."""
+        rows = []
+        for number, line in enumerate(read_utf8(meta).splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                self._report(f"{meta}:{number}", f"not JSON ({err.msg}, column {err.colno})")
+                continue
+            if not isinstance(row, dict):
+                self._report(f"{meta}:{number}", f"a JSON {type(row).__name__}, not an object")
+                continue
+            rows.append(row)
+        return rows
+
     def _read_text_pairs(self, caption_column: str | None, image_column: str | None) -> list:
         images = sorted(p for p in self.path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
         records = []
         for image in images:
             text = image.with_suffix(".txt")
-            caption = text.read_text(errors="replace").strip() if text.is_file() else None
+            try:
+                caption = read_utf8(text).strip() if text.is_file() else None
+            except ValueError as err:
+                self._report(str(image), str(err).removeprefix(f"{text}: ") + f" ({text.name})")
+                continue
             lines = [line.strip() for line in (caption or "").splitlines() if line.strip()]
             records.append(self._record(image, lines if len(lines) > 1 else caption))
         return records

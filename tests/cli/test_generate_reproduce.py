@@ -87,7 +87,7 @@ def test_a_second_call_never_replaces_the_first_calls_images(saved_pipeline, tmp
 
 def test_prompts_come_from_a_file_one_a_line(saved_pipeline, tmp_path, capsys):
     prompts = tmp_path / "prompts.txt"
-    prompts.write_text("a red circle\n\n  a blue square  \n")
+    prompts.write_text("\ufeffa red circle\n\n  a blue square  \n", encoding="utf-8")  # a BOM
     argv = ["--prompts-file", str(prompts), "--model", str(saved_pipeline), "-n", "1"]
     code, written, _ = run([*argv, "--out", str(tmp_path / "o"), "--device", "cpu"], capsys)
     assert code == 0
@@ -96,6 +96,10 @@ def test_prompts_come_from_a_file_one_a_line(saved_pipeline, tmp_path, capsys):
     empty.write_text("\n \n")
     code, _, err = run(["--prompts-file", str(empty)], capsys)
     assert code == 2 and f"--prompts-file {empty}: no prompt in it" in err
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("a café".encode("latin-1"))
+    code, _, err = run(["--prompts-file", str(latin)], capsys)
+    assert code == 2 and f"--prompts-file {latin}: not UTF-8 text (byte 0xe9 at offset 5)" in err
 
 
 def test_a_square_grid_and_upscaled_images(saved_pipeline, tmp_path, capsys):

@@ -455,3 +455,35 @@ def test_a_folder_of_images_without_captions_is_named_and_a_tokenizer_trains_on_
     clip = ["configs/shapes/clip.yaml", *run, f"train.output_dir={tmp_path / 'clip'}"]
     assert train.main(clip) == 2  # CLIP reads captions: the same one-line reason
     assert "12 images but no captions" in capsys.readouterr().err
+
+
+def test_caption_files_are_utf8_a_bom_dropped_and_another_encoding_skipped_by_name(tmp_path):
+    for name, data in [
+        ("bom", "\ufeffa red apple".encode("utf-8")),
+        ("latin", "a café au lait".encode("latin-1")),
+        ("plain", b"a green pear"),
+    ]:
+        Image.new("RGB", (8, 8), (200, 30, 30)).save(tmp_path / f"{name}.png")
+        (tmp_path / f"{name}.txt").write_bytes(data)
+    data = CaptionedDataset(tmp_path, image_size=8)
+    captions = sorted(c for r in data.records for c in r["caption"])
+    assert captions == ["a green pear", "a red apple"]  # no BOM, no replacement characters
+    reason = data.report()["bad"][str(tmp_path / "latin.png")]
+    assert "not UTF-8 text (byte 0xe9 at offset 5)" in reason and "latin.txt" in reason
+
+
+def test_a_malformed_metadata_line_is_skipped_by_file_and_line_and_the_rest_read(tmp_path):
+    for i in range(3):
+        Image.new("RGB", (8, 8), (30, 30, 200)).save(tmp_path / f"{i}.png")
+    lines = [
+        '\ufeff{"file_name": "0.png", "caption": "a blue square"}',
+        '{"file_name": "1.png", "caption": "a blue',
+        '["2.png", "a list"]',
+        '{"file_name": "2.png", "caption": "a blue box"}',
+    ]
+    (tmp_path / "metadata.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    data = CaptionedDataset(tmp_path, image_size=8)
+    assert sorted(c for r in data.records for c in r["caption"]) == ["a blue box", "a blue square"]
+    bad = data.report()["bad"]
+    meta = tmp_path / "metadata.jsonl"
+    assert bad[f"{meta}:2"].startswith("not JSON") and "a JSON list" in bad[f"{meta}:3"]
