@@ -215,8 +215,9 @@ class MaskGITPrior(CodeTransformer):
                     for j, g in enumerate(generators)
                 ]
                 tokens = torch.cat(rows)
-            if callback is not None:
-                callback(i, tokens)
+            if callback is not None:  # it may hand back other codes (None: unchanged)
+                changed = callback(i, tokens)
+                tokens = tokens if changed is None else changed.to(tokens)
         return tokens
 
     def _start(

@@ -311,7 +311,8 @@ class DALLEPrior(CodeTransformer):
             prime: (B, P) first codes to keep (DALL-E's priming with an image's top rows).
             use_cache: keep keys and values (one position's work per step); False recomputes
                 the whole sequence at every step (for checks and benchmarks).
-            callback: called as callback(i, codes so far (B, i + 1)) after each new code.
+            callback: called as callback(i, codes so far (B, i + 1)) after each new code; it
+                may return the codes with the newest one changed (None: unchanged).
             image_embeds: (B, embed_dim) CLIP image embeddings ("clip_image").
             negative_input_ids: (B, L) a negative prompt's tokens ("embed"): guidance steers
                 away from it instead of from the unconditional (null) prefix.
@@ -346,8 +347,15 @@ class DALLEPrior(CodeTransformer):
                 logits = uncond + guidance_scale * (cond - uncond)
             code = sample_logits(logits, temperature, top_k, top_p, generator)  # (B,)
             tokens = torch.cat([tokens, code[:, None]], dim=1)
-            if callback is not None:
-                callback(i, tokens)
+            if callback is not None:  # it may change the code just drawn (None: unchanged)
+                changed = callback(i, tokens)
+                if changed is not None:
+                    if not torch.equal(changed[:, :-1].to(tokens), tokens[:, :-1]):
+                        raise ValueError(
+                            "callback_on_step_end changed codes drawn before this step; only "
+                            "the newest code can change (the earlier ones are in the cache)"
+                        )
+                    tokens, code = changed.to(tokens), changed[:, -1].to(tokens)
             new = self.embed_image(pair(code[:, None]), start=i)
             x = new if use_cache else torch.cat([x, new], dim=1)
         return tokens

@@ -64,7 +64,8 @@ def guided_denoise(
             instead of from pure noise; None: pure noise.
         strength: the share of the schedule `init` is noised to and denoised from (0: init
             as it is, 1: the full schedule).
-        callback: called as f(step, timestep, x) after each step.
+        callback: called as f(step, timestep, x) after each step; what it returns (None:
+            nothing) replaces x.
     """
     check_sampler(sampler)
     if not 0.0 <= strength <= 1.0:
@@ -94,8 +95,9 @@ def guided_denoise(
             cond, uncond = pred.chunk(2)
             pred = uncond + guidance_scale * (cond - uncond)
         x = scheduler.step(pred, t, x).prev_sample
-        if callback is not None:
-            callback(i, t, x)
+        if callback is not None:  # it may hand back other latents, as diffusers' callbacks do
+            changed = callback(i, t, x)
+            x = x if changed is None else changed.to(device, torch.float32)
     if not torch.isfinite(x).all():  # never an image of NaNs without a word
         raise ValueError(
             f"sampler={sampler!r} with num_inference_steps={num_inference_steps} and "

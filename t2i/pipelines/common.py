@@ -357,6 +357,41 @@ class T2IPipeline(DiffusionPipeline):
         pipe.set_progress_bar_config(**getattr(pipeline, "_progress_bar_config", {}))
         return pipe
 
+    # ---- diffusers' step callback -----------------------------------------------------------
+
+    _callback_tensor_inputs: ClassVar[list[str]] = ["codes"]  # what a step callback may see
+
+    def callback_names(self, tensor_inputs: Sequence[str] | None) -> list[str]:
+        """The tensors a call's `callback_on_step_end` gets (`callback_on_step_end_tensor_
+        inputs`, checked against what this pipeline offers; None: all of them)."""
+        names = list(self._callback_tensor_inputs if tensor_inputs is None else tensor_inputs)
+        bad = [n for n in names if n not in self._callback_tensor_inputs]
+        if bad:
+            raise ValueError(
+                f"callback_on_step_end_tensor_inputs: {bad[0]!r} is not one of "
+                f"{self._callback_tensor_inputs}"
+            )
+        return names
+
+    def run_callback(
+        self, callback: Callable | None, names: list[str], step: int, timestep: Any, x: Any
+    ) -> Any:
+        """Call diffusers' `callback_on_step_end(pipe, step, timestep, {name: tensor})` and
+        return the tensor its returned dict holds (None: unchanged), as diffusers' pipelines
+        use what the callback gives back."""
+        if callback is None:
+            return None
+        name = self._callback_tensor_inputs[0]
+        out = callback(self, step, timestep, {n: x for n in names})
+        if out is None:
+            return None
+        if not isinstance(out, dict):
+            raise ValueError(
+                f"callback_on_step_end returned a {type(out).__name__}; return its dict of "
+                "tensors (callback_kwargs), as diffusers' callbacks do"
+            )
+        return out.get(name)
+
     # ---- LoRA adapters ---------------------------------------------------------------------
 
     def lora_components(self) -> list[str]:
@@ -540,12 +575,12 @@ class T2IPipeline(DiffusionPipeline):
         """An autoregressive model's sampling loop over codes under a progress bar:
         (N, image_len)."""
         start = 0 if prime is None else prime.shape[1]
+        names = self.callback_names(None)  # the codes, the one tensor these routes offer
         with self.progress_bar(total=model.image_len - start) as bar:
 
-            def step(i: int, codes: torch.Tensor) -> None:
+            def step(i: int, codes: torch.Tensor) -> torch.Tensor | None:
                 bar.update()
-                if callback_on_step_end is not None:
-                    callback_on_step_end(self, i - start, i, {"codes": codes})
+                return self.run_callback(callback_on_step_end, names, i - start, i, codes)
 
             return model.sample(
                 cond.get("input_ids"),

@@ -67,6 +67,7 @@ class LatentDiffusionPipeline(T2IPipeline):
     """
 
     ROUTE: ClassVar[str] = "ldm"
+    _callback_tensor_inputs: ClassVar[list[str]] = ["latents"]
 
     model_cpu_offload_seq = "clip->unet->vae"
     settings_classes = (LDMSampling,)
@@ -98,6 +99,7 @@ class LatentDiffusionPipeline(T2IPipeline):
         rerank: int | None = None,
         output_type: str = "pil",
         callback_on_step_end: Callable[[Any, int, Any, dict], dict] | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] | None = None,
         return_dict: bool = True,
     ) -> T2IPipelineOutput | tuple:
         """Generate images for one prompt or a list of prompts.
@@ -119,7 +121,9 @@ class LatentDiffusionPipeline(T2IPipeline):
                 `num_images_per_prompt` that CLIP scores highest.
             output_type: "pil", "np" (N, H, W, 3 floats in [0, 1]) or "pt" (N, 3, H, W).
             callback_on_step_end: called as f(pipe, step, timestep, {"latents": x}) after
-                each denoising step, as diffusers calls it.
+                each denoising step, as diffusers calls it; the latents of the dict it
+                returns go on.
+            callback_on_step_end_tensor_inputs: the tensors it gets (["latents"]).
             return_dict: a `T2IPipelineOutput` (True) or a tuple (images,).
 
         Returns:
@@ -134,6 +138,7 @@ class LatentDiffusionPipeline(T2IPipeline):
             strength=strength,
             rerank=rerank,
         )
+        names = self.callback_names(callback_on_step_end_tensor_inputs)
         sampler = settings.sampler or self.sampler_name()
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler={sampler!r}: use one of {tuple(SAMPLERS)}")
@@ -150,10 +155,9 @@ class LatentDiffusionPipeline(T2IPipeline):
         # 3. the denoiser draws latents, 4. the autoencoder decodes them
         with self.progress_bar(total=settings.num_inference_steps) as bar:
 
-            def step(i: int, t: Any, latents: torch.Tensor) -> None:
+            def step(i: int, t: Any, latents: torch.Tensor) -> torch.Tensor | None:
                 bar.update()
-                if callback_on_step_end is not None:
-                    callback_on_step_end(self, i, t, {"latents": latents})
+                return self.run_callback(callback_on_step_end, names, i, t, latents)
 
             latents = self.unet.sample(
                 cond,

@@ -99,6 +99,7 @@ class MaskGITPipeline(T2IPipeline):
         mask_image: Image.Image | np.ndarray | torch.Tensor | None = None,
         output_type: str = "pil",
         callback_on_step_end: Callable[[Any, int, int, dict], dict] | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] | None = None,
         return_dict: bool = True,
     ) -> T2IPipelineOutput | tuple:
         """Generate images for one prompt or a list of prompts, or inpaint an image.
@@ -125,7 +126,9 @@ class MaskGITPipeline(T2IPipeline):
                 of its pixels is.
             output_type: "pil", "np" (N, H, W, 3 floats in [0, 1]) or "pt" (N, 3, H, W).
             callback_on_step_end: called as f(pipe, step, step, {"codes": (N, image_len)})
-                after each step, the mask token id where codes are still masked.
+                after each step, the mask token id where codes are still masked; the codes
+                of the dict it returns go on.
+            callback_on_step_end_tensor_inputs: the tensors it gets (["codes"]).
             return_dict: a `T2IPipelineOutput` (True) or a tuple (images,).
 
         Returns:
@@ -145,6 +148,7 @@ class MaskGITPipeline(T2IPipeline):
         settings, prompts, draws, generator = self.start_call(
             prompt, num_images_per_prompt, settings, rerank, generator, output_type
         )
+        names = self.callback_names(callback_on_step_end_tensor_inputs)
         init, keep = self.inpaint_codes(image, mask_image, len(prompts) * draws)
         # 1. the caption (and the negative prompt), as the masked prior reads it
         cond = self.caption_condition(
@@ -153,10 +157,9 @@ class MaskGITPipeline(T2IPipeline):
         # 2. the masked prior fills in the codes, 3. the tokenizer decodes them
         with self.progress_bar(total=settings.num_inference_steps) as bar:
 
-            def step(i: int, codes: torch.Tensor) -> None:
+            def step(i: int, codes: torch.Tensor) -> torch.Tensor | None:
                 bar.update()
-                if callback_on_step_end is not None:
-                    callback_on_step_end(self, i, i, {"codes": codes})
+                return self.run_callback(callback_on_step_end, names, i, i, codes)
 
             codes = self.masked_prior.sample(
                 cond.get("input_ids"),

@@ -128,6 +128,7 @@ class UnCLIPPipeline(T2IPipeline):
         num_prime_rows: int = 0,
         output_type: str = "pil",
         callback_on_step_end: Callable[[Any, int, int, dict], dict] | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] | None = None,
         return_dict: bool = True,
     ) -> T2IPipelineOutput | tuple:
         """Generate images for one prompt or a list of prompts.
@@ -159,7 +160,9 @@ class UnCLIPPipeline(T2IPipeline):
             num_prime_rows: rows of the code grid taken from `image`.
             output_type: "pil", "np" (N, H, W, 3 floats in [0, 1]) or "pt" (N, 3, H, W).
             callback_on_step_end: called as f(pipe, step, code_index, {"codes": (N, i+1)})
-                after each code of a decoder over codes.
+                after each code of a decoder over codes; the dict it returns may change the
+                newest code.
+            callback_on_step_end_tensor_inputs: the tensors it gets (["codes"]).
             return_dict: a `T2IPipelineOutput` (True) or a tuple (images,).
 
         Returns:
@@ -176,6 +179,7 @@ class UnCLIPPipeline(T2IPipeline):
             top_p=top_p,
             rerank=rerank,
         )
+        self.callback_names(callback_on_step_end_tensor_inputs)  # checked before drawing
         settings, prompts, draws, generator = self.start_call(
             prompt, num_images_per_prompt, settings, rerank, generator, output_type
         )
