@@ -275,6 +275,7 @@ class T2IPipeline(DiffusionPipeline):
         """diffusers' save, then the t2i version, format and sampling settings recorded in
         model_index.json. A pipeline carrying LoRA adapters is refused: its adapters are
         saved apart, or fused and unloaded first to save the weights as they draw."""
+        keep_others(Path(save_directory), self.components, kwargs.pop("overwrite", False))
         adapted = self.lora_components()
         if adapted:
             raise ValueError(
@@ -668,6 +669,26 @@ def negative_list(negative: str | Sequence[str] | None, prompts: list[str]) -> l
             "give one, or one per prompt"
         )
     return negatives
+
+
+def keep_others(folder: Path, components: dict[str, Any], overwrite: bool) -> None:
+    """A ValueError when `folder` holds a saved pipeline with components the one being saved
+    lacks (a bundle, under a route's pipeline): its index would be replaced and those parts
+    would no longer load. `overwrite` allows it."""
+    index = folder / "model_index.json"
+    if overwrite or not index.is_file():
+        return
+    try:
+        held = saved_components(json.loads(index.read_text()))
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return  # not a readable index: nothing to lose by it
+    lost = [n for n in held if components.get(n) is None]
+    if lost:
+        raise ValueError(
+            f"{folder} holds a pipeline with {', '.join(lost)}, which this one lacks: saving "
+            "here would replace its model_index.json and leave them unloadable; choose "
+            "another folder, or pass overwrite=True"
+        )
 
 
 def saved_components(index: dict) -> list[str]:
