@@ -52,6 +52,8 @@ from t2i.cli import (
 
 logger = logging.getLogger("t2i.generate")
 DTYPES = ("float32", "bfloat16", "float16")
+IMAGE_BYTES = 256 * 2**20  # memory per image drawn in a batch, a generous bound
+MAX_BATCH_IMAGES = 64
 GRID_CELL = 128  # grids enlarge small images (nearest-neighbour) to at least this many pixels
 # the flags --from-png takes from the PNG (given with it, they are refused)
 REPLAYED = (
@@ -200,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the pipeline's)",
     )
     p.add_argument(
+        "--batch-size",
+        type=at_least(1),
+        help="prompts drawn at once; each batch's files are written as it ends (default: "
+        "as many as half the free memory holds, at most 64 images)",
+    )
+    p.add_argument(
         "--lora",
         metavar="DIR",
         help="LoRA adapters to draw with (a LoRA fine-tuning's output, made from --model)",
@@ -280,14 +288,16 @@ def save_images(
     grid: bool,
     upscale: int | None,
     first_index: int = 0,
+    first_prompt: int = 0,
 ) -> list[Path]:
     """Write each prompt's n images (and a grid when asked) under names not in use; return the
-    paths. Each image's metadata is `record` with its prompt and index (first_index + i)."""
+    paths. Each image's metadata is `record` with its prompt and index (first_index + i);
+    file names number the prompts from `first_prompt` (a batch's place in the whole list)."""
     out.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     taken: set[Path] = set()
-    for p, prompt in enumerate(prompts):
-        own = images[p * n : (p + 1) * n]
+    for p, prompt in enumerate(prompts, start=first_prompt):
+        own = images[(p - first_prompt) * n : (p - first_prompt + 1) * n]
         stem = f"{p:02d}_{slug(prompt)}_s{record['seed']}"
         entry = {**record, "prompt": prompt}
         for i, image in enumerate(own, start=first_index):
@@ -546,17 +556,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None)
         with Image.open(args.mask_image) as mask:
             extra["mask_image"] = mask.convert("L")
     draws = pipe.draws(args.num_images, settings.get("rerank"))
-    seeds = [args.seed + j for _ in prompts for j in range(draws)]
-    result = pipe(
-        prompts,
-        num_images_per_prompt=args.num_images,
-        generator=[torch.Generator().manual_seed(s) for s in seeds],
-        negative_prompt=args.negative_prompt,
-        image=init,
-        **settings,
-        **extra,
-    )
-    written = dict(
+    size = args.batch_size or auto_batch_size(draws, device)
+    common = dict(
         t2i_version=__version__,
         model="default" if args.model is None else str(args.model),
         model_hash=model_hash,
@@ -572,15 +573,64 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None)
         device=device,
         upscale=args.upscale,
         **lora_record(args),
-        **result.settings.as_dict(),  # as the pipeline used them
     )
-    if record is not None:  # --from-png: the one image the PNG holds, under its index
-        index = record["index"]
-        images = result.images[index : index + 1]
-        return save_images(images, prompts, 1, out, written, False, args.upscale, index)
-    return save_images(
-        result.images, prompts, args.num_images, out, written, args.grid, args.upscale
-    )
+    paths: list[Path] = []
+    try:
+        for start in range(0, len(prompts), size):  # each batch's files written as it ends
+            batch = prompts[start : start + size]
+            result = pipe(
+                batch,
+                num_images_per_prompt=args.num_images,
+                generator=[
+                    torch.Generator().manual_seed(args.seed + j)
+                    for _ in batch
+                    for j in range(draws)
+                ],
+                negative_prompt=args.negative_prompt,
+                image=init,
+                **settings,
+                **extra,
+            )
+            written = {**common, **result.settings.as_dict()}  # as the pipeline used them
+            if record is not None:  # --from-png: the one image the PNG holds, its index
+                index = record["index"]
+                images = result.images[index : index + 1]
+                return save_images(images, batch, 1, out, written, False, args.upscale, index)
+            paths += save_images(
+                result.images,
+                batch,
+                args.num_images,
+                out,
+                written,
+                args.grid,
+                args.upscale,
+                first_prompt=start,
+            )
+    except KeyboardInterrupt:
+        raise Interrupted(paths, len(prompts), out) from None
+    return paths
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during generation: what was written before it (whole batches)."""
+
+    def __init__(self, paths: list[Path], total: int, out: Path) -> None:
+        super().__init__()
+        self.paths, self.total, self.out = paths, total, out
+
+
+def auto_batch_size(draws: int, device: str) -> int:
+    """Prompts per batch from the memory free now: half of it, at IMAGE_BYTES per image
+    drawn (a generous bound for the shipped 32-px pipelines; --batch-size for others),
+    between 1 and MAX_BATCH_IMAGES images."""
+    import torch
+
+    if device == "cuda":
+        free = torch.cuda.mem_get_info()[0]
+    else:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    images = max(1, min(MAX_BATCH_IMAGES, int(free * 0.5) // IMAGE_BYTES))
+    return max(1, images // max(1, draws))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -593,6 +643,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Interrupted as stop:
+        for path in stop.paths:
+            print(path)
+        print(
+            f"interrupted: {len(stop.paths)} files written to {stop.out} (whole batches; "
+            f"{stop.total} prompts asked)",
+            file=sys.stderr,
+        )
+        return 130
     for path in paths:
         print(path)
     return 0

@@ -161,3 +161,44 @@ def test_a_recorded_rerank_draws_a_generator_per_candidate(saved_pipeline, tmp_p
     assert open(again[0], "rb").read() == open(written[0], "rb").read()
     code, more, _ = run([*argv, "-n", "6"], capsys)  # more images than it records
     assert code == 0 and json.loads(Image.open(more[0]).text["t2i"])["rerank"] == 6
+
+
+def test_prompts_go_in_batches_written_as_they_end_and_an_interrupt_keeps_them(
+    saved_pipeline, tmp_path, capsys, monkeypatch
+):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("".join(f"a red circle {i}\n" for i in range(5)))
+    argv = [
+        "--prompts-file",
+        str(prompts),
+        "--model",
+        str(saved_pipeline),
+        "-n",
+        "2",
+        "--device",
+        "cpu",
+    ]
+    code, whole, _ = run([*argv, "--batch-size", "5", "--out", str(tmp_path / "one")], capsys)
+    code2, batched, _ = run([*argv, "--batch-size", "2", "--out", str(tmp_path / "three")], capsys)
+    assert code == code2 == 0 and [Path(p).name for p in whole] == [Path(p).name for p in batched]
+    for a, b in zip(whole, batched, strict=True):  # the same images, batch by batch
+        assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+
+    from t2i.pipelines import DALLEPipeline
+
+    calls = []
+    original = DALLEPipeline.__call__
+
+    def stop_second(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DALLEPipeline, "__call__", stop_second)
+    code, written, err = run([*argv, "--batch-size", "2", "--out", str(tmp_path / "cut")], capsys)
+    assert code == 130 and len(written) == 4  # the first batch: 2 prompts x 2 images
+    assert sorted(p.name for p in (tmp_path / "cut").iterdir()) == sorted(
+        Path(p).name for p in written
+    )
+    assert "interrupted: 4 files written to" in err and "5 prompts asked" in err

@@ -369,7 +369,9 @@ def test_a_dtype_given_by_name_is_used_and_a_bad_one_is_named(saved_pipeline):
 def test_saving_a_route_over_a_bundle_is_refused_unless_told(tmp_path):
     bundle = tiny_pipeline(unclip=True)
     bundle.save_pretrained(tmp_path / "b")
-    with pytest.raises(ValueError, match="holds a pipeline with decoder, diffusion_prior, which this one lacks"):
+    with pytest.raises(
+        ValueError, match="holds a pipeline with decoder, diffusion_prior, which this one lacks"
+    ):
         bundle.route("dalle").save_pretrained(tmp_path / "b")
     assert TextToImagePipeline.from_pretrained(tmp_path / "b").decoder is not None  # intact
     bundle.save_pretrained(tmp_path / "b")  # the same components: saved again
