@@ -268,3 +268,42 @@ def test_the_run_ends_with_a_seeded_validation_loss_on_the_held_back_samples(tmp
     assert untrained["samples"] == 24  # every held-back sample, none of the training ones
     assert trained["val/loss"] < 0.5 * untrained["val/loss"]
     assert trained["val/loss"] == again["val/loss"]  # the same noise for the same seed
+
+
+def test_resume_passes_over_damaged_checkpoints_to_the_newest_whole_one(tmp_path, caplog):
+    straight = make(tmp_path / "a", max_steps=30, checkpoint_every=10)
+    straight.train()
+    run = tmp_path / "b"
+
+    class KilledAt20(Trainer):
+        def save_checkpoint(self):
+            path = super().save_checkpoint()
+            if self.step == 20:
+                raise KeyboardInterrupt
+            return path
+
+    with pytest.raises(KeyboardInterrupt):  # checkpoints 10 and 20, then killed
+        make(run, max_steps=30, checkpoint_every=10, trainer_cls=KilledAt20).train()
+    newest = list_checkpoints(run / "run")[-1]
+    weights = next(newest.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-100])  # truncated, as by a full disk
+    with caplog.at_level("WARNING"):
+        resumed = make(run, max_steps=30, checkpoint_every=10, resume="latest")
+        resumed.train()
+    assert (
+        f"skipping {newest.name}: {weights.name} is" in caplog.text and "truncated" in caplog.text
+    )
+    for p, q in zip(straight.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(p, q)  # from step 10, to the same state
+
+
+def test_a_run_whose_checkpoints_are_all_damaged_is_named_not_restarted(tmp_path):
+    make(tmp_path, max_steps=20, checkpoint_every=10).train()
+    for checkpoint in list_checkpoints(tmp_path / "run"):
+        (checkpoint / "trainer_state.json").write_text('{"step": 99}')  # other bytes
+    with pytest.raises(FileNotFoundError, match="every checkpoint in .* is damaged: checkpoint-"):
+        make(tmp_path, max_steps=30, resume="latest").train()
+    named = list_checkpoints(tmp_path / "run")[0]
+    next(named.glob("*.safetensors")).unlink()
+    with pytest.raises(FileNotFoundError, match="a damaged checkpoint: .*safetensors is missing"):
+        make(tmp_path, max_steps=30, resume=str(named)).train()
