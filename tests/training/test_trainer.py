@@ -100,11 +100,13 @@ def test_loss_goes_down_and_run_writes_its_outputs(tmp_path):
 
 
 class Killed(Trainer):
-    """Dies right after its checkpoint at step 10, like a run killed between saves."""
+    """Dies right after its checkpoint at step AT, like a run killed between saves."""
+
+    AT = 10
 
     def save_checkpoint(self):
         path = super().save_checkpoint()
-        if self.step == 10:
+        if self.step == self.AT:
             raise KeyboardInterrupt
         return path
 
@@ -274,14 +276,7 @@ def test_resume_passes_over_damaged_checkpoints_to_the_newest_whole_one(tmp_path
     straight = make(tmp_path / "a", max_steps=30, checkpoint_every=10)
     straight.train()
     run = tmp_path / "b"
-
-    class KilledAt20(Trainer):
-        def save_checkpoint(self):
-            path = super().save_checkpoint()
-            if self.step == 20:
-                raise KeyboardInterrupt
-            return path
-
+    KilledAt20 = type("KilledAt20", (Killed,), {"AT": 20})
     with pytest.raises(KeyboardInterrupt):  # checkpoints 10 and 20, then killed
         make(run, max_steps=30, checkpoint_every=10, trainer_cls=KilledAt20).train()
     newest = list_checkpoints(run / "run")[-1]
