@@ -11,7 +11,7 @@ import torch
 
 from t2i.cli import default_route, pipeline_path
 from t2i.models import resolve_dtype
-from t2i.pipelines.bundle import ROUTES, TextToImagePipeline
+from t2i.pipelines.bundle import NEEDS, ROUTES, TextToImagePipeline, missing_route
 from t2i.pipelines.common import (
     FORMAT,
     CodeSampling,
@@ -65,9 +65,14 @@ def load_pipeline(
         raise ValueError(f"route={route!r}: {path} holds a {cls.__name__} only")
     if route not in ROUTES:
         raise ValueError(f"route={route!r}: use one of {tuple(ROUTES)}")
+    if cls is TextToImagePipeline:  # a bundle: the route's own components, nothing else
+        saved = saved_components(index)
+        lacking = [n for n in NEEDS[route] if n not in saved]
+        if lacking:
+            raise missing_route(route, lacking, index.get("_t2i_routes") or [])
+        cls = ROUTES[route]
     pipe = cls.from_pretrained(path, torch_dtype=torch_dtype)
-    pipe = pipe.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    return pipe.route(route) if isinstance(pipe, TextToImagePipeline) else pipe
+    return pipe.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 __all__ = [

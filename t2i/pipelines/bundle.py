@@ -53,6 +53,15 @@ SHARED = {
 NEEDS = {r: (*SHARED.get(r, ()), *own) for r, own in OWN.items()}  # beyond CLIP
 
 
+def missing_route(name: str, lacking: list[str], routes: list[str]) -> ValueError:
+    """The error for a route asked of a pipeline that lacks its components."""
+    have = ", ".join(NAMES[r] for r in routes if r in NAMES)
+    return ValueError(
+        f"route={name!r} needs a pipeline with a {' and a '.join(lacking)}; this one has the "
+        f"{have} route{' only' if len(routes) == 1 else 's'}"
+    )
+
+
 def check_routes(parts: dict[str, Any]) -> None:
     """A ValueError unless the given components make whole routes, one at least: each route's
     own components all or none, and with them the shared ones they draw through."""
@@ -152,9 +161,5 @@ class TextToImagePipeline(T2IPipeline):
             raise ValueError(f"route={name!r}: use one of {tuple(ROUTES)}")
         if name not in self.routes:
             lacking = [n for n in NEEDS[name] if getattr(self, n) is None]
-            have = ", ".join(NAMES[r] for r in self.routes)
-            raise ValueError(
-                f"route={name!r} needs a pipeline with a {' and a '.join(lacking)}; this one "
-                f"has the {have} route{' only' if len(self.routes) == 1 else 's'}"
-            )
+            raise missing_route(name, lacking, self.routes)
         return ROUTES[name].from_pipe(self)

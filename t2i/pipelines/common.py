@@ -29,6 +29,7 @@ import yaml
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 from PIL import Image
+from safetensors import safe_open
 
 from t2i._version import __version__
 from t2i.models import clip_score, load_model, resolve_dtype
@@ -321,7 +322,9 @@ class T2IPipeline(DiffusionPipeline):
         path = Path(pretrained_model_name_or_path)
         torch_dtype = resolve_dtype(torch_dtype)
         index = check_pipeline_dir(path)
-        check_provenance(path, index.get(PROVENANCE) or {})
+        wanted = set(cls.component_names())  # a route loads its own parts of a bundle only
+        record = index.get(PROVENANCE) or {}
+        check_provenance(path, {k: v for k, v in record.items() if k in wanted})
         saved = saved_components(index)
         components = {}
         for name in cls.component_names():
@@ -644,7 +647,28 @@ def load_component(
         return getattr(diffusers, class_name).from_pretrained(str(folder))
     if library is None or not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{path}: component {name!r} missing ({folder})")
+    check_weights(path, name)
     return load_model(folder, torch_dtype=torch_dtype).eval()
+
+
+def check_weights(path: Path, name: str) -> None:
+    """A PipelineFormatError naming a component's weights file when it is missing, truncated
+    or unreadable (diffusers would look for a .bin, or fail without a reason), and what still
+    loads: the routes that do not use it."""
+    folder = path / name
+    files = sorted(folder.glob("*.safetensors"))
+    others = f"restore it (or load a route that does not use the {name})"
+    if not files:
+        raise PipelineFormatError(f"{path}: its {name} has no weights file in {folder}; {others}")
+    for file in files:
+        try:
+            with safe_open(str(file), "pt") as weights:
+                weights.keys()
+        except Exception as err:  # safetensors raises its own error types
+            reason = str(err).split(":")[-1].strip() or type(err).__name__
+            raise PipelineFormatError(
+                f"{file}: truncated or unreadable ({reason}); {others}"
+            ) from None
 
 
 def prompt_list(prompt: str | Sequence[str]) -> list[str]:

@@ -377,3 +377,22 @@ def test_saving_a_route_over_a_bundle_is_refused_unless_told(tmp_path):
     bundle.save_pretrained(tmp_path / "b")  # the same components: saved again
     bundle.route("dalle").save_pretrained(tmp_path / "b", overwrite=True)
     assert DALLEPipeline.from_pretrained(tmp_path / "b").prior is not None
+
+
+def test_a_damaged_weights_file_is_named_and_blocks_only_the_routes_that_use_it(tmp_path):
+    import shutil
+
+    bundle = tiny_pipeline(unclip=True)
+    bundle.save_pretrained(tmp_path / "b")
+    decoder = tmp_path / "b" / "decoder" / "diffusion_pytorch_model.safetensors"
+    decoder.write_bytes(decoder.read_bytes()[:-200])  # truncated
+    assert load_pipeline(tmp_path / "b", device="cpu", route="dalle").prior is not None
+    with pytest.raises(
+        PipelineFormatError,
+        match="decoder.*truncated or unreadable.*a route that does not use the decoder",
+    ):
+        load_pipeline(tmp_path / "b", device="cpu", route="unclip")
+    shutil.copy(tmp_path / "b" / "prior" / "diffusion_pytorch_model.safetensors", tmp_path / "keep")
+    (tmp_path / "b" / "prior" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(PipelineFormatError, match="its prior has no weights file"):
+        load_pipeline(tmp_path / "b", device="cpu", route="dalle")
