@@ -34,6 +34,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, PngImagePlugin
 
@@ -381,13 +382,52 @@ def read_record(path: str) -> dict:
         record = json.loads(text["t2i"])
     except json.JSONDecodeError:
         raise ValueError(f"--from-png {file}: its t2i metadata is not JSON") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"--from-png {file}: its t2i metadata is not a mapping")
     missing = [k for k in ("prompt", "index", "seed", "route", "model") if k not in record]
     if missing or "t2i_version" not in record:
         raise ValueError(
             f"--from-png {file}: its metadata lacks {', '.join(missing) or 't2i_version'} "
             "(a grid, or a PNG of an older t2i, cannot be drawn again)"
         )
+    for field, (ok, words) in RECORD_RULES.items():
+        if field in record and not ok(record[field]):
+            raise ValueError(
+                f"--from-png {file}: its t2i metadata has {field}={record[field]!r}; it must be "
+                f"{words}"
+            )
     return record
+
+
+def _whole(value: Any, low: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _path(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and bool(value))
+
+
+RECORD_RULES: dict[str, tuple[Any, str]] = {  # a PNG's t2i metadata, which anyone can edit
+    "prompt": (lambda v: isinstance(v, str) and bool(v.strip()), "a non-empty prompt"),
+    "index": (_whole, "a whole number >= 0"),
+    "seed": (_whole, "a whole number >= 0"),
+    "route": (
+        lambda v: v in ("dalle", "unclip", "ldm", "maskgit"),
+        "dalle, unclip, ldm or maskgit",
+    ),
+    "model": (lambda v: isinstance(v, str) and bool(v), "a pipeline's folder or name"),
+    "dtype": (lambda v: v in DTYPES, f"one of {', '.join(DTYPES)}"),
+    "prime_rows": (_whole, "a whole number >= 0"),
+    "upscale": (lambda v: v is None or _whole(v, 1), "null or a whole number >= 1"),
+    "negative_prompt": (lambda v: v is None or isinstance(v, str), "null or a prompt"),
+    "init_image": (_path, "null or a file"),
+    "mask_image": (_path, "null or a file"),
+    "lora": (_path, "null or a folder"),
+    "lora_scale": (
+        lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v >= 0,
+        "a number >= 0",
+    ),
+}
 
 
 def replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argparse.Namespace:
@@ -525,6 +565,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None)
     import torch  # the heavy imports come after the arguments are checked
 
     from t2i.pipelines import load_pipeline
+    from t2i.pipelines.common import check_setting
 
     device = resolve_device(args.device)
     pipe = load_pipeline(
@@ -546,9 +587,16 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None)
             init = image.convert("RGB")
     primes = args.route in ("dalle", "unclip")  # the routes over codes drawn in order
     prime_rows = args.prime_rows if init and primes else 0
-    if record is not None:  # the settings as the PNG's call used them
+    if record is not None:  # the settings as the PNG's call used them, checked
         fields = dataclasses.fields(pipe.settings_classes[0])
         settings = {f.name: record[f.name] for f in fields if f.name in record}
+        for name, value in settings.items():
+            try:
+                check_setting(name, value)
+            except ValueError as err:
+                raise ValueError(
+                    f"--from-png {args.from_png}: its t2i metadata has {err}"
+                ) from None
     else:
         settings = {**route_arguments(args), "rerank": args.rerank}
     extra = {"num_prime_rows": prime_rows} if primes else {}

@@ -202,3 +202,34 @@ def test_prompts_go_in_batches_written_as_they_end_and_an_interrupt_keeps_them(
         Path(p).name for p in written
     )
     assert "interrupted: 4 files written to" in err and "5 prompts asked" in err
+
+
+@pytest.mark.parametrize(
+    "field, value, named",
+    [
+        ("seed", "abc", "seed='abc'; it must be a whole number >= 0"),
+        ("index", -1, "index=-1; it must be a whole number >= 0"),
+        ("route", "dalle3", "route='dalle3'; it must be dalle, unclip, ldm or maskgit"),
+        ("dtype", "float8", "dtype='float8'; it must be one of float32, bfloat16, float16"),
+        ("upscale", 0, "upscale=0; it must be null or a whole number >= 1"),
+        ("temperature", -2, "temperature=-2"),
+    ],
+)
+def test_edited_png_metadata_is_named_by_file_and_field(
+    field, value, named, saved_pipeline, tmp_path, capsys
+):
+    from PIL import PngImagePlugin
+
+    argv = ["a red circle", "--model", str(saved_pipeline), "-n", "1", "--device", "cpu"]
+    _, written, _ = run([*argv, "--out", str(tmp_path / "o")], capsys)
+    with Image.open(written[0]) as image:
+        record = json.loads(image.text["t2i"])
+        pixels = image.copy()
+    record[field] = value
+    info = PngImagePlugin.PngInfo()
+    info.add_text("t2i", json.dumps(record))
+    edited = tmp_path / "edited.png"
+    pixels.save(edited, pnginfo=info)
+    code, _, err = run(["--from-png", str(edited), "--out", str(tmp_path / "again")], capsys)
+    assert code == 2 and f"--from-png {edited}: its t2i metadata has {named}" in err
+    assert "Traceback" not in err and not (tmp_path / "again").exists()
