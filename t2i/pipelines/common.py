@@ -790,7 +790,28 @@ def check_pipeline_dir(path: str | Path) -> dict:
             f"{index}: pipeline format {config['_t2i_format']} (saved by t2i "
             f"{config.get('_t2i_version', '?')}); this t2i reads format {FORMAT}"
         )
+    check_recorded(index, config)
     return config
+
+
+def check_recorded(index: Path, config: dict) -> None:
+    """A PipelineFormatError naming model_index.json and the field for recorded values a user
+    may have edited: the sampling settings and the routes."""
+    sampling = config.get("_t2i_sampling") or {}
+    if not isinstance(sampling, dict):
+        raise PipelineFormatError(f"{index}: _t2i_sampling={sampling!r} is not a mapping")
+    for name, value in sampling.items():
+        try:
+            check_setting(name, value)
+        except ValueError as err:
+            raise PipelineFormatError(f"{index}: _t2i_sampling.{err}") from None
+    routes = config.get("_t2i_routes")
+    if routes is not None and (
+        not isinstance(routes, list) or not set(routes) <= {"dalle", "unclip", "ldm", "maskgit"}
+    ):
+        raise PipelineFormatError(
+            f"{index}: _t2i_routes={routes!r}: a list of dalle, unclip, ldm, maskgit"
+        )
 
 
 def image_tensor(image: Image.Image | torch.Tensor, size: int) -> torch.Tensor:

@@ -4,6 +4,7 @@ outputs, reranking, priming, settings, routes over shared components, saving / l
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -396,3 +397,19 @@ def test_a_damaged_weights_file_is_named_and_blocks_only_the_routes_that_use_it(
     (tmp_path / "b" / "prior" / "diffusion_pytorch_model.safetensors").unlink()
     with pytest.raises(PipelineFormatError, match="its prior has no weights file"):
         load_pipeline(tmp_path / "b", device="cpu", route="dalle")
+
+
+def test_edited_recorded_settings_are_named_by_file_and_field(saved_pipeline, tmp_path):
+    import shutil
+
+    folder = tmp_path / "p"
+    shutil.copytree(saved_pipeline, folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    for field, value, named in [
+        ("_t2i_sampling", {"temperature": "hot"}, "_t2i_sampling.temperature='hot': must be"),
+        ("_t2i_sampling", [1], "_t2i_sampling=[1] is not a mapping"),
+        ("_t2i_routes", ["dalle", "sd"], "_t2i_routes=['dalle', 'sd']: a list of dalle"),
+    ]:
+        (folder / "model_index.json").write_text(json.dumps({**index, field: value}))
+        with pytest.raises(PipelineFormatError, match=f"model_index.json: {re.escape(named)}"):
+            load_pipeline(folder, device="cpu")
