@@ -468,6 +468,27 @@ def saved_index(model: str | None) -> dict:
     return json.loads(index.read_text()) if index.is_file() else {}
 
 
+def check_route(route: str, index: dict, model: str | None) -> None:
+    """A ValueError, before anything loads, for a route the pipeline does not record."""
+    routes = index.get("_t2i_routes")
+    if isinstance(routes, list) and routes and route not in routes:
+        raise ValueError(
+            f"--route {route}: {model or 'the default pipeline'} has the {', '.join(routes)} "
+            f"route{'s' if len(routes) > 1 else ''} only"
+        )
+
+
+def check_image(path: str | None, flag: str) -> None:
+    """A ValueError naming the flag for a file that is not an image PIL reads."""
+    if path is None:
+        return
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"{flag} {path}: not an image ({err})") from None
+
+
 def check_mask_image(args: argparse.Namespace) -> None:
     """--mask-image goes with --init-image on the masked route, and names a file."""
     if args.mask_image is None:
@@ -539,11 +560,17 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None)
         record = args.record
     prompts = read_prompts(args)
     check_model(args.model)
+    index = saved_index(args.model)
+    if args.model is not None and not index:
+        raise FileNotFoundError(f"--model {args.model}: no model_index.json; not a saved pipeline")
     if args.init_image is not None and not Path(args.init_image).is_file():
         raise FileNotFoundError(f"--init-image {args.init_image}: no such file")
     if args.route is None:
-        args.route = default_route(saved_index(args.model))
+        args.route = default_route(index)
+    check_route(args.route, index, args.model)
     check_mask_image(args)
+    for flag in ("init_image", "mask_image"):
+        check_image(getattr(args, flag), "--" + flag.replace("_", "-"))
     if args.lora is not None:
         read_lora_config(args.lora)
     elif args.lora_scale != 1.0:

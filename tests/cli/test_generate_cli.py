@@ -228,4 +228,4 @@ def test_the_unclip_route_of_a_dalle_only_pipeline_is_a_one_line_error(
     argv = ["a red circle", "--model", str(saved_pipeline), "--route", "unclip"]
     assert main([*argv, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "needs a pipeline with a diffusion_prior" in err
+    assert err.count("\n") == 1 and "--route unclip: " in err and "has the dalle route only" in err
