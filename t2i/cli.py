@@ -191,6 +191,47 @@ def precheck_train(argv: list[str], description: str | None = None) -> None:
         sys.exit(2)
 
 
+def check_eval_paths(
+    model: str | None,
+    data: str | None = None,
+    split: str | None = None,
+    eval_clip: str | None = None,
+    lora: str | None = None,
+    grids: str | None = None,
+) -> None:
+    """The paths of an evaluate command line, torch-free: each one named when it is not there
+    (or, for --grids, when it is: a new folder)."""
+    if model is not None and not pipeline_path(model).exists():
+        raise FileNotFoundError(
+            f"MODEL {model}: no such folder, nor a shipped pipeline ({', '.join(shipped())})"
+        )
+    if data is not None and not Path(data).exists():
+        raise FileNotFoundError(f"--data {data}: no such file or folder")
+    if split is not None and not Path(split).is_file():
+        raise FileNotFoundError(f"--split {split}: no such file")
+    if eval_clip is not None and not Path(eval_clip).exists():
+        raise FileNotFoundError(f"--eval-clip {eval_clip}: no such folder")
+    if lora is not None:
+        read_lora_config(lora)
+    if grids is not None and Path(grids).exists():
+        raise ValueError(f"--grids {grids}: exists; choose a new folder")
+
+
+def precheck_evaluate(argv: list[str]) -> None:
+    """Refuse, before evaluate's heavy imports, a command line whose paths are wrong (one line,
+    exit 2); the rest is checked by `t2i.evaluate.main`."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("model", nargs="?")
+    for flag in ("--data", "--split", "--eval-clip", "--lora", "--grids"):
+        parser.add_argument(flag)
+    args, _ = parser.parse_known_args(argv)
+    try:
+        check_eval_paths(args.model, args.data, args.split, args.eval_clip, args.lora, args.grids)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
 def default_route(index: dict) -> str:
     """The route a saved pipeline draws by when none is named: DALL-E when it has it, else
     its first (from its model_index.json's `_t2i_routes`; DALL-E for pipelines saved before

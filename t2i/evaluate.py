@@ -69,10 +69,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-import yaml
+if __name__ == "__main__":  # wrong paths are refused before the heavy imports below
+    from t2i.cli import precheck_evaluate
 
-from t2i.cli import check_model, pipeline_path, read_lora_config
+    precheck_evaluate(sys.argv[1:])
+
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+from t2i.cli import check_eval_paths, check_model, pipeline_path, read_lora_config  # noqa: E402
 from t2i.config import ExperimentConfig, load_config
 from t2i.data.captioned import HELDOUT_FILE, CaptionedDataset, detect_format
 from t2i.evaluation.captioned import cached_eval_clip, evaluate_captioned, heldout_split
@@ -190,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="also write the JSON to this file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        check_eval_paths(args.model, args.data, args.split, args.eval_clip, args.lora, args.grids)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     args.model = str(pipeline_path(args.model))  # "emoji": t2i/assets/emoji, as generate reads it
     try:
         if Path(args.model).is_dir():  # a LoRA adapter folder is named as one

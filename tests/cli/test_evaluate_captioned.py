@@ -230,7 +230,7 @@ def test_bad_data_is_a_one_line_error_before_any_training(
 
 def test_a_route_the_pipeline_lacks_is_refused(world, saved_pipeline, capsys):
     argv = [str(saved_pipeline), "--suite", "captioned", "--data", str(world["data"])]
-    assert evaluate.main([*argv, "--routes", "ldm", "--eval-clip", "x"]) == 2
+    assert evaluate.main([*argv, "--routes", "ldm", "--eval-clip", str(world["data"])]) == 2
     assert "--routes ldm" in capsys.readouterr().err
 
 

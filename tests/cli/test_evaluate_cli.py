@@ -47,7 +47,10 @@ def test_text_conditioned_models_get_prompt_fidelity_and_repeat_exactly(tmp_path
 
 def test_a_missing_model_is_a_clear_error(tmp_path, capsys):
     assert evaluate.main([str(tmp_path / "nothing")]) == 2
-    assert "no config.json" in capsys.readouterr().err
+    assert (
+        "MODEL " in (err := capsys.readouterr().err)
+        and "no such folder, nor a shipped pipeline" in err
+    )
 
 
 def test_a_pipeline_is_scored_per_setting_and_prompt_set(saved_pipeline, tmp_path, capsys):

@@ -42,3 +42,24 @@ def test_bad_input_is_named_before_the_pipeline_loads(
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert named.format(**files) in err
+
+
+@pytest.mark.parametrize(
+    "argv, named",
+    [
+        (["{missing}"], "MODEL {missing}: no such folder, nor a shipped pipeline"),
+        (["emoji", "--suite", "captioned", "--data", "{missing}"], "--data {missing}: no such"),
+        (["emoji", "--split", "{missing}"], "--split {missing}: no such file"),
+        (["emoji", "--eval-clip", "{missing}"], "--eval-clip {missing}: no such folder"),
+        (["emoji", "--lora", "{here}"], "--lora {here}: no lora_config.json"),
+        (["emoji", "--grids", "{here}"], "--grids {here}: exists; choose a new folder"),
+    ],
+)
+def test_evaluate_names_a_wrong_path_before_its_heavy_imports(argv, named, tmp_path, capsys):
+    from t2i.cli import precheck_evaluate  # what `python -m t2i.evaluate` runs first (torch-free)
+
+    paths = {"missing": tmp_path / "missing", "here": tmp_path}
+    with pytest.raises(SystemExit) as stop:
+        precheck_evaluate([a.format(**paths) for a in argv])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and named.format(**paths) in err and err.count("\n") == 1
