@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 LORA_CONFIG = "lora_config.json"  # t2i.models.lora.CONFIG_FILE, here without importing torch
+ROUTE_NAMES = ("dalle", "unclip", "ldm", "maskgit")  # t2i.pipelines.ROUTES' keys, torch-free
 
 
 def read_utf8(path: str | Path) -> str:
@@ -205,6 +206,8 @@ def check_eval_paths(
         raise FileNotFoundError(
             f"MODEL {model}: no such folder, nor a shipped pipeline ({', '.join(shipped())})"
         )
+    if model is not None:  # a LoRA adapter folder is named as one
+        check_model(model, "MODEL")
     if data is not None and not Path(data).exists():
         raise FileNotFoundError(f"--data {data}: no such file or folder")
     if split is not None and not Path(split).is_file():

@@ -77,7 +77,7 @@ if __name__ == "__main__":  # wrong paths are refused before the heavy imports b
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from t2i.cli import check_eval_paths, check_model, pipeline_path, read_lora_config  # noqa: E402
+from t2i.cli import check_eval_paths, pipeline_path  # noqa: E402
 from t2i.config import ExperimentConfig, load_config
 from t2i.data.captioned import HELDOUT_FILE, CaptionedDataset, detect_format
 from t2i.evaluation.captioned import cached_eval_clip, evaluate_captioned, heldout_split
@@ -197,15 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         check_eval_paths(args.model, args.data, args.split, args.eval_clip, args.lora, args.grids)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    args.model = str(pipeline_path(args.model))  # "emoji": t2i/assets/emoji, as generate reads it
-    try:
-        if Path(args.model).is_dir():  # a LoRA adapter folder is named as one
-            check_model(args.model, "MODEL")
+        args.model = str(pipeline_path(args.model))  # "emoji": t2i/assets/emoji, as generate
         if args.lora is not None:
-            read_lora_config(args.lora)
             if not (Path(args.model) / "model_index.json").is_file():
                 raise ValueError(f"--lora {args.lora}: adapters go on a pipeline, not {args.model}")
             held = Path(args.lora) / HELDOUT_FILE
@@ -325,13 +318,9 @@ def evaluate_captioned_suite(args: argparse.Namespace) -> dict[str, Any]:
     CLIP (trained once, or given) and the routes scored."""
     from t2i.pipelines import TextToImagePipeline
 
-    data_path = _check_data_flag(args.data)
-    if args.grids and Path(args.grids).exists():
-        raise ValueError(f"--grids {args.grids}: exists; choose a new folder")
+    data_path = _check_data_flag(args.data)  # (paths that are not there: check_eval_paths)
     if not (Path(args.model) / "model_index.json").is_file():
         raise ValueError(f"--suite captioned: {args.model} is not a saved pipeline")
-    if args.split is not None and not Path(args.split).is_file():
-        raise ValueError(f"--split {args.split}: no such file")
     config = None if args.eval_clip else _eval_clip_config(args)
     bundle = TextToImagePipeline.from_pretrained(args.model, torch_dtype=torch.float32)
     bundle = with_lora(bundle.to(_device()), args.lora)

@@ -28,20 +28,19 @@ from t2i.cli import pipeline_path
 from t2i.config import ConfigError, ExperimentConfig, config_model_type
 from t2i.data.captioned import HELDOUT_FILE, CaptionedDataset, detect_format
 from t2i.data.sets import split_record
-from t2i.models import READER_KINDS, load_model, model_type
-from t2i.models.external import check_weights_only, external_id, load_given
+from t2i.models import READER_KINDS, class_of, load_model, model_type
+from t2i.models.external import check_given_path, external_id, load_given
 from t2i.models.lora import LoraError, LoraSpec, read_lora, write_lora
 from t2i.pipelines import TextToImagePipeline, check_pipeline_dir
 from t2i.pipelines.bundle import NAMES, OWN
 from t2i.pipelines.common import PROVENANCE, saved_components, weights_id
 from t2i.training import TrainResult
 from t2i.training.inputs import check_readers, needs
-from t2i.training.stages import COMPONENTS, PREPARED_BY
+from t2i.training.stages import COMPONENTS, PREPARED_BY, READS_OF
 
 logger = logging.getLogger("t2i.finetune")
 
 TrainOne = Callable[[ExperimentConfig, str], TrainResult]  # t2i.train.run
-READS_OF = {c: key for key, c in PREPARED_BY.items()}  # a component -> the data key naming it
 
 
 def finetune_pipeline(config: ExperimentConfig, where: str, train_one: TrainOne) -> TrainResult:
@@ -174,12 +173,11 @@ def check_given(config: ExperimentConfig, where: str, current: dict[str, Path]) 
         if not isinstance(freeze, bool):
             raise ConfigError(f"{where}: {name}.freeze={freeze!r}: true or false")
         path = Path(str(entry["pretrained"]))
-        if not path.exists():
-            raise ConfigError(f"{where}: {key}={path}: no such file or folder")
         try:
-            check_weights_only(path)
-        except ValueError as err:
-            raise ConfigError(f"{where}: {key}={path}: {err}") from err
+            check_given_path(path)
+        except (FileNotFoundError, ValueError) as err:
+            text = str(err).removeprefix(f"{path}: ")
+            raise ConfigError(f"{where}: {key}={path}: {text}") from err
         checked[name] = {
             "pretrained": path,
             "freeze": freeze,
@@ -200,11 +198,11 @@ def take_given(given: dict, current: dict[str, Path], out: Path, where: str) -> 
             for k in PREPARED_BY
             if PREPARED_BY[k] in current and PREPARED_BY[k] != name
         }
-        slot = READER_KINDS.get(READS_OF.get(name), type(load_model(current[name])))
+        slot = READER_KINDS.get(READS_OF.get(name)) or class_of(current[name])  # config only
         try:
             options = {"architecture": entry["architecture"]}
             model = load_given(
-                path, slot, size, readers.get("clip"), readers.get("autoencoder"), options
+                path, slot, size, readers.get("clip"), readers.get("autoencoder"), options, name
             )
             check_readers(model.config, model.reads, **{k: readers[k] for k in needs(model.reads)})
         except (FileNotFoundError, ValueError) as err:

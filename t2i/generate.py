@@ -40,6 +40,7 @@ from PIL import Image, PngImagePlugin
 
 from t2i._version import __version__
 from t2i.cli import (
+    ROUTE_NAMES,
     OneLineParser,
     at_least,
     check_model,
@@ -53,7 +54,10 @@ from t2i.cli import (
 
 logger = logging.getLogger("t2i.generate")
 DTYPES = ("float32", "bfloat16", "float16")
-IMAGE_BYTES = 256 * 2**20  # memory per image drawn in a batch, a generous bound
+# memory per image drawn in a batch: measured 1.8 MB (the shipped default, DALL-E route) and
+# 0.7 MB (emoji, 32 px) on the CPU (docs/BENCHMARKS.md); 256 MiB leaves room for a user's
+# pipeline of larger images and wider models
+IMAGE_BYTES = 256 * 2**20
 MAX_BATCH_IMAGES = 64
 GRID_CELL = 128  # grids enlarge small images (nearest-neighbour) to at least this many pixels
 # the flags --from-png takes from the PNG (given with it, they are refused)
@@ -164,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--route",
-        choices=("dalle", "unclip", "ldm", "maskgit"),
+        choices=ROUTE_NAMES,
         help="(default: dalle when the pipeline has it, else its first route) "
         "dalle: the prior reads the caption; unclip: a diffusion prior draws a CLIP "
         "image embedding that the decoder reads; ldm: latent diffusion reading the caption; "
@@ -411,10 +415,7 @@ RECORD_RULES: dict[str, tuple[Any, str]] = {  # a PNG's t2i metadata, which anyo
     "prompt": (lambda v: isinstance(v, str) and bool(v.strip()), "a non-empty prompt"),
     "index": (_whole, "a whole number >= 0"),
     "seed": (_whole, "a whole number >= 0"),
-    "route": (
-        lambda v: v in ("dalle", "unclip", "ldm", "maskgit"),
-        "dalle, unclip, ldm or maskgit",
-    ),
+    "route": (lambda v: v in ROUTE_NAMES, "dalle, unclip, ldm or maskgit"),
     "model": (lambda v: isinstance(v, str) and bool(v), "a pipeline's folder or name"),
     "dtype": (lambda v: v in DTYPES, f"one of {', '.join(DTYPES)}"),
     "prime_rows": (_whole, "a whole number >= 0"),
@@ -696,8 +697,8 @@ class Interrupted(KeyboardInterrupt):
 
 def auto_batch_size(draws: int, device: str) -> int:
     """Prompts per batch from the memory free now: half of it, at IMAGE_BYTES per image
-    drawn (a generous bound for the shipped 32-px pipelines; --batch-size for others),
-    between 1 and MAX_BATCH_IMAGES images."""
+    drawn (over 100 times what the shipped pipelines take; --batch-size to set it), between
+    1 and MAX_BATCH_IMAGES images."""
     import torch
 
     if device == "cuda":

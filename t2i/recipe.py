@@ -52,19 +52,18 @@ from t2i.config import (
 from t2i.data.captioned import CaptionedDataset, detect_format
 from t2i.data.sets import split_record
 from t2i.models import MODELS, READER_KINDS, build_model, load_model, load_reader
-from t2i.models.external import check_weights_only, external_id, load_given
+from t2i.models.external import check_given_path, external_id, load_given
 from t2i.pipelines import ROUTES, TextToImagePipeline
 from t2i.pipelines.common import weights_id
 from t2i.runs import flatten
 from t2i.training import TrainResult, read_metrics
 from t2i.training.inputs import check_readers, needs, reader_keys
-from t2i.training.stages import COMPONENTS, PREPARED_BY, final_stages, readers
+from t2i.training.stages import COMPONENTS, PREPARED_BY, READS_OF, final_stages, readers
 
 logger = logging.getLogger("t2i.recipe")
 DATA_FIELDS = {f.name for f in dataclasses.fields(DataConfig)}
 
 TrainOne = Callable[[ExperimentConfig, str], TrainResult]  # t2i.train.run
-READS_OF = {c: key for key, c in PREPARED_BY.items()}  # a component -> the data key naming it
 SPLIT = "heldout.json"  # in the pipeline: the held-out samples of its data set
 REPORT = "build_report.json"
 STAMP = "recipe.json"  # in each stage's run: the inputs it was trained on
@@ -210,12 +209,11 @@ def _check_given(stage: Stage) -> None:
         return
     if stage.init_from:
         raise ConfigError(f"{key}: the stage starts from stage {stage.init_from} already")
-    if not Path(stage.pretrained).exists():
-        raise ConfigError(f"{key}={stage.pretrained}: no such file or folder")
     try:
-        check_weights_only(stage.pretrained)
-    except ValueError as err:
-        raise ConfigError(f"{key}={stage.pretrained}: {err}") from err
+        check_given_path(stage.pretrained)
+    except (FileNotFoundError, ValueError) as err:
+        text = str(err).removeprefix(f"{stage.pretrained}: ")
+        raise ConfigError(f"{key}={stage.pretrained}: {text}") from err
 
 
 def _given_override(stage: Stage, item: str) -> list[str]:
@@ -503,10 +501,10 @@ def build_pipeline(recipe: Recipe, train_one: TrainOne) -> TrainResult:
     """
     check_out(recipe)
     held_out = check_data(recipe)
-    check_given(recipe)
-    report, trained = {}, {}
+    given = check_given(recipe)
+    report = {}
     for stage in recipe.stages:
-        report[stage.name] = train_stage(recipe, stage, trained, train_one)
+        report[stage.name] = train_stage(recipe, stage, given, train_one)
     path = assemble(recipe, held_out)
     summary = {"stages": report}
     (path / REPORT).write_text(json.dumps(summary, indent=2) + "\n")
@@ -556,9 +554,10 @@ def check_data(recipe: Recipe) -> dict[str, Any] | None:
 
 
 def train_stage(
-    recipe: Recipe, stage: Stage, trained: dict[str, torch.nn.Module], train_one: TrainOne
+    recipe: Recipe, stage: Stage, given: dict[str, torch.nn.Module], train_one: TrainOne
 ) -> dict[str, Any]:
-    """Train one stage (or keep it); return what it reached."""
+    """Train one stage (or keep it, or take it as given: `given`, stage -> the component
+    `check_given` loaded and checked); return what it reached."""
     index = [s.name for s in recipe.stages].index(stage.name)
     draft = stage_config(recipe, stage, {})
     keys = _input_keys(recipe, stage, index, draft.model, str(recipe.source))
@@ -582,26 +581,27 @@ def train_stage(
         stamp = {"inputs": inputs, **({"origin": origin} if origin else {})}
         (run / STAMP).write_text(json.dumps(stamp, indent=1, default=str) + "\n")
     if state not in ("kept", "adopted") and stage.pretrained:
-        given = given_model(recipe, stage, config, read)
+        model = given[stage.name]
         if stage.freeze:  # used as given: its run holds it, for the stages reading it
-            given.save_pretrained(run / "model")
+            model.save_pretrained(run / "model")
             return stage_summary(run, "given", time.monotonic() - start)
-        given.save_pretrained(run / "given")
+        model.save_pretrained(run / "given")
         config = dataclasses.replace(config, init_from=str(run / "given"))
-        if "context_length" in given.config:  # captions as the given model reads them
-            length = given.config.context_length
+        if "context_length" in model.config:  # captions as the given model reads them
+            length = model.config.context_length
             config.data = dataclasses.replace(config.data, context_length=length)
     if state not in ("kept", "adopted"):
         train_one(config, f"{recipe.source} [{stage.name}]")
     return stage_summary(run, state, time.monotonic() - start)
 
 
-def check_given(recipe: Recipe) -> None:
+def check_given(recipe: Recipe) -> dict[str, torch.nn.Module]:
     """Before any stage trains: load each given component and check it against what it
     reads, every other stage's model built untrained at its config (its shapes are what
-    the given ones must fit); a mismatch is a ConfigError naming both sides."""
+    the given ones must fit); a mismatch is a ConfigError naming both sides. Returns the
+    given components by stage, loaded once for the build."""
     if not any(stage.pretrained for stage in recipe.stages):
-        return
+        return {}
     built: dict[str, torch.nn.Module] = {}
     for index, stage in enumerate(recipe.stages):
         draft = stage_config(recipe, stage, {})
@@ -612,6 +612,7 @@ def check_given(recipe: Recipe) -> None:
             built[stage.name] = given_model(recipe, stage, config, read)
         else:
             built[stage.name] = build_model(copy.deepcopy(config.model))
+    return {s.name: built[s.name] for s in recipe.stages if s.pretrained}
 
 
 def given_origin(stage: Stage, config: ExperimentConfig) -> dict[str, Any]:
@@ -646,6 +647,7 @@ def given_model(
             read.get("clip"),
             read.get("autoencoder"),
             config.model,
+            stage.trains,
         )
         check_readers(model.config, model.reads, **read)
     except (FileNotFoundError, ValueError) as err:

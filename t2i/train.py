@@ -17,7 +17,6 @@ Examples:
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import sys
@@ -51,6 +50,7 @@ from t2i.models import (
     load_reader,
     model_dir,
 )
+from t2i.models.external import component_of
 from t2i.models.lora import LoraError, LoraSpec, add_lora
 from t2i.recipe import build_pipeline, is_recipe, load_recipe, preset_table
 from t2i.runs import check_fresh, check_resume, clear_run
@@ -88,7 +88,7 @@ def initial_model(config: ExperimentConfig, where: str) -> torch.nn.Module:
         if name not in MODELS:
             build_model({"type": name})  # raises the unknown-type error
         cls = MODELS[name]
-        path = init_path(config.init_from, cls)
+        path = component_of(config.init_from, cls, COMPONENTS)  # (a pipeline: its first)
         model = load_model(path, kind=cls)
     except FileNotFoundError as err:
         raise ConfigError(f"{where}: init_from={config.init_from!r}: {err}") from err
@@ -97,16 +97,6 @@ def initial_model(config: ExperimentConfig, where: str) -> torch.nn.Module:
         raise ConfigError(f"{where}: {source}{err}") from err
     logger.info("starting from the weights in %s", path)
     return model.float().train()
-
-
-def init_path(init_from: str, cls: type) -> Path:
-    """The model `init_from` names: itself, or a pipeline's first component of class `cls`."""
-    path = Path(init_from)
-    if (path / "model_index.json").is_file():
-        index = json.loads((path / "model_index.json").read_text())
-        names = [c for c in COMPONENTS if (index.get(c) or [None, None])[1] == cls.__name__]
-        path = path / (names[0] if names else COMPONENTS[0])
-    return path
 
 
 def adapted_model(config: ExperimentConfig, where: str) -> torch.nn.Module:
@@ -126,7 +116,7 @@ def adapted_model(config: ExperimentConfig, where: str) -> torch.nn.Module:
         trainable = add_lora(model, spec)
     except LoraError as err:
         raise ConfigError(f"{where}: {err}") from err
-    base = init_path(config.init_from, type(model))
+    base = component_of(config.init_from, type(model), COMPONENTS)
     model.lora_base_path = str(model_dir(base).resolve())
     total = sum(p.numel() for p in model.parameters())
     logger.info("LoRA rank %d: %d of %d parameters train", spec.rank, trainable, total)

@@ -63,3 +63,13 @@ class T2IModel(ModelMixin, ConfigMixin):
         for tensor in itertools.chain(model.parameters(), model.buffers()):
             tensor.data = tensor.data.clone()
         return model
+
+
+def plain(value: Any) -> Any:
+    """Tuples as lists, all the way down: a diffusers config (a pretrained folder's) as a
+    t2i config argument that saves to JSON and reads back equal."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value

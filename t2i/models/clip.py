@@ -103,12 +103,24 @@ class HFTextTower(torch.nn.Module):
         self.context_length = int(getattr(self.config, "max_position_embeddings", 512))
         self.vocab_size = int(self.config.vocab_size)
 
-    def forward(self, input_ids: Tensor, pad_token_id: int = 0) -> Tensor:
-        """Projected mean-pooled states (B, output_dim) of token ids (B, L)."""
-        mask = input_ids != pad_token_id
-        states = self.transformer(input_ids=input_ids, attention_mask=mask.long()).last_hidden_state
-        pooled = (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
-        return self.proj(pooled)
+    def encode(self, input_ids: Tensor, pad_token_id: int) -> tuple[Tensor, Tensor, Tensor]:
+        """(projected mean-pooled embeddings (B, output_dim), token states (B, L, width),
+        real-token mask (B, L)) of token ids (B, L). The transformer runs on the longest
+        caption's tokens only (padding is masked out of attention, so a real token's state is
+        the same); padded positions' states are zeros, so a caption's states do not depend on
+        the batch it comes in."""
+        mask = input_ids != pad_token_id  # (B, L)
+        n = max(int(mask.sum(1).max()), 1)  # run the longest caption's tokens, not the padding
+        out = self.transformer(input_ids=input_ids[:, :n], attention_mask=mask[:, :n].long())
+        states = out.last_hidden_state * mask[:, :n, None]  # padding: zeros, as if not run
+        pooled = states.sum(1) / mask[:, :n].sum(1, keepdim=True).clamp(min=1)  # masked mean
+        states = F.pad(states, (0, 0, 0, input_ids.shape[1] - n))  # (B, L, W)
+        return self.proj(pooled), states, mask
+
+    def forward(self, input_ids: Tensor) -> Tensor:
+        """The projected embeddings (open_clip's `encode_text` calls this), padding read as
+        the config's `pad_token_id`."""
+        return self.encode(input_ids, int(getattr(self.config, "pad_token_id", None) or 0))[0]
 
 
 class HFTextCLIP(open_clip.model.CustomTextCLIP):
@@ -454,19 +466,9 @@ class CLIPModel(T2IModel):
         return TextFeatures(F.normalize(embeds, dim=-1), states, input_ids != 0)
 
     def _hf_text_features(self, input_ids: Tensor) -> TextFeatures:
-        """text_features through a Hugging Face text tower: its last hidden states, their
-        masked mean projected (`HFTextTower.forward`, the states kept). The tower
-        runs on the batch's longest caption only (padding is masked out of attention, so a
-        real token's state is the same); padded positions' states are zeros, so a caption's
-        states do not depend on the batch it comes in."""
-        text = self.model.text
-        mask = input_ids != self.pad_token_id  # (B, L)
-        n = max(int(mask.sum(1).max()), 1)  # run the longest caption's tokens, not the padding
-        out = text.transformer(input_ids=input_ids[:, :n], attention_mask=mask[:, :n].long())
-        states = out.last_hidden_state * mask[:, :n, None]  # padding: zeros, as if not run
-        pooled = states.sum(1) / mask[:, :n].sum(1, keepdim=True).clamp(min=1)  # masked mean
-        embeds = text.proj(pooled)  # (B, embed_dim)
-        states = F.pad(states, (0, 0, 0, input_ids.shape[1] - n))  # (B, L, W)
+        """text_features through a Hugging Face text tower (`HFTextTower.encode`), padding
+        read as its tokenizer pads."""
+        embeds, states, mask = self.model.text.encode(input_ids, self.pad_token_id)
         return TextFeatures(F.normalize(embeds, dim=-1), states, mask)
 
     def encode_text(self, input_ids: Tensor) -> Tensor:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,11 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from t2i.models import MODELS, load_model
 from t2i.models.autoencoder_kl import KLAutoencoder
-from t2i.models.base import T2IModel
+from t2i.models.base import T2IModel, plain
 from t2i.models.clip import CLIPModel
 from t2i.models.latent_diffusion import LatentDenoiser
 from t2i.models.vqmodel import VQModelTokenizer
 
-WEIGHT_SUFFIXES = (".safetensors",)  # pickled weights are never read
 KL_FIXED = {  # what KLAutoencoder builds, and a diffusers AutoencoderKL must have to fit it
     "in_channels": 3,
     "out_channels": 3,
@@ -125,20 +125,11 @@ def load_unet(
         latent_channels=latent_channels,
         latent_size=latent_size,
         clip_width=clip_width,
-        unet_config=_plain(config),
+        unet_config=plain(config),
         **options,
     )
     model.unet.load_state_dict(given.state_dict())
     return model
-
-
-def _plain(value: Any) -> Any:
-    """Tuples as lists, all the way down (a config that saves to JSON and reads back equal)."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 def load_given(
@@ -148,6 +139,7 @@ def load_given(
     clip: Any = None,
     autoencoder: Any = None,
     options: dict[str, Any] | None = None,
+    slot: str | None = None,
 ) -> T2IModel:
     """A component given by a local path, as a t2i model of class `cls`, in float32.
 
@@ -159,6 +151,7 @@ def load_given(
         clip: the CLIP it reads (a given U-Net's text width).
         autoencoder: the autoencoder it reads (a given U-Net's latents).
         options: the slot's config keys (a denoiser's noise schedule; a CLIP's architecture).
+        slot: the component it fills, taken first from a given pipeline.
 
     Raises:
         FileNotFoundError: no such path.
@@ -166,9 +159,7 @@ def load_given(
             the t2i model cannot express, named.
     """
     path, options = Path(path), dict(options or {})
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or folder")
-    check_weights_only(path)
+    check_given_path(path)
     kind = diffusers_class(path)
     if kind is not None and not issubclass(GIVEN[kind], cls):
         raise ValueError(
@@ -202,7 +193,7 @@ def load_given(
         )
     if path.is_file():
         return _open_clip_file(path, cls, options)
-    return load_model(component_of(path, cls), kind=cls).float()
+    return load_model(component_of(path, cls, (slot,) if slot else ()), kind=cls).float()
 
 
 def _open_clip_file(path: Path, cls: type[T2IModel], options: dict[str, Any]) -> T2IModel:
@@ -222,8 +213,10 @@ def _open_clip_file(path: Path, cls: type[T2IModel], options: dict[str, Any]) ->
     return CLIPModel.from_open_clip(options["architecture"], pretrained=str(path))
 
 
-def component_of(path: str | Path, cls: type[T2IModel]) -> Path:
-    """The model `path` names: itself, or a saved pipeline's first component of class `cls`.
+def component_of(path: str | Path, cls: type[T2IModel], prefer: Sequence[str] = ()) -> Path:
+    """The model `path` names: itself, or a saved pipeline's component of class `cls` (or a
+    subclass): the first of `prefer` that is one, else the first in its model_index.json (a
+    bundle holds two DALLEPriors, the prior and the unCLIP decoder).
 
     Raises:
         ValueError: a pipeline with no component of that class.
@@ -233,9 +226,9 @@ def component_of(path: str | Path, cls: type[T2IModel]) -> Path:
     if not index.is_file():
         return path
     entries = json.loads(index.read_text())
-    fits = {name for name, model in MODELS.items() if issubclass(model, cls)}
-    fits = {MODELS[name].__name__ for name in fits}
+    fits = {model.__name__ for model in MODELS.values() if issubclass(model, cls)}
     names = [n for n, v in entries.items() if isinstance(v, list) and v[-1] in fits]
+    names.sort(key=lambda n: list(prefer).index(n) if n in prefer else len(prefer))
     if not names:
         raise ValueError(f"{path}: a pipeline with no {cls.__name__} component")
     return path / names[0]
@@ -246,6 +239,14 @@ GIVEN: dict[str, type[T2IModel]] = {  # diffusers class -> the t2i model it beco
     "UNet2DConditionModel": LatentDenoiser,
     "VQModel": VQModelTokenizer,
 }
+
+
+def check_given_path(path: str | Path) -> None:
+    """A FileNotFoundError for a given path that is not there, a ValueError for a folder of
+    pickled weights only (`check_weights_only`), each starting with the path."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    check_weights_only(path)
 
 
 def check_weights_only(path: str | Path) -> None:
@@ -263,6 +264,7 @@ def check_weights_only(path: str | Path) -> None:
 
 __all__ = [
     "GIVEN",
+    "check_given_path",
     "check_weights_only",
     "diffusers_class",
     "external_id",

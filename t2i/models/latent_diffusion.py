@@ -67,8 +67,8 @@ class LatentDenoiser(T2IModel):
         snr_gamma: min-SNR-gamma loss weighting (None: the plain MSE).
         unet_config: a diffusers `UNet2DConditionModel` config (a pretrained U-Net's
             config.json, `t2i.models.external`): the U-Net is built from it instead of the
-            sizes above; its in_channels, sample_size and cross_attention_dim must equal
-            latent_channels, latent_size and clip_width.
+            sizes above; its in_channels and cross_attention_dim must equal latent_channels
+            and clip_width, and its downsampling must divide latent_size.
     """
 
     READS = frozenset({"latents", "text_states"})
@@ -187,16 +187,17 @@ class LatentDenoiser(T2IModel):
         will read."""
         config = {k: v for k, v in config.items() if not k.startswith("_")}
         unet = UNet2DConditionModel.from_config(config)
-        for key, have, want, fix in [
-            ("in_channels", unet.config.in_channels, latent_channels, "latent_channels"),
-            ("out_channels", unet.config.out_channels, latent_channels, "latent_channels"),
-            ("cross_attention_dim", unet.config.cross_attention_dim, clip_width, "text_width"),
-        ]:
+        autoencoder = ("autoencoder", "an autoencoder with latent_channels")
+        for key, have, want, (reader, fix) in [
+            ("in_channels", unet.config.in_channels, latent_channels, autoencoder),
+            ("out_channels", unet.config.out_channels, latent_channels, autoencoder),
+            ("cross_attention_dim", unet.config.cross_attention_dim, clip_width,
+             ("CLIP", "a CLIP with text_width")),
+        ]:  # fmt: skip
             if have != want:
-                reader = "an autoencoder" if fix == "latent_channels" else "a CLIP"
                 raise ValueError(
-                    f"the U-Net's {key}={have} but the {reader[reader.index(' ') + 1 :]} gives "
-                    f"{want}: give {reader} with {fix}={have}, or another U-Net"
+                    f"the U-Net's {key}={have} but the {reader} gives {want}: give {fix}={have}, "
+                    "or another U-Net"
                 )
         halvings = len(unet.config.block_out_channels) - 1
         if latent_size % 2**halvings:

@@ -146,7 +146,7 @@ def target_names(model: nn.Module, scope: str, targets: tuple[str, ...]) -> list
     Raises:
         LoraError: a target that names no linear layer (with some it could name).
     """
-    root = model.get_submodule(scope) if scope else model
+    root = model.get_submodule(scope)  # "" is the model itself
     linear = [n for n, m in root.named_modules() if isinstance(m, nn.Linear) and n]
     names = []
     for target in targets:
@@ -195,7 +195,7 @@ def _inject(model: nn.Module, record: dict[str, Any]) -> None:
         lora_dropout=record.get("dropout", 0.0),
         target_modules=list(record["targets"]),
     )
-    root = model.get_submodule(record["scope"]) if record["scope"] else model
+    root = model.get_submodule(record["scope"])
     inject_adapter_in_model(config, root, adapter_name=ADAPTER)
     for name, param in root.named_parameters():
         param.requires_grad_("lora_" in name)
@@ -204,8 +204,7 @@ def _inject(model: nn.Module, record: dict[str, Any]) -> None:
 
 def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The adapters' weights (peft's names, within the model's LoRA scope)."""
-    record = model.lora_record
-    root = model.get_submodule(record["scope"]) if record["scope"] else model
+    root = model.get_submodule(model.lora_record["scope"])
     state = get_peft_model_state_dict(root, adapter_name=ADAPTER)
     return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
 
@@ -262,7 +261,7 @@ def read_lora(folder: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, t
         _check_entry(folder / CONFIG_FILE, name, entry)
     try:
         flat = load_file(str(folder / WEIGHTS_FILE))
-    except (OSError, Exception) as err:  # safetensors raises its own error class
+    except Exception as err:  # an OSError, or safetensors' own error class
         raise LoraError(f"{folder / WEIGHTS_FILE}: unreadable ({err})") from err
     weights = {name: {} for name in components}
     for key, value in flat.items():
@@ -287,6 +286,32 @@ def _check_entry(where: Path, name: str, entry: Any) -> None:
         raise LoraError(f"{where}: components.{name}: rank and alpha must be above 0")
 
 
+def check_base(model: nn.Module, entry: dict[str, Any], where: str, source: str = "") -> None:
+    """A LoraError unless `model` is the base that `entry`'s adapters were made for (its class
+    and weights id) and carries no adapters yet.
+
+    Args:
+        model: the model to adapt.
+        entry: the component's record in lora_config.json.
+        where: named in errors (the folder and component).
+        source: where that base can be found (the pipeline the adapters were trained from).
+    """
+    if has_lora(model):
+        raise LoraError(
+            f"{where}: the {type(model).__name__} carries adapters already; "
+            "unload_lora_weights() first"
+        )
+    if entry.get("class") not in (None, type(model).__name__):
+        raise LoraError(f"{where}: adapters of a {entry['class']}, not a {type(model).__name__}")
+    own = base_id(model)
+    if own != entry["base"]:
+        raise LoraError(
+            f"{where}: made for other base weights ({entry['base']}) than this "
+            f"{type(model).__name__}'s ({own}); load the pipeline they were trained from"
+            + (f" ({source})" if source else "")
+        )
+
+
 def load_lora(
     model: nn.Module,
     entry: dict[str, Any],
@@ -294,7 +319,7 @@ def load_lora(
     scale: float = 1.0,
     where: str = "adapters",
 ) -> None:
-    """Add saved adapters to a model, refusing those made for another base.
+    """Add saved adapters to a model, refusing those made for another base (`check_base`).
 
     Args:
         model: the base model (no adapters yet).
@@ -303,22 +328,24 @@ def load_lora(
         scale: multiplies the update (0: the base exactly).
         where: named in errors (the folder and component).
     """
-    if has_lora(model):
-        raise LoraError(f"{where}: the {type(model).__name__} carries adapters already")
-    if entry.get("class") not in (None, type(model).__name__):
-        raise LoraError(f"{where}: adapters of a {entry['class']}, not a {type(model).__name__}")
-    own = base_id(model)
-    if own != entry["base"]:
-        raise LoraError(
-            f"{where}: made for other base weights ({entry['base']}) than this "
-            f"{type(model).__name__}'s ({own}); load the pipeline they were trained from"
-        )
+    check_base(model, entry, where)
+    attach_lora(model, entry, weights, scale, where)
+
+
+def attach_lora(
+    model: nn.Module,
+    entry: dict[str, Any],
+    weights: dict[str, torch.Tensor],
+    scale: float,
+    where: str,
+) -> None:
+    """Add saved adapters to a model `check_base` has passed (`load_lora`'s second half)."""
     try:
         target_names(model, entry["scope"], tuple(entry["targets"]))
     except (LoraError, AttributeError) as err:
         raise LoraError(f"{where}: {err}") from err
     _inject(model, entry)
-    root = model.get_submodule(entry["scope"]) if entry["scope"] else model
+    root = model.get_submodule(entry["scope"])
     reference = next(p for p in root.parameters())
     weights = {k: v.to(reference.device, reference.dtype) for k, v in weights.items()}
     result = set_peft_model_state_dict(root, weights, adapter_name=ADAPTER)
@@ -363,9 +390,9 @@ def remove_lora(model: nn.Module) -> None:
     record = getattr(model, "lora_record", None)
     if record is None:
         return
-    root = model.get_submodule(record["scope"]) if record["scope"] else model
+    root = model.get_submodule(record["scope"])
     for name, module in list(root.named_modules()):
         if isinstance(module, BaseTunerLayer):
             parent, _, child = name.rpartition(".")
-            setattr(root.get_submodule(parent) if parent else root, child, module.get_base_layer())
+            setattr(root.get_submodule(parent), child, module.get_base_layer())
     model.lora_record = None

@@ -19,6 +19,7 @@ from diffusers import VQModel
 from diffusers.configuration_utils import register_to_config
 from torch import Tensor
 
+from t2i.models.base import plain
 from t2i.models.tokenizer import ImageTokenizer
 
 
@@ -47,7 +48,7 @@ class VQModelTokenizer(ImageTokenizer):
     def from_diffusers(cls, path: str, image_size: int) -> VQModelTokenizer:
         """A `VQModel` folder (safetensors weights) as a tokenizer of `image_size` images."""
         given = VQModel.from_pretrained(str(path), use_safetensors=True)
-        config = {k: _plain(v) for k, v in dict(given.config).items() if not k.startswith("_")}
+        config = {k: plain(v) for k, v in dict(given.config).items() if not k.startswith("_")}
         model = cls(vqmodel=config, image_size=image_size)
         model.vq.load_state_dict(given.state_dict())
         return model
@@ -93,8 +94,3 @@ class VQModelTokenizer(ImageTokenizer):
             "vq": vq_loss.detach(),
             "perplexity": perplexity,
         }
-
-
-def _plain(value: Any) -> Any:
-    """Tuples as lists (a config that saves to JSON and reads back equal)."""
-    return [_plain(v) for v in value] if isinstance(value, list | tuple) else value

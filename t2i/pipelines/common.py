@@ -32,14 +32,15 @@ from PIL import Image
 from safetensors import safe_open
 
 from t2i._version import __version__
+from t2i.cli import ROUTE_NAMES
 from t2i.models import clip_score, load_model, resolve_dtype
 from t2i.models.external import files_id
 from t2i.models.lora import (
     LoraError,
-    base_id,
+    attach_lora,
+    check_base,
     fuse_lora,
     has_lora,
-    load_lora,
     read_lora,
     remove_lora,
     set_lora_scale,
@@ -416,25 +417,17 @@ class T2IPipeline(DiffusionPipeline):
                 loaded already.
         """
         config, weights = read_lora(folder)
-        for name, entry in config["components"].items():
+        source = config.get("base_pipeline", "")
+        for name, entry in config["components"].items():  # all checked, then all attached
             part = getattr(self, name, None)
             if part is None:
                 raise LoraError(
                     f"{folder}: adapters of a {name}, which this "
                     f"{type(self).__name__} does not hold"
                 )
-            if has_lora(part):
-                raise LoraError(
-                    f"{folder}: its {name} carries adapters already; unload_lora_weights() first"
-                )
-            if base_id(part) != entry["base"]:
-                raise LoraError(
-                    f"{folder}: its {name} adapters were made for other base weights "
-                    f"({entry['base']}) than this pipeline's {name} ({base_id(part)}); load the "
-                    f"pipeline they were trained from ({config.get('base_pipeline', '?')})"
-                )
+            check_base(part, entry, f"{folder} [{name}]", source)
         for name, entry in config["components"].items():
-            load_lora(getattr(self, name), entry, weights[name], scale, f"{folder} [{name}]")
+            attach_lora(getattr(self, name), entry, weights[name], scale, f"{folder} [{name}]")
 
     def set_lora_scale(self, scale: float) -> None:
         """Scale every loaded adapter's update (unfused): 0 draws as the base pipeline."""
@@ -806,9 +799,7 @@ def check_recorded(index: Path, config: dict) -> None:
         except ValueError as err:
             raise PipelineFormatError(f"{index}: _t2i_sampling.{err}") from None
     routes = config.get("_t2i_routes")
-    if routes is not None and (
-        not isinstance(routes, list) or not set(routes) <= {"dalle", "unclip", "ldm", "maskgit"}
-    ):
+    if routes is not None and (not isinstance(routes, list) or not set(routes) <= set(ROUTE_NAMES)):
         raise PipelineFormatError(
             f"{index}: _t2i_routes={routes!r}: a list of dalle, unclip, ldm, maskgit"
         )

@@ -23,6 +23,7 @@ PREPARED_BY = {  # data key -> the component whose model it names
     "clip": "clip",
     "autoencoder": "vae",
 }
+READS_OF = {c: key for key, c in PREPARED_BY.items()}  # a component -> the data key naming it
 
 
 def readers(stages: Sequence[tuple[str, str]], index: int, keys: Iterable[str]) -> dict[str, str]:

@@ -413,3 +413,10 @@ def test_edited_recorded_settings_are_named_by_file_and_field(saved_pipeline, tm
         (folder / "model_index.json").write_text(json.dumps({**index, field: value}))
         with pytest.raises(PipelineFormatError, match=f"model_index.json: {re.escape(named)}"):
             load_pipeline(folder, device="cpu")
+
+
+def test_the_command_lines_name_the_routes_the_library_has():
+    from t2i.cli import ROUTE_NAMES
+    from t2i.pipelines import ROUTES
+
+    assert tuple(ROUTES) == ROUTE_NAMES  # generate's choices and the files' checks read these
