@@ -255,6 +255,7 @@ def run(config: ExperimentConfig, where: str = "config") -> TrainResult:
         config.data.token_cache,
         sources=sources,
         caption_drop_prob=config.data.caption_drop_prob,
+        seed=config.train.seed,
         **readers,
     )
     judged = getattr(images, "has_spec", False)  # the samples carry shapes specs

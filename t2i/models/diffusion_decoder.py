@@ -45,6 +45,7 @@ class DiffusionDecoder(T2IModel):
         cond_drop_prob: chance that a training embedding is replaced by the null one.
     """
 
+    _no_split_modules = ["ResnetBlock2D"]  # FSDP's units
     READS = frozenset({"pixel_values", "image_embeds"})
 
     @register_to_config

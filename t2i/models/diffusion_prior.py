@@ -50,6 +50,7 @@ class DiffusionPrior(T2IModel):
         attention: "sdpa" (torch) or "xformers".
     """
 
+    _no_split_modules = ["Block"]  # FSDP's units
     READS = frozenset({"text_states", "text_embeds", "image_embeds"})
 
     @register_to_config

@@ -71,6 +71,8 @@ class LatentDenoiser(T2IModel):
             and clip_width, and its downsampling must divide latent_size.
     """
 
+    # FSDP's units (those of diffusers' U-Net; a DiT's blocks are BasicTransformerBlocks)
+    _no_split_modules = ["BasicTransformerBlock", "ResnetBlock2D"]
     READS = frozenset({"latents", "text_states"})
 
     @register_to_config

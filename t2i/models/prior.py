@@ -52,6 +52,8 @@ class CodeTransformer(T2IModel):
     classifier-free guidance, learned 2-D positions of the codes, and the codes of every
     level as one sequence. A subclass's constructor calls `build`."""
 
+    _no_split_modules = ["Block"]  # FSDP's units: each transformer block sharded on its own
+
     @property
     def reads(self) -> frozenset[str]:
         """The codes, and the caption as `text_encoder` reads it."""

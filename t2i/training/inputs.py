@@ -20,6 +20,7 @@ model's config by the keys below.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -159,6 +160,7 @@ def prepare(
     autoencoder: Any = None,
     sources: dict[str, str] | None = None,
     caption_drop_prob: float = 0.0,
+    seed: int = 0,
 ) -> PreparedData:
     """The data sets and batch transform that give a model what it reads.
 
@@ -173,6 +175,7 @@ def prepare(
         sources: data key -> the path a reader was loaded from (names cache entries).
         caption_drop_prob: the chance a training caption is replaced by the empty one
             before CLIP reads it (classifier-free guidance; the validation set keeps all).
+        seed: the run's seed (of the dropped captions' draws).
     """
     sources = sources or {}
     sets = [train_set, val_set]
@@ -192,7 +195,7 @@ def prepare(
     if "text_states" in reads:
         transforms.append(clip_text_states(clip, embeds="text_embeds" in reads))
         if caption_drop_prob:
-            sets[0] = CaptionDropped(sets[0], caption_drop_prob)
+            sets[0] = CaptionDropped(sets[0], caption_drop_prob, seed)
     return PreparedData(*sets, batch_transform=_compose(transforms), decode_tokens=decode)
 
 
@@ -260,26 +263,35 @@ def embedding_dataset(
 
 class CaptionDropped(Dataset):
     """A training set whose samples lose their caption (it becomes "", the unconditional
-    caption of classifier-free guidance) with probability `p`, drawn anew at each read from
-    torch's generator (seeded by the run; each DataLoader worker has its own stream).
+    caption of classifier-free guidance) with probability `p`, drawn anew each epoch: the
+    draw is a function of (`seed`, epoch, sample index) alone, so it is the same whichever
+    process or DataLoader worker reads the sample, in whatever order (two processes drop
+    what one process drops, and a resumed run what the run it resumes would have).
 
     Args:
         dataset: samples with a `caption`.
         p: the chance a sample's caption is dropped, in [0, 1).
+        seed: the run's seed.
     """
 
-    def __init__(self, dataset: Dataset, p: float) -> None:
+    def __init__(self, dataset: Dataset, p: float, seed: int = 0) -> None:
         if not 0.0 <= p < 1.0:
             raise ValueError(f"caption_drop_prob={p} must be in [0, 1)")
         self.dataset = dataset
         self.p = p
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch being read (the trainer sets it as each starts)."""
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> dict:
         sample = self.dataset[index]
-        if float(torch.rand(())) < self.p:
+        if random.Random(f"{self.seed}/{self.epoch}/{index}").random() < self.p:
             sample = {**sample, "caption": ""}
         return sample
 

@@ -48,6 +48,25 @@ class CSVTracker(GeneralTracker):
         with self.path.open("a", newline="") as f:
             csv.DictWriter(f, self.fields).writerow(row)
 
+    def rewind(self, step: int) -> int:
+        """Drop the rows logged after `step` (a run resumed there retrains those steps and
+        logs them anew: a crash after the checkpoint would leave them twice); return how
+        many were dropped. The file is replaced atomically."""
+        if not self.path.is_file():
+            return 0
+        with self.path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        kept = [r for r in rows if not r.get("step") or float(r["step"]) <= step]
+        if len(kept) == len(rows):
+            return 0
+        tmp = self.path.with_suffix(".tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, self.fields)
+            writer.writeheader()
+            writer.writerows(kept)
+        tmp.replace(self.path)
+        return len(rows) - len(kept)
+
     def _widen(self, fields: list[str]) -> None:
         """Rewrite the file with a wider header."""
         rows = list(csv.DictReader(self.path.open())) if self.path.is_file() else []

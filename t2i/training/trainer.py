@@ -26,18 +26,21 @@ from accelerate import Accelerator
 from accelerate.utils import (
     DataLoaderConfiguration,
     DistributedDataParallelKwargs,
+    DistributedType,
     ProjectConfiguration,
     send_to_device,
 )
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
+from torch.distributed.fsdp import FSDPModule
+from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
 from t2i.config import TrainConfig
 from t2i.training.checkpoints import load_checkpoint, resolve_resume, save_checkpoint
-from t2i.training.devices import cpu_processes, resolve_mixed_precision
+from t2i.training.devices import cpu_processes, enable_cpu_fsdp, resolve_mixed_precision
 from t2i.training.tracking import default_trackers, plot_losses, read_metrics
 
 logger = logging.getLogger(__name__)
@@ -65,14 +68,19 @@ class TrainResult:
 
 
 class _LossModule(torch.nn.Module):
-    """Routes `training_losses` through `forward`, so DDP's hooks see it on many GPUs."""
+    """Routes `training_losses` (or, under FSDP, any model method the loop calls) through
+    `forward`, so DDP's and FSDP's hooks see it; FSDP's units are the model's
+    `_no_split_modules` (diffusers' convention)."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.model = model
+        self._no_split_modules = getattr(model, "_no_split_modules", None)
 
-    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        return self.model.training_losses(batch)
+    def forward(
+        self, batch: dict[str, Any], method: str = "training_losses", **kwargs: Any
+    ) -> dict[str, torch.Tensor]:
+        return getattr(self.model, method)(batch, **kwargs)
 
 
 class Trainer:
@@ -112,6 +120,12 @@ class Trainer:
         self.score_samples = score_samples
         self.out = Path(config.output_dir)
         self.accelerator = self._accelerator(model)
+        self.fsdp = self.accelerator.distributed_type == DistributedType.FSDP
+        if self.fsdp and getattr(model, "lora_record", None) is not None:  # adapters on
+            raise ValueError(
+                "LoRA adapters do not train under FSDP in t2i (their base would be sharded "
+                "with them); launch with configs/accelerate/multi_gpu.yaml (DDP) instead"
+            )
         if self.accelerator.device.type == "cpu":
             # small models on the CPU lose time to denormal floats: flushing them makes a step
             # of the latent route's autoencoder and denoiser 6% faster (docs/BENCHMARKS.md);
@@ -139,6 +153,7 @@ class Trainer:
         if self.ema is not None:
             self.ema.to(self.accelerator.device)
         self.step = 0  # optimizer updates done
+        self.micro = 0  # micro-batches this process has trained on
         self.skipped = 0  # updates skipped for a non-finite loss
         self.scaler_skipped = 0  # fp16 updates the gradient scaler dropped (inf/nan grads)
         self.nonfinite_in_a_row = 0
@@ -152,7 +167,7 @@ class Trainer:
         autoencoder's discriminator before it starts)."""
         config = self.config
         unused = bool(getattr(model, "may_leave_parameters_unused", False))
-        return Accelerator(
+        accelerator = Accelerator(
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=unused)],
             cpu=cpu_processes(),
             mixed_precision=resolve_mixed_precision(config.mixed_precision),
@@ -165,6 +180,8 @@ class Trainer:
                 use_seedable_sampler=True, data_seed=config.seed
             ),
         )
+        enable_cpu_fsdp(accelerator)
+        return accelerator
 
     def _loader(
         self, dataset: Dataset, collate_fn: Callable | None, num_workers: int
@@ -225,11 +242,14 @@ class Trainer:
             dynamic_ncols=True,
         )
         window: dict[str, float] = {}
+        pending: list[dict[str, torch.Tensor]] = []  # the update's micro-batches so far
         while self.step < cfg.max_steps:
             for batch in self._batches():
-                losses = self._update(batch)
+                pending.append(self._update(batch))
                 if not acc.sync_gradients:
                     continue
+                losses = {k: torch.stack([p[k] for p in pending]).mean() for k in pending[0]}
+                pending = []
                 self.step += 1
                 bar.update(1)
                 self._accumulate(window, losses)
@@ -253,15 +273,17 @@ class Trainer:
         """This epoch's batches, skipping those a resumed run already consumed."""
         if self.streaming:
             return self._stream()
-        micro = self.step * self.config.gradient_accumulation_steps
+        micro = self.micro = self.step * self.config.gradient_accumulation_steps
         epoch, skip = divmod(micro, len(self.loader))
         self.loader.set_epoch(epoch)
+        if hasattr(self.loader.dataset, "set_epoch"):  # draws of its own (dropped captions)
+            self.loader.dataset.set_epoch(epoch)
         return self.accelerator.skip_first_batches(self.loader, skip) if skip else self.loader
 
     def _stream(self):
         """Batches of a streamed data set, epoch after epoch without end; a resumed run reads
         past the batches it already consumed, so the data order continues."""
-        skip = self.step * self.config.gradient_accumulation_steps
+        skip = self.micro = self.step * self.config.gradient_accumulation_steps
         for epoch in itertools.count():
             self.loader.set_epoch(epoch)
             for batch in self.loader:
@@ -273,19 +295,36 @@ class Trainer:
     def _update(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """One micro-batch: forward, backward, and on the last micro-batch an optimizer step."""
         acc = self.accelerator
+        torch.manual_seed(self._micro_seed())
+        self.micro += 1
         batch = self._transform(batch)
         with acc.accumulate(self.wrapped):
             with acc.autocast():
                 losses = self.wrapped(batch)
             loss = losses["loss"]
-            finite = bool(acc.gather(loss.detach().float().reshape(1)).isfinite().all())
-            if finite:
+            # every scalar term averaged over the processes, in one all-reduce: what is
+            # logged is the global batch's loss, and one process's non-finite loss skips
+            # the update on all
+            names = [k for k, v in losses.items() if v.numel() == 1]
+            means = acc.reduce(
+                torch.stack([losses[k].detach().float().reshape(()) for k in names]), "mean"
+            )
+            if bool(means[names.index("loss")].isfinite()):
                 acc.backward(loss)
             else:
                 self.bad_window = True
             if acc.sync_gradients:
                 self._optimizer_step()
-        return {k: v.detach().float() for k, v in losses.items() if v.numel() == 1}
+        return dict(zip(names, means, strict=True))
+
+    def _micro_seed(self) -> int:
+        """The seed of this micro-batch's random draws (noise, timesteps, dropped captions,
+        dropout): the run's seed and the batch's place in the global order of the loader's
+        batches. Two processes then draw what one process draws for the same batches as
+        gradient accumulation, and no two processes draw the same numbers."""
+        acc = self.accelerator
+        index = self.micro * acc.num_processes + acc.process_index
+        return (self.config.seed % 2**31) * 2**32 + index
 
     @torch.no_grad()
     def _transform(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -355,16 +394,18 @@ class Trainer:
     @torch.no_grad()
     def write_samples(self) -> list[Path]:
         """Save the model's `log_images` for the fixed sample batch as PNG grids."""
-        if self.sample_batch is None or not self.accelerator.is_main_process:
-            return []
         acc, model = self.accelerator, self.model
+        if self.sample_batch is None or not (acc.is_main_process or self.fsdp):
+            return []  # under FSDP every process takes part: the weights are sharded
         batch = self._transform(send_to_device(self.sample_batch, acc.device))
         generator = torch.Generator(device=acc.device).manual_seed(self.config.seed)
         was_training = model.training
         model.eval()
         with self._ema_weights(), acc.autocast():
-            images = model.log_images(batch, generator=generator)
+            images = self._call("log_images", batch, generator=generator)
         model.train(was_training)
+        if not acc.is_main_process:
+            return []
         paths = []
         if "caption" in batch:  # so a reader of a grid knows what each cell was asked for
             path = self.out / "samples" / "captions.txt"
@@ -386,6 +427,19 @@ class Trainer:
                 self._log_scores(self.score_samples(x * 2 - 1, batch))
         return paths
 
+    def _call(self, method: str, batch: dict, **kwargs: Any) -> Any:
+        """A model method outside the training step: under FSDP through the sharded module
+        (its hooks gather the weights, so every process calls it), else on the model."""
+        if not self.fsdp:
+            return getattr(self.model, method)(batch, **kwargs)
+        out = self.wrapped(batch, method=method, **kwargs)
+        # FSDP keeps the root's weights gathered after a forward (backward would need them
+        # next); put them back in shards, where the optimizer and the EMA weights hold them
+        for module in self.accelerator.unwrap_model(self.wrapped).modules():
+            if isinstance(module, FSDPModule):
+                module.reshard()
+        return out
+
     @torch.no_grad()
     def validate(self, max_batches: int = 8) -> dict[str, float]:
         """The loss terms on the held-back samples (EMA weights when on; the same noise for the
@@ -402,7 +456,7 @@ class Trainer:
             for batch in itertools.islice(loader, max_batches):
                 batch = self._transform(send_to_device(batch, self.accelerator.device))
                 with self.accelerator.autocast():
-                    losses = self.model.training_losses(batch)
+                    losses = self._call("training_losses", batch)
                 size = len(next(iter(batch.values())))
                 for key, value in losses.items():
                     if value.numel() == 1:
@@ -436,16 +490,24 @@ class Trainer:
 
     @contextlib.contextmanager
     def _ema_weights(self) -> Iterator[None]:
-        """Swap the EMA weights in for the block (and back out) when EMA is on."""
+        """Swap the EMA weights in for the block (and back out) when EMA is on. The
+        training weights wait on the CPU (diffusers' `EMAModel.store`), or under FSDP as the
+        sharded tensors they are: a shard must go back into a shard."""
         if self.ema is None:
             yield
             return
-        self.ema.store(self.model.parameters())
-        self.ema.copy_to(self.model.parameters())
+        params = list(self.model.parameters())
+        kept = [
+            p.detach().clone() if isinstance(p, DTensor) else p.detach().to("cpu", copy=True)
+            for p in params
+        ]
+        self.ema.copy_to(params)
         try:
             yield
         finally:
-            self.ema.restore(self.model.parameters())
+            with torch.no_grad():
+                for param, saved in zip(params, kept, strict=True):
+                    param.copy_(saved)
 
     def save_checkpoint(self) -> Path:
         """Write a resumable checkpoint of the whole run state (atomically)."""
@@ -458,7 +520,7 @@ class Trainer:
         if self.ema is not None:
             state["ema"] = {k: v for k, v in self.ema.state_dict().items() if k != "shadow_params"}
             names = [n for n, _ in self.model.named_parameters()]
-            ema = dict(zip(names, self.ema.shadow_params, strict=True))
+            ema = dict(zip(names, map(full_tensor, self.ema.shadow_params), strict=True))
         return save_checkpoint(
             self.accelerator, self.out, self.step, state, ema, self.config.checkpoints_total_limit
         )
@@ -473,10 +535,19 @@ class Trainer:
         self.skipped = state["skipped_steps"]
         self.nonfinite_in_a_row = state["nonfinite_in_a_row"]
         if self.ema is not None and ema is not None:
-            shadow = [ema[name] for name, _ in self.model.named_parameters()]
+            shadow = [like(ema[name], p) for name, p in self.model.named_parameters()]
             self.ema.load_state_dict({**state["ema"], "shadow_params": shadow})
             self.ema.to(self.accelerator.device)
         logger.info("resumed from %s at step %d", path, self.step)
+        if self.accelerator.is_main_process:
+            dropped = self.accelerator.get_tracker("csv").rewind(self.step)
+            if dropped:
+                logger.info(
+                    "logs/metrics.csv: %d rows past step %d dropped (steps the interruption "
+                    "undid; they are logged again as they are retrained)",
+                    dropped,
+                    self.step,
+                )
 
     def _finish(self) -> TrainResult:
         """Final samples, checkpoint (unless this step just wrote them) and model (EMA weights
@@ -489,14 +560,51 @@ class Trainer:
         acc = self.accelerator
         self.last_metrics.update(self.validate())  # every process: CLIP's loss gathers
         self.write_loss_curve()
-        if acc.is_main_process and hasattr(self.model, "save_pretrained"):
+        model = acc.unwrap_model(self.model)
+        if self.fsdp and hasattr(model, "save_pretrained"):  # gathered by every process
+            with self._ema_weights():
+                model = unsharded_copy(model, acc.get_state_dict(self.wrapped))
+        if acc.is_main_process and hasattr(model, "save_pretrained"):
             model_dir = self.out / "model"
             tmp = self.out / ".tmp-model"
             shutil.rmtree(tmp, ignore_errors=True)
-            with self._ema_weights():
-                acc.unwrap_model(self.model).save_pretrained(str(tmp))
+            with contextlib.nullcontext() if self.fsdp else self._ema_weights():
+                model.save_pretrained(str(tmp))
             shutil.rmtree(model_dir, ignore_errors=True)
             os.replace(tmp, model_dir)
         acc.wait_for_everyone()
         acc.end_training()
         return TrainResult(self.step, self.last_metrics, self.skipped, model_dir)
+
+
+# ---- FSDP: sharded tensors in and out -----------------------------------------------------
+
+
+def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """A sharded tensor (FSDP's DTensor) gathered whole on every process (a collective:
+    every process calls it); any other tensor as it is."""
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
+
+def like(full: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """`full` laid out as `param` is: this process's shard of it under FSDP (each process
+    holds the whole tensor, so nothing is sent), else itself."""
+    if isinstance(param, DTensor):
+        return distribute_tensor(
+            full.to(param.device, param.dtype),
+            param.device_mesh,
+            param.placements,
+            src_data_rank=None,
+        )
+    return full
+
+
+def unsharded_copy(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """On the main process, a new unsharded model of `model`'s config holding `state` (the
+    gathered state dict of the `_LossModule` around it); elsewhere `model` (not saved)."""
+    if not state:  # the gathered state reaches the main process only
+        return model
+    copy = type(model).from_config(model.config)
+    prefix = "model."
+    copy.load_state_dict({k.removeprefix(prefix): v for k, v in state.items()}, strict=True)
+    return copy

@@ -47,14 +47,33 @@ class Reader(ModelMixin, ConfigMixin):
 
 
 def test_caption_dropped_replaces_about_p_of_the_captions_and_keeps_the_rest():
-    torch.manual_seed(0)
     data = CaptionDropped(Captions(50), 0.25)
-    reads = [data[i % 50] for i in range(2000)]
+    reads = []
+    for epoch in range(40):
+        data.set_epoch(epoch)
+        reads += [data[i] for i in range(50)]
     dropped = sum(r["caption"] == "" for r in reads)
     assert 400 < dropped < 600  # 500 expected, sd ~19
     assert all(
         r["caption"] == f"a red circle number {i % 50}" for i, r in enumerate(reads) if r["caption"]
     )
+
+
+def test_a_dropped_caption_depends_on_seed_epoch_and_index_not_on_who_reads_it_or_when():
+    """Two processes (or workers) reading halves of an epoch, in any order, drop what one
+    reader drops; the next epoch draws anew, and so does another seed."""
+
+    def dropped(data, epoch, order):
+        data.set_epoch(epoch)
+        return {i for i in order if data[i]["caption"] == ""}
+
+    one = CaptionDropped(Captions(64), 0.3, seed=5)
+    first, second = CaptionDropped(Captions(64), 0.3, seed=5), CaptionDropped(Captions(64), 0.3, 5)
+    torch.manual_seed(1)  # the global generator plays no part
+    halves = dropped(first, 2, range(1, 64, 2)) | dropped(second, 2, reversed(range(0, 64, 2)))
+    assert halves == dropped(one, 2, range(64)) and 0 < len(halves) < 64
+    assert dropped(one, 3, range(64)) != halves
+    assert dropped(CaptionDropped(Captions(64), 0.3, seed=6), 2, range(64)) != halves
 
 
 def test_training_steps_read_dropped_captions_and_validation_reads_none(tmp_path):

@@ -130,6 +130,28 @@ def test_killed_run_resumes_to_the_same_state(tmp_path, accum):
         assert torch.equal(p, q)
 
 
+class KilledAfterLogging(Trainer):
+    """Dies at step 15, after logging steps 11-15 past its checkpoint at step 10."""
+
+    def _log(self, window):
+        metrics = super()._log(window)
+        if self.step == 15:
+            raise KeyboardInterrupt
+        return metrics
+
+
+def test_a_resumed_run_logs_each_step_once_with_the_straight_runs_figures(tmp_path):
+    straight = make(tmp_path / "a", log_every=1)
+    straight.train()
+    with pytest.raises(KeyboardInterrupt):
+        make(tmp_path / "b", log_every=1, trainer_cls=KilledAfterLogging).train()
+    make(tmp_path / "b", log_every=1, resume="latest").train()
+    rows = read_metrics(tmp_path / "b" / "run" / "logs" / "metrics.csv")
+    want = read_metrics(tmp_path / "a" / "run" / "logs" / "metrics.csv")
+    assert [r["step"] for r in rows] == list(range(1, 21))  # 11-15 not twice
+    assert [r["loss"] for r in rows] == pytest.approx([r["loss"] for r in want], rel=1e-6)
+
+
 def test_resume_from_a_missing_checkpoint_names_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         make(tmp_path, resume=str(tmp_path / "nowhere")).train()
