@@ -68,6 +68,14 @@ def at_least(low: int) -> Callable[[str], int]:
     return parse
 
 
+def port(text: str) -> int:
+    """A TCP port, 1-65535."""
+    value = _number(text, whole=True)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text}: must be a port, 1-65535")
+    return value
+
+
 def fraction(open_below: bool) -> Callable[[str], float]:
     """A number in (0, 1] (open_below) or in [0, 1]."""
 
@@ -208,6 +216,15 @@ def check_eval_paths(
         )
     if model is not None:  # a LoRA adapter folder is named as one
         check_model(model, "MODEL")
+        path = pipeline_path(model)
+        if (
+            not any((path / f).is_file() for f in ("model_index.json", "config.json"))
+            and not (path / "model" / "config.json").is_file()
+        ):
+            raise FileNotFoundError(
+                f"MODEL {model}: no model_index.json, config.json or model/config.json; not "
+                "a saved pipeline, model or run"
+            )
     if data is not None and not Path(data).exists():
         raise FileNotFoundError(f"--data {data}: no such file or folder")
     if split is not None and not Path(split).is_file():
@@ -220,13 +237,40 @@ def check_eval_paths(
         raise ValueError(f"--grids {grids}: exists; choose a new folder")
 
 
+def evaluate_number_flags(parser: argparse.ArgumentParser) -> None:
+    """evaluate's flags whose values are checked by type or choice (shared by its parser and
+    the torch-free precheck)."""
+    parser.add_argument("--suite", choices=["shapes", "captioned"], default="shapes")
+    parser.add_argument(
+        "--n",
+        type=at_least(1),
+        default=1000,
+        help="test images per measurement (--suite captioned: captions per part)",
+    )
+    parser.add_argument("--batch-size", type=at_least(1), default=100)
+    parser.add_argument("--seed", type=at_least(0), default=0)
+    parser.add_argument(
+        "--images-per-prompt",
+        type=at_least(1),
+        default=4,
+        help="a pipeline's images per test prompt",
+    )
+    parser.add_argument(
+        "--eval-clip-steps",
+        type=at_least(1),
+        metavar="N",
+        help="the evaluation CLIP's training steps",
+    )
+
+
 def precheck_evaluate(argv: list[str]) -> None:
-    """Refuse, before evaluate's heavy imports, a command line whose paths are wrong (one line,
-    exit 2); the rest is checked by `t2i.evaluate.main`."""
-    parser = argparse.ArgumentParser(add_help=False)
+    """Refuse, before evaluate's heavy imports, a command line whose paths, numbers or suite
+    are wrong (one line, exit 2); the rest is checked by `t2i.evaluate.main`."""
+    parser = OneLineParser(prog="python -m t2i.evaluate", add_help=False)
     parser.add_argument("model", nargs="?")
     for flag in ("--data", "--split", "--eval-clip", "--lora", "--grids"):
         parser.add_argument(flag)
+    evaluate_number_flags(parser)
     args, _ = parser.parse_known_args(argv)
     try:
         check_eval_paths(args.model, args.data, args.split, args.eval_clip, args.lora, args.grids)
@@ -270,9 +314,10 @@ def pipeline_path(model: str | Path | None) -> Path:
     return path
 
 
-def check_model(model: str | Path | None, flag: str = "--model") -> None:
-    """A FileNotFoundError naming `flag` unless `model` is a folder or a shipped pipeline; a
-    ValueError for a LoRA adapter folder (it goes to --lora, beside its base)."""
+def check_model(model: str | Path | None, flag: str = "--model", pipeline: bool = False) -> None:
+    """A FileNotFoundError naming `flag` unless `model` is a folder or a shipped pipeline
+    (with `pipeline`, one holding model_index.json); a ValueError for a LoRA adapter folder
+    (it goes to --lora, beside its base)."""
     if model is not None and not pipeline_path(model).is_dir():
         raise FileNotFoundError(
             f"{flag} {model}: no such directory, nor a shipped pipeline ({', '.join(shipped())})"
@@ -284,6 +329,8 @@ def check_model(model: str | Path | None, flag: str = "--model") -> None:
             f"{flag} {model}: a folder of LoRA adapters, not a pipeline; draw with their "
             f"base, {base}, and --lora {model}"
         )
+    if pipeline and model is not None and not (path / "model_index.json").is_file():
+        raise FileNotFoundError(f"{flag} {model}: no model_index.json; not a saved pipeline")
 
 
 def read_lora_config(folder: str | Path, flag: str = "--lora") -> dict:

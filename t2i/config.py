@@ -16,6 +16,7 @@ import collections.abc
 import dataclasses
 import difflib
 import inspect
+import math
 import types
 import typing
 from pathlib import Path
@@ -205,13 +206,20 @@ def _check_type(value: Any, hint: Any, key: str, where: str) -> Any:
         origin = typing.get_origin(hint)
     base = origin or hint
     if base in (tuple, list, collections.abc.Sequence) and isinstance(value, (list, tuple)):
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        if len(set(args)) == 1:  # Sequence[int], tuple[int, ...]: each item checked
+            value = [_check_type(v, args[0], f"{key}[{i}]", where) for i, v in enumerate(value)]
         return tuple(value) if base is tuple else value
     if base is float and isinstance(value, (int, str)) and not isinstance(value, bool):
         try:
             return float(value)  # YAML 1.1 reads "1e-3" (no dot) as a string
         except ValueError:
             pass
-    elif isinstance(value, base) and not (base is int and isinstance(value, bool)):
+    elif (
+        base not in (tuple, list, collections.abc.Sequence)  # a string is a sequence too
+        and isinstance(value, base)
+        and not (base is int and isinstance(value, bool))
+    ):
         return value
     raise ConfigError(
         f"{where}: '{key}' must be {getattr(base, '__name__', base)}, got {value!r} "
@@ -269,16 +277,49 @@ def apply_overrides(data: dict, overrides: list[str], where: str = "command line
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"{where}: '{key}' goes through a value that is not a section.")
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as err:
+            raise ConfigError(
+                f"{where}: override '{item}': not a YAML value ({_yaml_problem(err)})"
+            ) from None
     return data
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error in one line: what is wrong and where (1-based line and column)."""
+
+    def at(mark: Any) -> str:
+        return f"line {mark.line + 1}, column {mark.column + 1}"
+
+    mark, context = getattr(err, "problem_mark", None), getattr(err, "context_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    if mark is None:
+        return problem
+    if context is not None and getattr(err, "context", None):  # what was open, and where
+        return f"{at(context)}: {err.context}: {problem} ({at(mark)})"
+    return f"{at(mark)}: {problem}"
+
+
+def read_text(path: str | Path) -> str:
+    """A file a user edits, as UTF-8 text (a leading byte-order mark dropped); a ConfigError
+    naming the file and the first byte that is not UTF-8."""
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{raw[err.start]:02x} on line {line}); save it as UTF-8"
+        ) from None
 
 
 def config_model_type(path: str | Path) -> str | None:
     """A config file's `model.type` (None: unreadable, or none named), read without checking
     the rest (which command runs it: a recipe, fine-tuning, one model)."""
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError):
+        data = yaml.safe_load(read_text(path)) or {}
+    except (OSError, yaml.YAMLError, ConfigError):
         return None
     return (data.get("model") or {}).get("type") if isinstance(data, dict) else None
 
@@ -290,9 +331,9 @@ def read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(read_text(path)) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(err)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: not a mapping of sections")
     return data
@@ -335,17 +376,59 @@ LEAST = {
 }
 
 
+# diffusers' `get_scheduler` names (t2i.config imports no diffusers; a test keeps the two equal)
+LR_SCHEDULES = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "piecewise_constant",
+)
+SEED_MAX = 2**32 - 1  # numpy's and Accelerate's set_seed's bound
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
 def check_ranges(config: ExperimentConfig, where: str) -> None:
-    """A ConfigError naming the first count below its least value, or a learning rate that
-    is not a finite positive number."""
+    """A ConfigError naming the first value out of its range: a count below its least
+    value, a seed outside [0, 2**32 - 1], a rate, decay or probability that is not a finite
+    number in its interval, a precision or schedule that is not one of the known names."""
     for key, least in LEAST.items():
         section, name = key.split(".")
         value = getattr(getattr(config, section), name)
         if value < least:
             raise ConfigError(f"{where}: {key}={value} must be >= {least}")
-    rate = config.train.learning_rate
-    if not (rate > 0 and rate != float("inf")):
-        raise ConfigError(f"{where}: train.learning_rate={rate} must be a finite number > 0")
+    train, data = config.train, config.data
+    for key, value in (("train.seed", train.seed), ("data.seed", data.seed)):
+        if not 0 <= value <= SEED_MAX:
+            raise ConfigError(f"{where}: {key}={value} must be in [0, 2**32 - 1]")
+    rules = [  # (key, value, ok, what it must be)
+        ("train.learning_rate", train.learning_rate, lambda v: v > 0, "a finite number > 0"),
+        ("train.weight_decay", train.weight_decay, lambda v: v >= 0, "a finite number >= 0"),
+        ("train.max_grad_norm", train.max_grad_norm, lambda v: v > 0, "null or a number > 0"),
+        ("train.ema_decay", train.ema_decay, lambda v: 0 <= v < 1, "null or in [0, 1)"),
+        ("data.caption_drop_prob", data.caption_drop_prob, lambda v: 0 <= v < 1, "in [0, 1)"),
+    ]
+    for key, value, ok, must in rules:
+        if value is None and must.startswith("null"):
+            continue
+        if not (_finite(value) and ok(value)):
+            raise ConfigError(f"{where}: {key}={value} must be {must}")
+    betas = train.adam_betas
+    if not (len(betas) == 2 and all(_finite(b) and 0 <= b < 1 for b in betas)):
+        raise ConfigError(f"{where}: train.adam_betas={betas} must be two numbers in [0, 1)")
+    if train.mixed_precision not in ("auto", "no", "bf16", "fp16"):
+        raise ConfigError(
+            f"{where}: train.mixed_precision={train.mixed_precision!r}: use 'auto', 'no', "
+            "'bf16' or 'fp16'"
+        )
+    if train.lr_schedule not in LR_SCHEDULES:
+        names = ", ".join(LR_SCHEDULES)
+        raise ConfigError(f"{where}: train.lr_schedule={train.lr_schedule!r}: use one of {names}")
 
 
 def save_config(config: ExperimentConfig, path: str | Path) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from t2i._version import __version__
-from t2i.cli import OneLineParser, at_least, check_model, pipeline_path, shipped
+from t2i.cli import OneLineParser, check_model, pipeline_path, port, shipped
 
 logger = logging.getLogger("t2i.demo")
 SHOWN_FIRST = ("emoji", "default")  # without --model: the first of these that is shipped
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--host", default="127.0.0.1", help="the address to bind (default: this machine only)"
     )
-    p.add_argument("--port", type=at_least(1), default=7860, help="the port (default 7860)")
+    p.add_argument("--port", type=port, default=7860, help="the port (default 7860)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--version", action="version", version=f"t2i {__version__}")
     return p
@@ -304,8 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
-        check_model(args.model)
-    except FileNotFoundError as err:
+        check_model(args.model, pipeline=True)
+    except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:

@@ -75,10 +75,14 @@ if __name__ == "__main__":  # wrong paths are refused before the heavy imports b
     precheck_evaluate(sys.argv[1:])
 
 import torch  # noqa: E402
-import yaml  # noqa: E402
 
-from t2i.cli import check_eval_paths, pipeline_path  # noqa: E402
-from t2i.config import ExperimentConfig, load_config
+from t2i.cli import (  # noqa: E402
+    OneLineParser,
+    check_eval_paths,
+    evaluate_number_flags,
+    pipeline_path,
+)
+from t2i.config import ExperimentConfig, load_config, read_yaml
 from t2i.data.captioned import HELDOUT_FILE, CaptionedDataset, detect_format
 from t2i.evaluation.captioned import cached_eval_clip, evaluate_captioned, heldout_split
 from t2i.evaluation.models import (
@@ -126,7 +130,7 @@ def run_data(model_path: str) -> dict:
     """The data section of the run config.yaml beside a saved model ({} when there is none)."""
     for config in (Path(model_path) / "config.yaml", Path(model_path).parent / "config.yaml"):
         if config.is_file():
-            return yaml.safe_load(config.read_text()).get("data") or {}
+            return read_yaml(config).get("data") or {}
     return {}
 
 
@@ -157,7 +161,7 @@ def load_readers(model_path: str, model: Any, given: dict[str, str | None]) -> d
 def main(argv: list[str] | None = None) -> int:
     """The command line: `python -m t2i.evaluate MODEL [--suite shapes] [--n N] [--out FILE]`,
     or `python -m t2i.evaluate PIPELINE --suite captioned --data DIR [--n N]`."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m t2i.evaluate",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -166,23 +170,12 @@ def main(argv: list[str] | None = None) -> int:
         "model",
         help="a saved model directory, a run directory, a pipeline, or a shipped pipeline's name",
     )
-    parser.add_argument("--suite", choices=["shapes", "captioned"], default="shapes")
+    evaluate_number_flags(parser)
     parser.add_argument(
         "--data", help="--suite captioned: the captioned data set the pipeline learnt"
     )
-    parser.add_argument(
-        "--n",
-        type=int,
-        default=1000,
-        help="test images per measurement (--suite captioned: captions per part)",
-    )
-    parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tokenizer", help="the tokenizer a model reads (default: its run's)")
     parser.add_argument("--clip", help="the CLIP a model reads (default: its run's)")
-    parser.add_argument(
-        "--images-per-prompt", type=int, default=4, help="a pipeline's images per test prompt"
-    )
     every = [name for table in ROUTE_SETTINGS.values() for name in table]
     parser.add_argument(
         "--settings",
@@ -249,9 +242,6 @@ def _captioned_flags(parser: argparse.ArgumentParser) -> None:
         default=str(EVAL_CLIP_CONFIG),
         metavar="FILE",
         help="the evaluation CLIP's config (default: configs/custom/eval_clip.yaml)",
-    )
-    parser.add_argument(
-        "--eval-clip-steps", type=int, metavar="N", help="the evaluation CLIP's training steps"
     )
     parser.add_argument(
         "--sampling",

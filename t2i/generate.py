@@ -552,6 +552,30 @@ def route_arguments(args: argparse.Namespace) -> dict:
     return dict(guidance_scale=args.guidance_scale, temperature=args.temperature, **common)
 
 
+def check_ldm_steps(args: argparse.Namespace, index: dict, model: Path) -> None:
+    """The latent route's steps on its saved noise schedule, before any weights load: a
+    ValueError naming --steps where DPM-Solver++ or UniPC would land two steps on one
+    timestep (and divide by zero). Settings it cannot resolve here are left to the
+    pipeline's own checks."""
+    from t2i.nn.diffusion import SAMPLERS, check_timesteps
+
+    recorded = index.get("_t2i_sampling") or {}
+    sampler = args.sampler or recorded.get("ldm_sampler")
+    steps = args.steps or recorded.get("ldm_num_inference_steps")
+    config = model / "scheduler" / "scheduler_config.json"
+    if sampler not in SAMPLERS or not isinstance(steps, int) or not config.is_file():
+        return
+    try:
+        scheduler = SAMPLERS[sampler].from_config(json.loads(config.read_text()))
+        scheduler.set_timesteps(steps)
+    except (ValueError, TypeError, UnicodeDecodeError):  # named when the pipeline loads
+        return
+    try:
+        check_timesteps(scheduler.timesteps, sampler, steps, scheduler.config.num_train_timesteps)
+    except ValueError as err:
+        raise ValueError(f"--steps {steps} --sampler {sampler}: {err}") from None
+
+
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> list[Path]:
     """Check the arguments, load the pipeline, generate, and write the images; return the
     paths written."""
@@ -592,6 +616,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None)
 
     import torch  # the heavy imports come after the arguments are checked
 
+    if args.route == "ldm" and record is None:
+        check_ldm_steps(args, index, pipeline_path(args.model))
     from t2i.pipelines import load_pipeline
     from t2i.pipelines.common import check_setting
 

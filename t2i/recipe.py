@@ -48,6 +48,7 @@ from t2i.config import (
     checker,
     config_model_type,
     from_dict,
+    read_yaml,
 )
 from t2i.data.captioned import CaptionedDataset, detect_format
 from t2i.data.sets import split_record
@@ -163,7 +164,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         ConfigError: a bad key, value, stage, route or preset, naming it.
     """
     path, where = Path(path), str(path)
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = read_yaml(path)
     listed = [s.get("stage") for s in (raw.get("model") or {}).get("stages") or []]
     mine = [o for o in overrides or [] if o.split("=", 1)[0].split(".", 1)[0] not in listed]
     apply_overrides(raw, mine)
@@ -298,10 +299,10 @@ def read_presets(path: str | Path, model: dict | None = None) -> dict:
     """The presets file a recipe names (`model.presets`, beside it): name -> {about, sizes}."""
     path = Path(path)
     if model is None:
-        model = (yaml.safe_load(path.read_text()) or {}).get("model") or {}
+        model = read_yaml(path).get("model") or {}
     if not model.get("presets"):
         return {}
-    return yaml.safe_load((path.parent / model["presets"]).read_text()) or {}
+    return read_yaml(path.parent / model["presets"])
 
 
 def preset_table(path: str | Path) -> str:
@@ -334,7 +335,7 @@ def stage_config(
         read: the readers already trained (empty while only checking the configs).
     """
     where = f"{recipe.source} [{stage.name}: {stage.config}]"
-    raw = yaml.safe_load(stage.config.read_text()) or {}
+    raw = read_yaml(stage.config)
     for key, value in (recipe.preset.get(stage.name) or {}).items():
         _set(raw, key, copy.deepcopy(value))
     data, train = raw.setdefault("data", {}), raw.setdefault("train", {})
@@ -465,7 +466,7 @@ def settle(run: Path, inputs: dict[str, Any], legacy: dict[str, Any]) -> str:
     else:
         old = {}
         if finished and (run / "config.yaml").is_file():
-            recorded = flatten(yaml.safe_load((run / "config.yaml").read_text()))
+            recorded = flatten(read_yaml(run / "config.yaml"))
             if not _changed(_by_name(recorded, legacy), legacy):
                 return "adopted"
     aside = set_aside(run)

@@ -9,9 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from t2i.config import ConfigError, ExperimentConfig, to_dict
+from t2i.config import ConfigError, ExperimentConfig, read_yaml, to_dict
 
 PREFIX = "checkpoint-"
 STATE_FILE = "trainer_state.json"  # the loop's step, counters and EMA settings
@@ -68,10 +66,16 @@ def check_fresh(config: ExperimentConfig, where: str) -> None:
 def check_resume(config: ExperimentConfig, where: str) -> None:
     """A ConfigError when `train.resume` continues a run that was trained with another config
     (a key other than those of RESUMABLE changed), naming the first such key."""
+    resume = config.train.resume
+    if resume not in (None, "latest") and not (Path(resume) / STATE_FILE).is_file():
+        raise ConfigError(
+            f"{where}: train.resume={resume!r}: no complete checkpoint there (missing "
+            f"{STATE_FILE}); use 'latest' or a checkpoint-N folder"
+        )
     recorded = Path(config.train.output_dir) / "config.yaml"
-    if config.train.resume is None or not recorded.is_file():
+    if resume is None or not recorded.is_file():
         return
-    old = flatten(yaml.safe_load(recorded.read_text()) or {})
+    old = flatten(read_yaml(recorded))
     new = flatten(to_dict(config))
     changed = [k for k in new if k in old and k not in RESUMABLE and old[k] != new[k]]
     if changed:

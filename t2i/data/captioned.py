@@ -341,6 +341,10 @@ class CaptionedDataset(Dataset):
         record; report those left out."""
         caption = record["caption"]
         captions = caption if isinstance(caption, list) else [caption]
+        odd = next((c for c in captions if c is not None and not isinstance(c, str)), None)
+        if odd is not None:  # a number or a mapping where text belongs: named, not read as ""
+            self._report(record["source"], f"caption {odd!r} ({type(odd).__name__}) is not text")
+            return False
         captions = [c for c in captions if isinstance(c, str) and c.strip()]
         if not captions and not required:
             record["caption"] = None

@@ -5,14 +5,13 @@ model by the class its `config.json` names."""
 from __future__ import annotations
 
 import inspect
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from t2i.models.autoencoder_kl import KLAutoencoder, LatentAutoencoder
-from t2i.models.base import T2IModel
+from t2i.models.base import T2IModel, read_config, resolve_dtype
 from t2i.models.clip import CLIPModel, clip_score, rerank
 from t2i.models.cvae import CVAE
 from t2i.models.diffusion_decoder import DiffusionDecoder
@@ -125,7 +124,7 @@ def class_of(path: str | Path) -> type[T2IModel]:
         path: a saved model directory, or a run directory.
     """
     config = model_dir(path) / "config.json"
-    class_name = json.loads(config.read_text()).get("_class_name")
+    class_name = read_config(config).get("_class_name")
     by_name = {cls.__name__: cls for cls in MODELS.values()}
     if class_name not in by_name:
         raise ValueError(
@@ -148,26 +147,6 @@ def model_dir(path: str | Path) -> Path:
     if not any((path / n).is_file() for n in names):
         raise FileNotFoundError(f"{path}: no config.json; pass a saved model or run directory")
     return path
-
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-DTYPE_NAMES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
-
-
-def resolve_dtype(value: Any, where: str = "torch_dtype") -> torch.dtype | None:
-    """A weights dtype from a torch.dtype or its name ("float16", "fp16", "torch.bfloat16"),
-    None as None; a ValueError naming `where` and the value for anything else (diffusers
-    would load float32 in silence for a string)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        name = value.strip().lower().removeprefix("torch.")
-        value = DTYPES.get(DTYPE_NAMES.get(name, name), value)
-    if value not in DTYPES.values():
-        raise ValueError(
-            f"{where}={value!r}: use one of {', '.join(DTYPES)} (or torch.float32, ...)"
-        )
-    return value
 
 
 def load_model(

@@ -9,13 +9,82 @@ for bit. A copy per tensor, once at load time, restores it and releases the file
 
 from __future__ import annotations
 
+import inspect
 import itertools
+import json
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
 from diffusers import ConfigMixin, ModelMixin
+from safetensors import safe_open
 
+from t2i.config import ConfigError, check_kwargs
 from t2i.models.lora import LoraError, has_lora, save_lora
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPE_NAMES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
+
+
+def resolve_dtype(value: Any, where: str = "torch_dtype") -> torch.dtype | None:
+    """A weights dtype from a torch.dtype or its name ("float16", "fp16", "torch.bfloat16"),
+    None as None; a ValueError naming `where` and the value for anything else (diffusers
+    would load float32 in silence for a string)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        name = value.strip().lower().removeprefix("torch.")
+        value = DTYPES.get(DTYPE_NAMES.get(name, name), value)
+    if value not in DTYPES.values():
+        raise ValueError(
+            f"{where}={value!r}: use one of {', '.join(DTYPES)} (or torch.float32, ...)"
+        )
+    return value
+
+
+def check_weights_files(folder: Path, hint: str = "") -> None:
+    """A FileNotFoundError or ValueError naming a saved model's weights file when there is
+    none, or one is truncated or unreadable (diffusers would look for a .bin instead, or
+    fail without a reason). `hint` ends the message (what to do)."""
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no weights file (*.safetensors){hint}")
+    for file in files:
+        try:
+            with safe_open(str(file), "pt") as weights:
+                weights.keys()
+        except Exception as err:  # safetensors raises its own error types
+            reason = str(err).split(":")[-1].strip() or type(err).__name__
+            raise ValueError(f"{file}: truncated or unreadable ({reason}){hint}") from None
+
+
+def read_config(file: Path) -> dict:
+    """A saved model's config.json as a dict; a ValueError naming the file when it is not
+    UTF-8 JSON holding an object."""
+    try:
+        config = json.loads(file.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{file}: not UTF-8 text (byte {err.start})") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{file}: not JSON (line {err.lineno}, column {err.colno})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{file}: not a JSON object of settings")
+    return config
+
+
+def check_saved_config(cls: type, folder: Path) -> None:
+    """A saved model's config.json, checked before diffusers reads it: UTF-8 JSON holding a
+    mapping, each value a constructor argument takes of its declared type (a hand-edited
+    file's mistake named by file and key, not found deep in the model's construction)."""
+    file = folder / "config.json"
+    if not file.is_file():
+        return  # diffusers names it
+    config = read_config(file)
+    known = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    try:  # keys the constructor no longer takes are diffusers' to ignore
+        check_kwargs(cls.__init__, {k: v for k, v in config.items() if k in known}, str(file))
+    except ConfigError as err:
+        raise ValueError(str(err)) from None
 
 
 class T2IModel(ModelMixin, ConfigMixin):
@@ -58,7 +127,16 @@ class T2IModel(ModelMixin, ConfigMixin):
 
     @classmethod
     def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
-        """diffusers' `ModelMixin.from_pretrained`, then each tensor copied to its own storage."""
+        """diffusers' `ModelMixin.from_pretrained`, then each tensor copied to its own storage.
+        A local folder's config.json and weights file are checked first, and a dtype may be
+        named ("float16"), which diffusers would ignore in favour of float32."""
+        if "torch_dtype" in kwargs:
+            kwargs["torch_dtype"] = resolve_dtype(kwargs["torch_dtype"])
+        folder = Path(args[0]) if args and isinstance(args[0], str | Path) else None
+        if folder is not None and (folder / "config.json").is_file():
+            check_saved_config(cls, folder)
+            if "subfolder" not in kwargs:
+                check_weights_files(folder)
         model = super().from_pretrained(*args, **kwargs)
         for tensor in itertools.chain(model.parameters(), model.buffers()):
             tensor.data = tensor.data.clone()

@@ -57,6 +57,7 @@ def load_pipeline(
             "with `python scripts/build_default.py` or pass a pipeline directory"
         )
     torch_dtype = resolve_dtype(torch_dtype)  # before any loading
+    device = check_device(device)
     path = pipeline_path(path)
     index = check_pipeline_dir(path)
     route = route or default_route(index)
@@ -72,7 +73,23 @@ def load_pipeline(
             raise missing_route(route, lacking, index.get("_t2i_routes") or [])
         cls = ROUTES[route]
     pipe = cls.from_pretrained(path, torch_dtype=torch_dtype)
-    return pipe.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cpu":  # loaded there; diffusers' .to("cpu") would warn that float16
+        return pipe  # cannot run on the CPU, which torch's CPU kernels have done since 2.1
+    return pipe.to(device)
+
+
+def check_device(device: str | torch.device | None) -> torch.device:
+    """Where a pipeline runs: None -> CUDA when present, else the CPU; a ValueError naming a
+    device this machine does not have (torch would fail on the first tensor moved there)."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device={device!r}: not a device (use 'cpu' or 'cuda')") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r}: no CUDA device here (use 'cpu' or None)")
+    return device
 
 
 __all__ = [

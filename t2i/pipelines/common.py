@@ -29,11 +29,11 @@ import yaml
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 from PIL import Image
-from safetensors import safe_open
 
 from t2i._version import __version__
 from t2i.cli import ROUTE_NAMES
 from t2i.models import clip_score, load_model, resolve_dtype
+from t2i.models.base import check_weights_files
 from t2i.models.external import files_id
 from t2i.models.lora import (
     LoraError,
@@ -649,24 +649,24 @@ def check_weights(path: Path, name: str) -> None:
     or unreadable (diffusers would look for a .bin, or fail without a reason), and what still
     loads: the routes that do not use it."""
     folder = path / name
-    files = sorted(folder.glob("*.safetensors"))
     others = f"restore it (or load a route that does not use the {name})"
-    if not files:
-        raise PipelineFormatError(f"{path}: its {name} has no weights file in {folder}; {others}")
-    for file in files:
-        try:
-            with safe_open(str(file), "pt") as weights:
-                weights.keys()
-        except Exception as err:  # safetensors raises its own error types
-            reason = str(err).split(":")[-1].strip() or type(err).__name__
-            raise PipelineFormatError(
-                f"{file}: truncated or unreadable ({reason}); {others}"
-            ) from None
+    try:
+        check_weights_files(folder, f"; {others}")
+    except FileNotFoundError:
+        raise PipelineFormatError(
+            f"{path}: its {name} has no weights file in {folder}; {others}"
+        ) from None
+    except ValueError as err:
+        raise PipelineFormatError(str(err)) from None
 
 
 def prompt_list(prompt: str | Sequence[str]) -> list[str]:
-    """One prompt or several, as a list."""
-    return [prompt] if isinstance(prompt, str) else list(prompt)
+    """One prompt or several, as a list; a TypeError naming anything else."""
+    if isinstance(prompt, str):
+        return [prompt]
+    if not isinstance(prompt, Sequence) or not all(isinstance(p, str) for p in prompt):
+        raise TypeError(f"prompt={prompt!r}: give a string or a list of strings")
+    return list(prompt)
 
 
 def negative_list(negative: str | Sequence[str] | None, prompts: list[str]) -> list[str] | None:

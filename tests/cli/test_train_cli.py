@@ -138,7 +138,8 @@ def test_resuming_from_a_folder_that_holds_no_checkpoint_is_a_one_line_error(tmp
     args = ["configs/shapes/vae.yaml", *TINY_VAE, f"train.output_dir={tmp_path / 'run'}"]
     assert train.main([*args, "--resume", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: train.resume=") and "no complete checkpoint there" in err
+    assert err.startswith("error: configs/shapes/vae.yaml: train.resume=")
+    assert "no complete checkpoint there" in err and err.count("\n") == 1
 
 
 def test_a_mistyped_model_key_is_an_error_naming_it(capsys):

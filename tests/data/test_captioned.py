@@ -487,3 +487,24 @@ def test_a_malformed_metadata_line_is_skipped_by_file_and_line_and_the_rest_read
     bad = data.report()["bad"]
     meta = tmp_path / "metadata.jsonl"
     assert bad[f"{meta}:2"].startswith("not JSON") and "a JSON list" in bad[f"{meta}:3"]
+
+
+def test_a_caption_that_is_not_text_is_named_as_such_not_read_as_empty(tmp_path):
+    for i in range(4):
+        Image.new("RGB", (8, 8), (30, 30, 200)).save(tmp_path / f"{i}.png")
+    rows = [
+        {"file_name": "0.png", "caption": 5},
+        {"file_name": "1.png", "caption": ["a blue square", {"x": 1}]},
+        {"file_name": "2.png", "caption": ["a blue box", "a square"]},  # several captions
+        {"file_name": "3.png", "caption": "a blue tile"},
+    ]
+    (tmp_path / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = CaptionedDataset(tmp_path, image_size=8)
+    assert sorted(c for r in data.records for c in r["caption"]) == [
+        "a blue box",
+        "a blue tile",
+        "a square",
+    ]
+    bad = data.report()["bad"]
+    assert bad[str(tmp_path / "0.png")] == "caption 5 (int) is not text"
+    assert bad[str(tmp_path / "1.png")] == "caption {'x': 1} (dict) is not text"
