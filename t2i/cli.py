@@ -186,7 +186,9 @@ def precheck_train(argv: list[str], description: str | None = None) -> None:
         data = read_yaml(args.config)
         model = data.get("model")
         kind = model.get("type") if isinstance(model, dict) else None
-        if kind not in ("recipe", "pipeline"):  # those have keys of their own, checked later
+        if kind in ("recipe", "pipeline"):  # their own keys are checked later; paths now
+            check_run_paths(data, args.overrides, kind, args.config)
+        else:
             resume = [f"train.resume={args.resume}"] if args.resume is not None else []
             config = load_config(args.config, args.overrides + resume)
             # the run folder: a used one is not trained into afresh, nor resumed as another model
@@ -198,6 +200,28 @@ def precheck_train(argv: list[str], description: str | None = None) -> None:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+
+
+def check_run_paths(data: dict, overrides: list[str], kind: str, source: str) -> None:
+    """A recipe's or fine-tuning's data folder and starting pipeline, torch-free: a
+    ConfigError naming the key and path when the data is not there (or is an empty folder),
+    or `init_from` is no pipeline folder nor a shipped pipeline's name."""
+    from t2i.config import ConfigError
+
+    given = dict(o.split("=", 1) for o in overrides if "=" in o)
+    path = given.get("data.path", given.get("path", (data.get("data") or {}).get("path")))
+    if path:
+        folder = Path(str(path))
+        if not folder.exists():
+            raise ConfigError(f"{source}: data.path={str(path)!r}: no such file or folder")
+        if folder.is_dir() and not any(folder.iterdir()):
+            raise ConfigError(f"{source}: data.path={str(path)!r}: an empty folder")
+    init = given.get("init_from", data.get("init_from"))
+    if kind == "pipeline" and init and not pipeline_path(str(init)).is_dir():
+        raise ConfigError(
+            f"{source}: init_from={str(init)!r}: no such pipeline folder, nor a shipped "
+            f"pipeline ({', '.join(shipped())})"
+        )
 
 
 def check_eval_paths(

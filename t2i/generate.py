@@ -616,12 +616,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None)
 
     import torch  # the heavy imports come after the arguments are checked
 
+    device = resolve_device(args.device)
     if args.route == "ldm" and record is None:
         check_ldm_steps(args, index, pipeline_path(args.model))
     from t2i.pipelines import load_pipeline
     from t2i.pipelines.common import check_setting
 
-    device = resolve_device(args.device)
     pipe = load_pipeline(
         args.model, device=device, route=args.route, torch_dtype=getattr(torch, args.dtype)
     )

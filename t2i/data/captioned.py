@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import pyarrow
 import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
@@ -292,7 +293,13 @@ class CaptionedDataset(Dataset):
         return self._rows(table, caption_column, image_column, self.path.parent)
 
     def _read_saved(self, caption_column: str | None, image_column: str | None) -> list:
-        table = datasets.load_from_disk(str(self.path))
+        try:
+            table = datasets.load_from_disk(str(self.path))
+        except (OSError, ValueError, pyarrow.ArrowException) as err:  # a damaged save
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ValueError(
+                f"{self.path}: a save_to_disk folder that does not load ({reason})"
+            ) from None
         return self._rows(table, caption_column, image_column, self.path)
 
     def _rows(

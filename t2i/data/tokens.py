@@ -22,6 +22,7 @@ from typing import Any
 
 import datasets
 import numpy as np
+import pyarrow
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
@@ -132,8 +133,14 @@ def cached_tokens(
     root = Path(root)
     entry = root / key
     if (entry / INFO_FILE).is_file():
-        logger.info("token cache hit: %s", entry)
-        return datasets.load_from_disk(str(entry))
+        try:
+            loaded = datasets.load_from_disk(str(entry))
+            logger.info("token cache hit: %s", entry)
+            return loaded
+        except (OSError, ValueError, pyarrow.ArrowException) as err:  # derived: made again
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            logger.warning("token cache: %s is damaged (%s); encoding it again", entry, reason)
+            shutil.rmtree(entry, ignore_errors=True)
     logger.info("token cache miss: encoding %s into %s", source, entry)
     data = build()
     tmp = root / f".tmp-{key}"

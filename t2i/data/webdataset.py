@@ -36,6 +36,21 @@ def shard_files(path: str | Path) -> list[str]:
     return files
 
 
+def shard_damage(file: str | Path) -> str | None:
+    """What is wrong with a .tar shard's end, read without scanning it (None: it ends as a
+    whole tar does, in 512-byte blocks closed by two zero blocks). A shard cut short by a
+    failed copy or a full disk streams its first samples and loses the rest in silence."""
+    size = Path(file).stat().st_size
+    if size % 512:
+        return f"truncated: {size} bytes, not whole 512-byte tar blocks; its last samples are lost"
+    with open(file, "rb") as f:
+        f.seek(max(0, size - 1024))
+        tail = f.read()
+    if size < 1024 or any(tail):
+        return "truncated: no end-of-archive blocks; its last samples are lost"
+    return None
+
+
 class WebDatasetShards(IterableDataset):
     """WebDataset tar shards streamed through `datasets` (nothing is unpacked to disk): the
     files of one sample share a key, the image under its extension (png, jpg, ...) and the
@@ -70,6 +85,11 @@ class WebDatasetShards(IterableDataset):
         self.caption_column = caption_column or "txt"
         self.shuffle_buffer, self.seed, self.epoch = shuffle_buffer, seed, 0
         self.bad = BadSamples()  # source -> reason, workers' finds included
+        for file in self.files:  # a damaged shard still gives its first samples: named
+            reason = shard_damage(file)
+            if reason is not None:
+                self.bad[file] = reason
+                logger.warning("%s: %s", file, reason)
 
     def set_epoch(self, epoch: int) -> None:
         """Reshuffle for this epoch (the trainer calls it)."""

@@ -258,3 +258,26 @@ def test_from_pretrained_takes_a_dtype_by_name(saved_ldm):
     assert model.dtype == torch.float16  # diffusers alone loads float32 and says so
     with pytest.raises(ValueError, match="torch_dtype='float17'"):
         LatentDenoiser.from_pretrained(saved_ldm / "unet", torch_dtype="float17")
+
+
+@pytest.mark.parametrize(
+    "argv, named",
+    [
+        (["configs/custom/pipeline.yaml", "data.path={missing}"], "data.path='{missing}': no such"),
+        (["configs/custom/pipeline.yaml", "data.path={empty}"], "data.path='{empty}': an empty"),
+        (["configs/custom/finetune.yaml", "init_from={missing}"], "init_from='{missing}': no such"),
+    ],
+)
+def test_a_recipes_data_and_a_finetunings_start_are_named_before_the_imports(
+    argv, named, tmp_path, capsys
+):
+    from t2i.cli import precheck_train
+
+    paths = {"missing": tmp_path / "missing", "empty": tmp_path / "empty"}
+    paths["empty"].mkdir()
+    extra = [f"output_dir={tmp_path / 'out'}"]
+    with pytest.raises(SystemExit) as stop:
+        precheck_train([a.format(**paths) for a in argv] + extra)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1
+    assert f"{argv[0]}: {named.format(**paths)}" in err

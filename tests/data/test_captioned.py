@@ -508,3 +508,30 @@ def test_a_caption_that_is_not_text_is_named_as_such_not_read_as_empty(tmp_path)
     bad = data.report()["bad"]
     assert bad[str(tmp_path / "0.png")] == "caption 5 (int) is not text"
     assert bad[str(tmp_path / "1.png")] == "caption {'x': 1} (dict) is not text"
+
+
+def test_a_truncated_webdataset_shard_is_named_while_its_whole_samples_still_stream(tmp_path):
+    from t2i.data.webdataset import WebDatasetShards
+
+    root = write_shards(tmp_path / "shards", bad=False)
+    shard = root / "shard-1.tar"
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])  # a copy cut short
+    stream = WebDatasetShards(root, image_size=16, shuffle_buffer=0)
+    samples = list(stream)
+    assert 12 <= len(samples) < 24  # shard 0 whole, shard 1 up to its cut
+    bad = stream.report()["bad"]
+    assert bad[str(shard)].startswith("truncated")  # the shard, and any sample cut in two
+    assert all(k.startswith(str(shard)) for k in bad)
+    assert inspect(root)["bad"][str(shard)] == bad[str(shard)]
+
+
+def test_a_damaged_save_to_disk_folder_is_named(tmp_path):
+    table = datasets.Dataset.from_dict(
+        {"image": [Image.new("RGB", (8, 8))] * 4, "text": ["a", "b", "c", "d"]}
+    ).cast_column("image", datasets.Image())
+    table.save_to_disk(str(tmp_path / "saved"))
+    arrow = next((tmp_path / "saved").glob("*.arrow"))
+    arrow.write_bytes(arrow.read_bytes()[:300])
+    with pytest.raises(ValueError, match="saved: a save_to_disk folder that does not load"):
+        CaptionedDataset(tmp_path / "saved", image_size=8)

@@ -90,6 +90,23 @@ def test_cache_hits_rebuilds_on_a_new_key_and_drops_the_stale_entry(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [changed]  # old entry gone, no tmp left
 
 
+def test_a_damaged_cache_entry_is_encoded_again_not_read(tmp_path, caplog):
+    images = ShapesDataset(n=5, seed=1)
+    calls = []
+
+    def build():
+        calls.append(1)
+        return encode_dataset(images, patch_means)
+
+    key = fingerprint({"w": torch.ones(3)}.items(), images.description)
+    captions = list(cached_tokens(tmp_path, key, "tok-A", build)["caption"])
+    arrow = next((tmp_path / key).glob("*.arrow"))
+    arrow.write_bytes(arrow.read_bytes()[:200])  # a disk that filled up
+    again = cached_tokens(tmp_path, key, "tok-A", build)
+    assert len(calls) == 2 and list(again["caption"]) == captions
+    assert f"token cache: {tmp_path / key} is damaged" in caplog.text
+
+
 def test_fingerprint_depends_on_the_data_description():
     weights = {"w": torch.ones(3)}.items()
     a = fingerprint(weights, ShapesDataset(n=5, seed=1).description)
