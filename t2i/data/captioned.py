@@ -349,6 +349,9 @@ class CaptionedDataset(Dataset):
         caption = record["caption"]
         captions = caption if isinstance(caption, list) else [caption]
         odd = next((c for c in captions if c is not None and not isinstance(c, str)), None)
+        if odd is not None and not required:  # an image-only model: the caption is not read
+            record["caption"] = None
+            return True
         if odd is not None:  # a number or a mapping where text belongs: named, not read as ""
             self._report(record["source"], f"caption {odd!r} ({type(odd).__name__}) is not text")
             return False
