@@ -10,6 +10,7 @@ import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 LORA_CONFIG = "lora_config.json"  # t2i.models.lora.CONFIG_FILE, here without importing torch
 ROUTE_NAMES = ("dalle", "unclip", "ldm", "maskgit")  # t2i.pipelines.ROUTES' keys, torch-free
@@ -31,6 +32,26 @@ def read_utf8(path: str | Path) -> str:
         raise ValueError(
             f"{path}: not UTF-8 text (byte 0x{bad} at offset {err.start}); save it as UTF-8"
         ) from None
+
+
+def read_split(path: str | Path) -> dict[str, Any]:
+    """A heldout.json, checked (torch-free): {"held_out": [sources relative to the data
+    folder], "parts": {name: [sources]} (optional)}, with whatever else it records
+    (`data_path`).
+
+    Raises:
+        ValueError: not such a file (naming it and what is wrong: not UTF-8, not JSON, no
+            held_out list).
+    """
+    try:
+        written = json.loads(read_utf8(path))
+        listed = written["held_out"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a held-out split ({type(err).__name__}: {err})") from None
+    parts = written.get("parts") or {}
+    if not isinstance(listed, list) or not isinstance(parts, dict):
+        raise ValueError(f"{path}: held_out must be a list of sources and parts a dict of them")
+    return {**written, "held_out": listed, "parts": parts}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -63,6 +84,18 @@ def at_least(low: int) -> Callable[[str], int]:
         value = _number(text, whole=True)
         if value < low:
             raise argparse.ArgumentTypeError(f"{text}: must be a whole number >= {low}")
+        return value
+
+    return parse
+
+
+def between(low: int, high: int) -> Callable[[str], int]:
+    """A whole number in [low, high]."""
+
+    def parse(text: str) -> int:
+        value = _number(text, whole=True)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text}: must be a whole number in [{low}, {high}]")
         return value
 
     return parse
@@ -253,6 +286,11 @@ def check_eval_paths(
         raise FileNotFoundError(f"--data {data}: no such file or folder")
     if split is not None and not Path(split).is_file():
         raise FileNotFoundError(f"--split {split}: no such file")
+    if split is not None:
+        try:
+            read_split(split)
+        except ValueError as err:
+            raise ValueError(f"--split {err}") from None
     if eval_clip is not None and not Path(eval_clip).exists():
         raise FileNotFoundError(f"--eval-clip {eval_clip}: no such folder")
     if lora is not None:

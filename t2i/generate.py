@@ -43,6 +43,7 @@ from t2i.cli import (
     ROUTE_NAMES,
     OneLineParser,
     at_least,
+    between,
     check_model,
     default_route,
     finite,
@@ -54,6 +55,7 @@ from t2i.cli import (
 
 logger = logging.getLogger("t2i.generate")
 DTYPES = ("float32", "bfloat16", "float16")
+MAX_UPSCALE = 64  # a 32 px image to 2,048 px; 100,000 filled the memory and was killed
 # memory per image drawn in a batch: measured 1.8 MB (the shipped default, DALL-E route) and
 # 0.7 MB (emoji, 32 px) on the CPU (docs/BENCHMARKS.md); 256 MiB leaves room for a user's
 # pipeline of larger images and wider models
@@ -119,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", action="store_true", help="also write one square grid per prompt")
     p.add_argument(
         "--upscale",
-        type=at_least(1),
+        type=between(1, MAX_UPSCALE),
         metavar="K",
         help="enlarge the written images K times, nearest-neighbour, for viewing (default: "
         "images as drawn, grids to at least 128 px a cell)",
@@ -419,7 +421,10 @@ RECORD_RULES: dict[str, tuple[Any, str]] = {  # a PNG's t2i metadata, which anyo
     "model": (lambda v: isinstance(v, str) and bool(v), "a pipeline's folder or name"),
     "dtype": (lambda v: v in DTYPES, f"one of {', '.join(DTYPES)}"),
     "prime_rows": (_whole, "a whole number >= 0"),
-    "upscale": (lambda v: v is None or _whole(v, 1), "null or a whole number >= 1"),
+    "upscale": (
+        lambda v: v is None or (_whole(v, 1) and v <= MAX_UPSCALE),
+        f"null or a whole number in [1, {MAX_UPSCALE}]",
+    ),
     "negative_prompt": (lambda v: v is None or isinstance(v, str), "null or a prompt"),
     "init_image": (_path, "null or a file"),
     "mask_image": (_path, "null or a file"),

@@ -26,6 +26,7 @@ is logged once with its file and reason and kept in `bad` (`report()` sums them 
 
 from __future__ import annotations
 
+import codecs
 import copy
 import hashlib
 import json
@@ -66,22 +67,25 @@ def relative_source(source: str, root: Path) -> str:
         return source
 
 
-def read_split(path: str | Path) -> dict[str, Any]:
-    """A heldout.json: {"held_out": [sources relative to the data folder], "parts": {name:
-    [sources]} (optional)}, checked.
-
-    Raises:
-        ValueError: not such a file (naming it and what is wrong).
-    """
-    try:
-        written = json.loads(Path(path).read_text())
-        listed = written["held_out"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ValueError(f"{path}: not a held-out split ({type(err).__name__}: {err})") from err
-    parts = written.get("parts") or {}
-    if not isinstance(listed, list) or not isinstance(parts, dict):
-        raise ValueError(f"{path}: held_out must be a list of sources and parts a dict of them")
-    return {"held_out": listed, "parts": parts}
+def check_utf8(path: Path, block: int = 1 << 20) -> None:
+    """A ValueError naming a text file (a caption table) and the offset of its first byte
+    that is not UTF-8; read in blocks, so a large table is never held whole."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0  # of the block's first byte in the file
+    with path.open("rb") as f:
+        while True:
+            data = f.read(block)
+            pending = len(decoder.getstate()[0])  # a character's first bytes, carried over
+            try:
+                decoder.decode(data, final=not data)
+            except UnicodeDecodeError as err:  # err.object: the carried bytes, then the block
+                raise ValueError(
+                    f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset "
+                    f"{offset - pending + err.start}); save it as UTF-8"
+                ) from None
+            if not data:
+                return
+            offset += len(data)
 
 
 def detect_format(path: str | Path) -> str:
@@ -289,7 +293,16 @@ class CaptionedDataset(Dataset):
     def _read_table(self, caption_column: str | None, image_column: str | None) -> list:
         loader = TABLE_LOADERS[self.path.suffix.lower()]
         kwargs = {"delimiter": "\t"} if self.path.suffix.lower() == ".tsv" else {}
-        table = datasets.load_dataset(loader, data_files=str(self.path), split="train", **kwargs)
+        if loader == "csv":
+            check_utf8(self.path)  # pandas would stop on a Latin-1 byte with a traceback
+        try:
+            table = datasets.load_dataset(
+                loader, data_files=str(self.path), split="train", **kwargs
+            )
+        except datasets.exceptions.DatasetGenerationError as err:
+            cause = err.__cause__ or err
+            reason = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+            raise ValueError(f"{self.path}: not a table that reads ({reason})") from None
         return self._rows(table, caption_column, image_column, self.path.parent)
 
     def _read_saved(self, caption_column: str | None, image_column: str | None) -> list:

@@ -10,11 +10,11 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from t2i.cli import read_split
 from t2i.data.captioned import (
     HELDOUT_FILE,
     CaptionedDataset,
     detect_format,
-    read_split,
     relative_source,
     summarize,
 )
@@ -83,7 +83,8 @@ def split_captioned(
     path = split_file(data)
     if path is None:
         return (*full.split(data.num_val, data.seed), None)
-    record = {**read_split(path), "file": str(path)}
+    written = read_split(path)
+    record = {"held_out": written["held_out"], "parts": written["parts"], "file": str(path)}
     return (*full.listed_split(record["held_out"], str(path)), record)
 
 

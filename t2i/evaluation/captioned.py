@@ -78,6 +78,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 from torchvision.utils import save_image
 
+from t2i.cli import read_split
 from t2i.config import DataConfig, ExperimentConfig, to_dict
 from t2i.data.captioned import CaptionedDataset, relative_source
 from t2i.nn.metrics import psnr
@@ -171,11 +172,8 @@ def _split_from_file(
 ) -> HeldOutSplit:
     """The split a heldout.json records: its sources held out, every other record training;
     `source` names it in the report."""
-    try:
-        written = json.loads(record.read_text())
-        listed = set(written["held_out"])
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ValueError(f"{record}: not a held-out split ({err})") from err
+    written = read_split(record)
+    listed = set(written["held_out"])
     root = data_root(data)
     if written.get("data_path") and Path(written["data_path"]).resolve() != root:
         logger.warning(
@@ -191,7 +189,7 @@ def _split_from_file(
         )
     chosen = set(heldout)
     train = [i for i in range(len(sources)) if i not in chosen]
-    parts = _parts_from_file(written.get("parts"), listed, sources, heldout, record)
+    parts = _parts_from_file(written.get("parts") or None, listed, sources, heldout, record)
     return HeldOutSplit(train=train, heldout=heldout, source=source, parts=parts)
 
 

@@ -70,6 +70,14 @@ def test_evaluate_names_a_wrong_path_before_its_heavy_imports(argv, named, tmp_p
     assert stop.value.code == 2 and named.format(**paths) in err and err.count("\n") == 1
 
 
+def test_an_upscale_that_would_fill_the_memory_is_refused(saved_pipeline, tmp_path, capsys):
+    out = ["--out", str(tmp_path / "out"), "--model", str(saved_pipeline)]
+    with pytest.raises(SystemExit) as stop:  # 100,000 x a 32 px image: killed at 52 s before
+        main(["a red circle", *out, "--upscale", "100000"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "--upscale: 100000: must be a whole number in [1, 64]" in err
+
+
 # ---- train: the config and the command line, before the heavy imports ---------------------
 
 BROKEN_YAML = "model:\n  type: vae\n  channels: [8, 16\n"
@@ -128,16 +136,27 @@ def test_the_known_lr_schedules_are_diffusers_own():
         (["emoji", "--suite", "nonsense"], "argument --suite: invalid choice: 'nonsense'"),
         (["emoji", "--batch-size", "x"], "argument --batch-size: 'x' is not a whole number"),
         (["{here}"], "MODEL {here}: no model_index.json, config.json or model/config.json"),
+        (
+            ["emoji", "--split", "{latin}"],
+            "--split {latin}: not UTF-8 text (byte 0xe9 at offset 18)",
+        ),
+        (
+            ["emoji", "--split", "{broken}"],
+            "--split {broken}: not a held-out split (JSONDecodeError",
+        ),
     ],
 )
 def test_evaluate_names_a_bad_number_suite_or_model_folder_at_once(argv, named, tmp_path, capsys):
     from t2i.cli import precheck_evaluate
 
+    paths = {"here": tmp_path, "latin": tmp_path / "l.json", "broken": tmp_path / "b.json"}
+    paths["latin"].write_bytes(b'{"held_out": ["caf\xe9"]}')
+    paths["broken"].write_text('{"held_out": [1, 2')
     with pytest.raises(SystemExit) as stop:
-        precheck_evaluate([a.format(here=tmp_path) for a in argv])
+        precheck_evaluate([a.format(**paths) for a in argv])
     err = capsys.readouterr().err
     assert stop.value.code == 2 and err.count("\n") == 1
-    assert named.format(here=tmp_path) in err
+    assert named.format(**paths) in err
 
 
 @pytest.mark.parametrize(

@@ -535,3 +535,14 @@ def test_a_damaged_save_to_disk_folder_is_named(tmp_path):
     arrow.write_bytes(arrow.read_bytes()[:300])
     with pytest.raises(ValueError, match="saved: a save_to_disk folder that does not load"):
         CaptionedDataset(tmp_path / "saved", image_size=8)
+
+
+def test_a_caption_table_that_is_not_utf8_is_named_by_file_and_offset(tmp_path):
+    for i in range(3):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{i}.png")
+    table = tmp_path / "captions.csv"
+    table.write_bytes(b"file_name,text\n0.png,caf\xe9\n1.png,a pot\n2.png,a cup\n")
+    with pytest.raises(
+        ValueError, match=r"captions.csv: not UTF-8 text \(byte 0xe9 at offset 24\)"
+    ):
+        CaptionedDataset(table, image_size=8)
