@@ -42,7 +42,8 @@ from typing import Any
 import torch
 import yaml
 
-from t2i.data.captioned import CaptionedDataset, read_split
+from t2i.cli import read_split
+from t2i.data.captioned import CaptionedDataset
 from t2i.evaluation.captioned import (
     HELDOUT_FILE,
     R_PRECISION_CANDIDATES,

@@ -57,6 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+MAX_IMAGES = 16  # the page's slider; a call past it would hold the page for minutes
+
+
+def check_count(seed: Any, num_images: Any) -> None:
+    """A ValueError naming a seed below 0 (the command line refuses it, so such an image
+    could not be drawn again there) or a number of images outside 1-MAX_IMAGES."""
+    if int(seed) < 0:
+        raise ValueError(f"seed={seed}: must be a whole number >= 0")
+    if not 1 <= int(num_images) <= MAX_IMAGES:
+        raise ValueError(f"num_images={num_images}: must be 1 to {MAX_IMAGES}")
+
+
 class Demo:
     """The demo's work, apart from its page: a saved bundle's routes and the calls the page
     makes (tested without a browser).
@@ -122,6 +134,7 @@ class Demo:
 
         if not prompt or not prompt.strip():
             raise ValueError("the prompt is empty; type a caption")
+        check_count(seed, num_images)
         if route not in self.pipes:
             raise ValueError(f"route {route!r}: this pipeline has {', '.join(self.routes)}")
         pipe = self.pipes[route]
@@ -161,6 +174,7 @@ class Demo:
             raise ValueError("variations need the unCLIP route, which this pipeline lacks")
         if image is None:
             raise ValueError("pick an image in the gallery first")
+        check_count(seed, num_images)
         if not isinstance(image, Image.Image):
             image = Image.open(image)
         image = image.convert("RGB").resize((self.size, self.size), Image.NEAREST)
@@ -241,7 +255,9 @@ def build_app(demo: Demo) -> Any:
                 )
                 with gr.Row():
                     seed = gr.Number(value=0, precision=0, minimum=0, label="seed", elem_id="seed")
-                    count = gr.Slider(1, 16, value=4, step=1, label="images", elem_id="count")
+                    count = gr.Slider(
+                        1, MAX_IMAGES, value=4, step=1, label="images", elem_id="count"
+                    )
                 boxes: dict[tuple[str, str], Any] = {}
                 for r in demo.routes:
                     with gr.Accordion(f"{ROUTE_NAMES[r]} settings", open=False):

@@ -211,7 +211,7 @@ def test_prompts_go_in_batches_written_as_they_end_and_an_interrupt_keeps_them(
         ("index", -1, "index=-1; it must be a whole number >= 0"),
         ("route", "dalle3", "route='dalle3'; it must be dalle, unclip, ldm or maskgit"),
         ("dtype", "float8", "dtype='float8'; it must be one of float32, bfloat16, float16"),
-        ("upscale", 0, "upscale=0; it must be null or a whole number >= 1"),
+        ("upscale", 0, "upscale=0; it must be null or a whole number in [1, 64]"),
         ("temperature", -2, "temperature=-2"),
     ],
 )

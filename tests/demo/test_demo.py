@@ -64,6 +64,10 @@ def test_settings_from_the_page_are_used_and_bad_ones_named(demo):
         demo.generate("a red circle", "", "dalle", 0, 2, {"temperature": -1.0})
     with pytest.raises(ValueError, match="route 'maskgit'"):
         demo.generate("a red circle", "", "maskgit")
+    with pytest.raises(ValueError, match="seed=-1: must be a whole number >= 0"):
+        demo.generate("a red circle", "", "dalle", -1)  # the command line could not redraw it
+    with pytest.raises(ValueError, match="num_images=17: must be 1 to 16"):
+        demo.generate("a red circle", "", "dalle", 0, 17)  # past the page's slider
 
 
 def test_variations_of_a_picked_image_come_from_the_unclip_route(demo):

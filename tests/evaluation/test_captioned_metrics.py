@@ -187,7 +187,8 @@ def test_parts_of_heldout_json_are_indices_within_the_held_out_samples(folder, t
     for bad, says in [
         ({"cells": ["00004.png"]}, "part 'cells' lists sources that are not held out"),
         ({"heldout": ["00003.png"]}, "part 'heldout': the suite names its own parts so"),
-        (["00003.png"], "`parts` is not a dict of source lists"),
+        (["00003.png"], "held_out must be a list of sources and parts a dict of them"),
+        ({"cells": "00003.png"}, "`parts` is not a dict of source lists"),
     ]:
         (pipe / "heldout.json").write_text(json.dumps({**record, "parts": bad}))
         with pytest.raises(ValueError, match=re.escape(says)):
