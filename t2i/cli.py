@@ -5,6 +5,7 @@ bad flag is refused before torch is imported."""
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import math
 import sys
@@ -243,7 +244,10 @@ def check_run_paths(data: dict, overrides: list[str], kind: str, source: str) ->
 
     given = dict(o.split("=", 1) for o in overrides if "=" in o)
     path = given.get("data.path", given.get("path", (data.get("data") or {}).get("path")))
-    if path:
+    if path and any(c in str(path) for c in "*?["):  # WebDataset shards by pattern
+        if not glob.glob(str(path)):
+            raise ConfigError(f"{source}: data.path={str(path)!r}: the pattern matches no file")
+    elif path:
         folder = Path(str(path))
         if not folder.exists():
             raise ConfigError(f"{source}: data.path={str(path)!r}: no such file or folder")

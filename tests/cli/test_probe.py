@@ -285,6 +285,10 @@ def test_from_pretrained_takes_a_dtype_by_name(saved_ldm):
         (["configs/custom/pipeline.yaml", "data.path={missing}"], "data.path='{missing}': no such"),
         (["configs/custom/pipeline.yaml", "data.path={empty}"], "data.path='{empty}': an empty"),
         (["configs/custom/finetune.yaml", "init_from={missing}"], "init_from='{missing}': no such"),
+        (
+            ["configs/custom/pipeline.yaml", "data.path={missing}/*.tar"],
+            "data.path='{missing}/*.tar': the pattern matches no file",
+        ),
     ],
 )
 def test_a_recipes_data_and_a_finetunings_start_are_named_before_the_imports(
