@@ -13,26 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from t2i.config import read_text
+
 LORA_CONFIG = "lora_config.json"  # t2i.models.lora.CONFIG_FILE, here without importing torch
 ROUTE_NAMES = ("dalle", "unclip", "ldm", "maskgit")  # t2i.pipelines.ROUTES' keys, torch-free
-
-
-def read_utf8(path: str | Path) -> str:
-    """A text file a user wrote (captions, prompts, metadata): UTF-8, a leading byte-order
-    mark dropped (Windows editors write one; it would stay in the first caption or prompt).
-
-    Raises:
-        ValueError: not UTF-8 (a Latin-1 file, say), naming the file and the first bad
-            byte's offset, rather than captions with replacement characters in silence.
-    """
-    data = Path(path).read_bytes()
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        bad = data[err.start : err.start + 1].hex()
-        raise ValueError(
-            f"{path}: not UTF-8 text (byte 0x{bad} at offset {err.start}); save it as UTF-8"
-        ) from None
 
 
 def read_split(path: str | Path) -> dict[str, Any]:
@@ -45,7 +29,7 @@ def read_split(path: str | Path) -> dict[str, Any]:
             held_out list).
     """
     try:
-        written = json.loads(read_utf8(path))
+        written = json.loads(read_text(path))
         listed = written["held_out"]
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
         raise ValueError(f"{path}: not a held-out split ({type(err).__name__}: {err})") from None

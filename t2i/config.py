@@ -302,15 +302,18 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
 
 
 def read_text(path: str | Path) -> str:
-    """A file a user edits, as UTF-8 text (a leading byte-order mark dropped); a ConfigError
-    naming the file and the first byte that is not UTF-8."""
+    """A text file a user wrote (a config, captions, prompts, metadata) as UTF-8, a leading
+    byte-order mark dropped (Windows editors write one; it would stay in the first caption
+    or key); a ConfigError (a ValueError) naming the file and its first byte that is not
+    UTF-8, rather than replacement characters in silence."""
     raw = Path(path).read_bytes()
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
         raise ConfigError(
-            f"{path}: not UTF-8 text (byte 0x{raw[err.start]:02x} on line {line}); save it as UTF-8"
+            f"{path}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}, "
+            f"line {line}); save it as UTF-8"
         ) from None
 
 

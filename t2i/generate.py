@@ -50,8 +50,8 @@ from t2i.cli import (
     fraction,
     pipeline_path,
     read_lora_config,
-    read_utf8,
 )
+from t2i.config import read_text
 
 logger = logging.getLogger("t2i.generate")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -328,7 +328,7 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
         if not path.is_file():
             raise FileNotFoundError(f"--prompts-file {path}: no such file")
         try:
-            lines = read_utf8(path).splitlines()  # a byte-order mark is no prompt's
+            lines = read_text(path).splitlines()  # a byte-order mark is no prompt's
         except ValueError as err:
             raise ValueError(f"--prompts-file {err}") from None
         prompts += [line.strip() for line in lines if line.strip()]

@@ -46,7 +46,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from t2i.cli import read_utf8
+from t2i.config import read_text
 from t2i.data.images import IMAGE_EXTENSIONS, BadImageError, fit, load_image
 from t2i.data.shapes import to_tensor
 
@@ -258,7 +258,7 @@ class CaptionedDataset(Dataset):
         """metadata.jsonl's rows; a line that is not a JSON object is a bad sample, named by
         its file and line (the rest are read), never the end of the data set."""
         rows = []
-        for number, line in enumerate(read_utf8(meta).splitlines(), start=1):
+        for number, line in enumerate(read_text(meta).splitlines(), start=1):
             if not line.strip():
                 continue
             try:
@@ -278,7 +278,7 @@ class CaptionedDataset(Dataset):
         for image in images:
             text = image.with_suffix(".txt")
             try:
-                caption = read_utf8(text).strip() if text.is_file() else None
+                caption = read_text(text).strip() if text.is_file() else None
             except ValueError as err:
                 self._report(str(image), str(err).removeprefix(f"{text}: ") + f" ({text.name})")
                 continue

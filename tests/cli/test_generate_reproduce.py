@@ -99,7 +99,10 @@ def test_prompts_come_from_a_file_one_a_line(saved_pipeline, tmp_path, capsys):
     latin = tmp_path / "latin.txt"
     latin.write_bytes("a café".encode("latin-1"))
     code, _, err = run(["--prompts-file", str(latin)], capsys)
-    assert code == 2 and f"--prompts-file {latin}: not UTF-8 text (byte 0xe9 at offset 5)" in err
+    assert (
+        code == 2
+        and f"--prompts-file {latin}: not UTF-8 text (byte 0xe9 at offset 5, line 1)" in err
+    )
 
 
 def test_a_square_grid_and_upscaled_images(saved_pipeline, tmp_path, capsys):

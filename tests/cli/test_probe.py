@@ -87,7 +87,7 @@ BROKEN_YAML = "model:\n  type: vae\n  channels: [8, 16\n"
     "text, extra, named",
     [
         (BROKEN_YAML, [], "not valid YAML: line 3, column 13: while parsing a flow sequence"),
-        (b"# caf\xe9\nmodel: {type: vae}\n", [], "not UTF-8 text (byte 0xe9 on line 1)"),
+        (b"# caf\xe9\nmodel: {type: vae}\n", [], "not UTF-8 text (byte 0xe9 at offset 5, line 1)"),
         ("", ["train.mixed_precision=fp8"], "train.mixed_precision='fp8': use 'auto'"),
         ("", ["train.ema_decay=1.5"], "train.ema_decay=1.5 must be null or in [0, 1)"),
         ("", ["train.seed=-1"], "train.seed=-1 must be in [0, 2**32 - 1]"),
@@ -138,7 +138,7 @@ def test_the_known_lr_schedules_are_diffusers_own():
         (["{here}"], "MODEL {here}: no model_index.json, config.json or model/config.json"),
         (
             ["emoji", "--split", "{latin}"],
-            "--split {latin}: not UTF-8 text (byte 0xe9 at offset 18)",
+            "--split {latin}: not UTF-8 text (byte 0xe9 at offset 18, line 1)",
         ),
         (
             ["emoji", "--split", "{broken}"],

@@ -469,7 +469,7 @@ def test_caption_files_are_utf8_a_bom_dropped_and_another_encoding_skipped_by_na
     captions = sorted(c for r in data.records for c in r["caption"])
     assert captions == ["a green pear", "a red apple"]  # no BOM, no replacement characters
     reason = data.report()["bad"][str(tmp_path / "latin.png")]
-    assert "not UTF-8 text (byte 0xe9 at offset 5)" in reason and "latin.txt" in reason
+    assert "not UTF-8 text (byte 0xe9 at offset 5, line 1)" in reason and "latin.txt" in reason
 
 
 def test_a_malformed_metadata_line_is_skipped_by_file_and_line_and_the_rest_read(tmp_path):
