@@ -562,7 +562,7 @@ def check_ldm_steps(args: argparse.Namespace, index: dict, model: Path) -> None:
     ValueError naming --steps where DPM-Solver++ or UniPC would land two steps on one
     timestep (and divide by zero). Settings it cannot resolve here are left to the
     pipeline's own checks."""
-    from t2i.nn.diffusion import SAMPLERS, check_timesteps
+    from t2i.nn.diffusion import SAMPLERS, TimestepsError, stepped_scheduler
 
     recorded = index.get("_t2i_sampling") or {}
     sampler = args.sampler or recorded.get("ldm_sampler")
@@ -571,14 +571,11 @@ def check_ldm_steps(args: argparse.Namespace, index: dict, model: Path) -> None:
     if sampler not in SAMPLERS or not isinstance(steps, int) or not config.is_file():
         return
     try:
-        scheduler = SAMPLERS[sampler].from_config(json.loads(config.read_text()))
-        scheduler.set_timesteps(steps)
-    except (ValueError, TypeError, UnicodeDecodeError):  # named when the pipeline loads
-        return
-    try:
-        check_timesteps(scheduler.timesteps, sampler, steps, scheduler.config.num_train_timesteps)
-    except ValueError as err:
+        stepped_scheduler(sampler, json.loads(config.read_text()), steps)
+    except TimestepsError as err:
         raise ValueError(f"--steps {steps} --sampler {sampler}: {err}") from None
+    except (ValueError, TypeError):  # a damaged schedule: named when the pipeline loads
+        return
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> list[Path]:
@@ -589,10 +586,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None)
         args = replay(args, parser or build_parser())
         record = args.record
     prompts = read_prompts(args)
-    check_model(args.model)
+    check_model(args.model, pipeline=True)
     index = saved_index(args.model)
-    if args.model is not None and not index:
-        raise FileNotFoundError(f"--model {args.model}: no model_index.json; not a saved pipeline")
     if args.init_image is not None and not Path(args.init_image).is_file():
         raise FileNotFoundError(f"--init-image {args.init_image}: no such file")
     if args.route is None:

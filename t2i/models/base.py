@@ -19,7 +19,7 @@ import torch
 from diffusers import ConfigMixin, ModelMixin
 from safetensors import safe_open
 
-from t2i.config import ConfigError, check_kwargs
+from t2i.config import ConfigError, check_kwargs, read_text
 from t2i.models.lora import LoraError, has_lora, save_lora
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -42,29 +42,38 @@ def resolve_dtype(value: Any, where: str = "torch_dtype") -> torch.dtype | None:
     return value
 
 
-def check_weights_files(folder: Path, hint: str = "") -> None:
-    """A FileNotFoundError or ValueError naming a saved model's weights file when there is
-    none, or one is truncated or unreadable (diffusers would look for a .bin instead, or
-    fail without a reason). `hint` ends the message (what to do)."""
+class WeightsFileError(ValueError):
+    """A saved model's weights file is missing, truncated or unreadable (`missing` says
+    which); `check_weights_files` raises it before diffusers would look for a .bin instead,
+    or fail without a reason."""
+
+    def __init__(self, message: str, missing: bool) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
+def check_weights_files(folder: Path) -> None:
+    """A WeightsFileError naming a saved model's weights file when there is none, or one is
+    truncated or unreadable."""
     files = sorted(folder.glob("*.safetensors"))
     if not files:
-        raise FileNotFoundError(f"{folder}: no weights file (*.safetensors){hint}")
+        raise WeightsFileError(f"{folder}: no weights file (*.safetensors)", missing=True)
     for file in files:
         try:
             with safe_open(str(file), "pt") as weights:
                 weights.keys()
         except Exception as err:  # safetensors raises its own error types
             reason = str(err).split(":")[-1].strip() or type(err).__name__
-            raise ValueError(f"{file}: truncated or unreadable ({reason}){hint}") from None
+            raise WeightsFileError(
+                f"{file}: truncated or unreadable ({reason})", missing=False
+            ) from None
 
 
 def read_config(file: Path) -> dict:
     """A saved model's config.json as a dict; a ValueError naming the file when it is not
     UTF-8 JSON holding an object."""
     try:
-        config = json.loads(file.read_bytes().decode("utf-8-sig"))
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{file}: not UTF-8 text (byte {err.start})") from None
+        config = json.loads(read_text(file))
     except json.JSONDecodeError as err:
         raise ValueError(f"{file}: not JSON (line {err.lineno}, column {err.colno})") from None
     if not isinstance(config, dict):

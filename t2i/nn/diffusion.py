@@ -4,6 +4,7 @@ batched pass (classifier-free guidance: conditional rows, then null rows)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from diffusers import (
@@ -67,14 +68,11 @@ def guided_denoise(
         callback: called as f(step, timestep, x) after each step; what it returns (None:
             nothing) replaces x.
     """
-    check_sampler(sampler)
     if not 0.0 <= strength <= 1.0:
         raise ValueError(f"strength={strength} must be in [0, 1]")
-    scheduler = SAMPLERS[sampler].from_config(scheduler_config)
-    scheduler.set_timesteps(num_inference_steps, device=device)
+    scheduler = stepped_scheduler(sampler, scheduler_config, num_inference_steps, device)
     guided = guidance_scale != 1.0
     timesteps = scheduler.timesteps
-    check_timesteps(timesteps, sampler, num_inference_steps, scheduler.config.num_train_timesteps)
     x = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
     if init is None:
         x = x * scheduler.init_noise_sigma
@@ -107,6 +105,24 @@ def guided_denoise(
     return x
 
 
+class TimestepsError(ValueError):
+    """Steps a multistep solver would land twice on one timestep of (`check_timesteps`)."""
+
+
+def stepped_scheduler(
+    sampler: str, scheduler_config: Any, num_inference_steps: int, device: Any = None
+) -> Any:
+    """The sampler's diffusers scheduler over the training schedule, its timesteps set for
+    `num_inference_steps` and checked (`check_timesteps`: a TimestepsError) before any step
+    is taken."""
+    check_sampler(sampler)
+    scheduler = SAMPLERS[sampler].from_config(scheduler_config)
+    scheduler.set_timesteps(num_inference_steps, device=device)
+    steps, train_steps = num_inference_steps, scheduler.config.num_train_timesteps
+    check_timesteps(scheduler.timesteps, sampler, steps, train_steps)
+    return scheduler
+
+
 def check_timesteps(timesteps: Tensor, sampler: str, steps: int, train_steps: int) -> None:
     """A ValueError when a multistep solver's timesteps repeat one: diffusers' spacing rounds
     two steps onto one timestep when the steps come near the training schedule's, and DPM-
@@ -116,7 +132,7 @@ def check_timesteps(timesteps: Tensor, sampler: str, steps: int, train_steps: in
     values = timesteps.tolist()
     if len(set(values)) < len(values):
         twice = next(v for i, v in enumerate(values) if v in values[:i])
-        raise ValueError(
+        raise TimestepsError(
             f"num_inference_steps={steps} with sampler={sampler!r} lands two steps on timestep "
             f"{twice} of the {train_steps}-step schedule, where that solver divides by zero; "
             f"use fewer steps (under {train_steps}) or sampler 'ddim' or 'euler'"

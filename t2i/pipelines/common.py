@@ -33,7 +33,7 @@ from PIL import Image
 from t2i._version import __version__
 from t2i.cli import ROUTE_NAMES
 from t2i.models import clip_score, load_model, resolve_dtype
-from t2i.models.base import check_weights_files
+from t2i.models.base import WeightsFileError
 from t2i.models.external import files_id
 from t2i.models.lora import (
     LoraError,
@@ -640,24 +640,15 @@ def load_component(
         return getattr(diffusers, class_name).from_pretrained(str(folder))
     if library is None or not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{path}: component {name!r} missing ({folder})")
-    check_weights(path, name)
-    return load_model(folder, torch_dtype=torch_dtype).eval()
-
-
-def check_weights(path: Path, name: str) -> None:
-    """A PipelineFormatError naming a component's weights file when it is missing, truncated
-    or unreadable (diffusers would look for a .bin, or fail without a reason), and what still
-    loads: the routes that do not use it."""
-    folder = path / name
-    others = f"restore it (or load a route that does not use the {name})"
-    try:
-        check_weights_files(folder, f"; {others}")
-    except FileNotFoundError:
-        raise PipelineFormatError(
-            f"{path}: its {name} has no weights file in {folder}; {others}"
-        ) from None
-    except ValueError as err:
-        raise PipelineFormatError(str(err)) from None
+    try:  # its weights file is checked as it loads: named with what still loads
+        return load_model(folder, torch_dtype=torch_dtype).eval()
+    except WeightsFileError as err:
+        others = f"restore it (or load a route that does not use the {name})"
+        if err.missing:
+            raise PipelineFormatError(
+                f"{path}: its {name} has no weights file in {folder}; {others}"
+            ) from None
+        raise PipelineFormatError(f"{err}; {others}") from None
 
 
 def prompt_list(prompt: str | Sequence[str]) -> list[str]:

@@ -57,23 +57,26 @@ class CSVTracker(GeneralTracker):
         with self.path.open(newline="") as f:
             rows = list(csv.DictReader(f))
         kept = [r for r in rows if not r.get("step") or float(r["step"]) <= step]
-        if len(kept) == len(rows):
-            return 0
-        tmp = self.path.with_suffix(".tmp")
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, self.fields)
-            writer.writeheader()
-            writer.writerows(kept)
-        tmp.replace(self.path)
+        if len(kept) < len(rows):
+            self._rewrite(kept, self.fields)
         return len(rows) - len(kept)
 
     def _widen(self, fields: list[str]) -> None:
         """Rewrite the file with a wider header."""
-        rows = list(csv.DictReader(self.path.open())) if self.path.is_file() else []
-        with self.path.open("w", newline="") as f:
+        rows = []
+        if self.path.is_file():
+            with self.path.open(newline="") as f:
+                rows = list(csv.DictReader(f))
+        self._rewrite(rows, fields)
+
+    def _rewrite(self, rows: list[dict], fields: list[str]) -> None:
+        """The file as `rows` under the header `fields`, replaced atomically."""
+        tmp = self.path.with_suffix(".tmp")
+        with tmp.open("w", newline="") as f:
             writer = csv.DictWriter(f, fields)
             writer.writeheader()
             writer.writerows(rows)
+        tmp.replace(self.path)
         self.fields = fields
 
 
